@@ -1,0 +1,129 @@
+// The mwan3 configuration as uplinkd understands it: mwan3's UCI file with its defaults
+// (../shared/reference/mwan3-behaviour.md section 1) plus uplinkd's extensions.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "common/ip_address.h"
+
+namespace uplinkd::config {
+
+// A configuration error a person can act on: where (file, line), which option, what is wrong.
+class ConfigError : public std::runtime_error {
+ public:
+  ConfigError(std::string file, int line, std::string option, const std::string& message);
+  const std::string file;
+  const int line;  // 0 when the error is not tied to one line
+  const std::string option;
+};
+
+enum class Family { Ipv4, Ipv6 };
+
+// mwan3's track_method names map onto uplinkd's probe methods.
+enum class TrackMethod {
+  Ping,      // "ping": ICMP or ICMPv6 echo (by family)
+  Arping,    // "arping": ARP request to the gateway (IPv4 only)
+  NpingTcp,  // "nping-tcp": TCP SYN to target:track_port
+  Nslookup,  // "nslookup": DNS query to the target as resolver
+};
+
+enum class InitialState { Online, Offline };
+
+struct Globals {
+  uint32_t mmx_mask = 0x3F00;
+  int logging = 0;
+  std::string loglevel = "notice";
+  std::vector<std::string> rt_table_lookup;
+  // Extensions.
+  uint32_t probe_reply_mark = 0;  // mark set on matched probe replies at tc ingress; 0 = off
+  uint32_t probe_reply_mark_mask = 0xFFFFFFFF;
+};
+
+struct InterfaceConfig {
+  std::string name;
+  int line = 0;     // line of the `config interface` header
+  uint32_t id = 0;  // mwan3 interface id: 1-based position among all interface sections
+  bool enabled = false;
+  Family family = Family::Ipv4;
+  std::vector<IpAddress> track_ip;
+  TrackMethod track_method = TrackMethod::Ping;
+  int reliability = 1;
+  int count = 1;
+  double timeout_s = 4;     // extension: fractional seconds
+  double interval_s = 10;   // extension: fractional seconds
+  double failure_interval_s = 10;   // defaults to interval
+  double recovery_interval_s = 10;  // defaults to interval
+  bool keep_failure_interval = false;
+  int down = 5;
+  int up = 5;
+  int size = 56;
+  int max_ttl = 60;
+  bool check_quality = false;
+  int failure_latency_ms = 1000;
+  int failure_loss_pct = 40;
+  int recovery_latency_ms = 500;
+  int recovery_loss_pct = 10;
+  InitialState initial_state = InitialState::Online;
+  std::vector<std::string> flush_conntrack;
+  // Extensions (plain Linux, or overriding /etc/config/network).
+  std::string device;                 // resolved: from `option device` or the network file
+  std::optional<IpAddress> gateway;   // resolved: from `option gateway` or the network file; else learnt
+  uint16_t track_port = 80;           // nping-tcp target port
+  std::string dns_query_name = "openwrt.org";  // nslookup: the name asked for
+  uint32_t icmp_limit_rate = 0;       // ICMP limiter packets/second; 0 = off (opt-in)
+  uint32_t icmp_limit_burst = 5;      // ICMP limiter burst, in packets
+};
+
+struct MemberConfig {
+  std::string name;
+  int line = 0;
+  std::string interface;
+  int metric = 1;
+  int weight = 1;
+};
+
+struct PolicyConfig {
+  std::string name;
+  int line = 0;
+  std::vector<std::string> use_member;
+  std::string last_resort = "unreachable";  // unreachable | blackhole | default
+};
+
+struct RuleConfig {
+  std::string name;
+  int line = 0;
+  std::string use_policy;  // a policy name or default / unreachable / blackhole
+  std::map<std::string, std::string> options;  // the rest, kept verbatim for the policy engine
+};
+
+struct Config {
+  std::string file;
+  Globals globals;
+  std::vector<InterfaceConfig> interfaces;  // in file order; id = index + 1
+  std::vector<MemberConfig> members;
+  std::vector<PolicyConfig> policies;
+  std::vector<RuleConfig> rules;
+
+  [[nodiscard]] const InterfaceConfig* find_interface(const std::string& name) const;
+};
+
+// Reads the mwan3 UCI file at `mwan3_path`; resolves each interface's device and gateway from
+// `option device` / `option gateway`, or else from the OpenWrt network file at `network_path` when given.
+// Throws ConfigError naming file, line and option for anything malformed or inconsistent.
+Config load(const std::string& mwan3_path, const std::optional<std::string>& network_path);
+
+// The same from text (tests); `file` is the name used in errors.
+Config parse(const std::string& text, const std::string& file,
+             const std::optional<std::string>& network_text = std::nullopt,
+             const std::string& network_file = "network");
+
+// The mwan3 mark of interface id `id`: the id's bits spread over the set bits of `mask`
+// (0x3F00: id 1 -> 0x100, id 60 -> 0x3c00). Returns 0 when the id does not fit.
+uint32_t mark_for_id(uint32_t id, uint32_t mask);
+
+}  // namespace uplinkd::config

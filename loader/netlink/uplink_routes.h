@@ -1,0 +1,48 @@
+// The kernel routing state uplinkd owns for an uplink (libnl-route-3): table N with the uplink's
+// default route, and the rule `fwmark mark(N)/mask lookup N` (pref 2000+N) that sends probe
+// sockets (and, later, classified traffic) through it. uplinkd removes exactly what it added.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/ip_address.h"
+
+namespace uplinkd::netlink {
+
+// The gateway of the main table's default route through `ifindex` (nullopt: none).
+std::optional<IpAddress> find_default_gateway(int ifindex, int family);
+
+class UplinkRoutes {
+ public:
+  UplinkRoutes();
+  ~UplinkRoutes();  // removes everything still installed
+  UplinkRoutes(const UplinkRoutes&) = delete;
+  UplinkRoutes& operator=(const UplinkRoutes&) = delete;
+
+  // Installs (or replaces) the default route of `table` through ifindex/gateway (no gateway:
+  // a link-scope route) for `family`, and the fwmark rule. Returns 0 or a negative errno;
+  // `error` gets a sentence naming what failed.
+  int install(uint32_t table, int ifindex, int family, const std::optional<IpAddress>& gateway,
+              uint32_t mark, uint32_t mask, uint32_t rule_pref, std::string* error);
+  // Removes what install() added for this table and family.
+  void remove(uint32_t table, int family);
+  void remove_all();
+
+ private:
+  struct Installed {
+    uint32_t table;
+    int family;
+    int ifindex;
+    std::optional<IpAddress> gateway;
+    uint32_t mark;
+    uint32_t mask;
+    uint32_t pref;
+  };
+  std::vector<Installed> installed_;
+  struct nl_sock* sock_ = nullptr;
+};
+
+}  // namespace uplinkd::netlink

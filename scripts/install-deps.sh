@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of uplinkd from Debian's packages (bookworm or later).
+# Idempotent: packages already present are left alone. Run as root.
+set -euo pipefail
+
+packages=(
+  # build
+  cmake make g++ clang llvm pkg-config
+  libbpf-dev bpftool libxdp-dev libelf-dev zlib1g-dev
+  libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libnl-nf-3-dev
+  nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
+  linux-libc-dev
+  # runtime and test tools
+  iproute2 nftables conntrack iputils-ping iputils-arping iperf3
+  wireguard-go wireguard-tools tcpdump procps python3
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "install-deps: all packages present"
+fi
