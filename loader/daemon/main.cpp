@@ -1,1 +1,108 @@
-int main() { return 0; }  // placeholder until the daemon lands
+// uplinkd: multi-WAN health checking and failover with an eBPF datapath.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "common/log.h"
+#include "config/config.h"
+#include "daemon/daemon.h"
+
+namespace uplinkd {
+const char* version();
+}
+
+namespace {
+
+// Detaches from the terminal the classic way; logs go to syslog from here on.
+bool daemonize() {
+  pid_t pid = fork();
+  if (pid < 0) return false;
+  if (pid > 0) _exit(0);
+  setsid();
+  if (fork() > 0) _exit(0);
+  if (chdir("/") != 0) return false;
+  FILE* null = std::freopen("/dev/null", "r", stdin);
+  (void)null;
+  null = std::freopen("/dev/null", "w", stdout);
+  null = std::freopen("/dev/null", "w", stderr);
+  return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  uplinkd::DaemonOptions options;
+  bool foreground = false;
+  bool no_hook = false;
+  std::string hook;
+  std::string network;
+  std::string level = "notice";
+  bool check_only = false;
+
+  CLI::App app{"uplinkd: multi-WAN failover with an eBPF datapath; reads the mwan3 configuration"};
+  app.set_version_flag("--version", uplinkd::version());
+  app.add_option("-c,--config", options.config_path, "mwan3 UCI configuration file")->capture_default_str();
+  app.add_option("-n,--network", network, "OpenWrt network configuration (resolves interfaces to devices)");
+  app.add_option("-s,--socket", options.socket_path, "control socket path")->capture_default_str();
+  app.add_option("-i,--instance", options.instance, "instance name (pins under <bpffs>/uplinkd/<instance>)")
+      ->capture_default_str();
+  app.add_option("--hook", hook, "hook run on every event (default: /etc/mwan3.user when present)");
+  app.add_flag("--no-hook", no_hook, "run no hook");
+  app.add_option("--bpffs", options.bpffs, "BPF filesystem mount point")->capture_default_str();
+  app.add_option("--log-level", level, "debug, info, notice, warn, error")->capture_default_str();
+  app.add_flag("-f,--foreground", foreground, "stay in the foreground and log to stderr");
+  app.add_flag("--check-config", check_only, "parse the configuration, print the result and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  uplinkd::log::Level lvl;
+  if (!uplinkd::log::parse_level(level, &lvl)) {
+    std::fprintf(stderr, "uplinkd: --log-level '%s': expected debug, info, notice, warn or error\n", level.c_str());
+    return 2;
+  }
+  uplinkd::log::set_level(lvl);
+  if (!network.empty()) options.network_path = network;
+  if (no_hook) {
+    options.hook_path.clear();
+  } else if (!hook.empty()) {
+    options.hook_path = hook;
+  } else if (access("/etc/mwan3.user", X_OK) == 0) {
+    options.hook_path = "/etc/mwan3.user";
+  }
+  if (!options.hook_path.empty() && access(options.hook_path.c_str(), X_OK) != 0) {
+    std::fprintf(stderr, "uplinkd: hook %s is not an executable file (chmod +x it, or pass --no-hook)\n",
+                 options.hook_path.c_str());
+    return 2;
+  }
+
+  uplinkd::config::Config config;
+  try {
+    config = uplinkd::config::load(options.config_path, options.network_path);
+  } catch (const uplinkd::config::ConfigError& e) {
+    std::fprintf(stderr, "uplinkd: %s\n", e.what());
+    return 2;
+  }
+  if (check_only) {
+    std::printf("%s: %zu interface(s), %zu member(s), %zu policy(ies), %zu rule(s): OK\n", config.file.c_str(),
+                config.interfaces.size(), config.members.size(), config.policies.size(), config.rules.size());
+    return 0;
+  }
+
+  if (std::string missing = uplinkd::check_privileges(); !missing.empty()) {
+    std::fprintf(stderr, "uplinkd: %s\n", missing.c_str());
+    return 1;
+  }
+  if (!foreground) {
+    if (!daemonize()) return 1;
+    uplinkd::log::use_syslog(true);
+  }
+  try {
+    uplinkd::Daemon daemon(options, std::move(config));
+    return daemon.run();
+  } catch (const std::exception& e) {
+    uplinkd::log::error(std::string("cannot start: ") + e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,64 @@
+#include "control/status_text.h"
+
+#include <cstdio>
+#include <sstream>
+
+namespace uplinkd::control {
+
+std::string format_duration(double seconds) {
+  long s = seconds < 0 ? 0 : static_cast<long>(seconds);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02ldh:%02ldm:%02lds", s / 3600, (s / 60) % 60, s % 60);
+  return buf;
+}
+
+namespace {
+
+std::string interface_line(const nlohmann::json& i) {
+  const std::string name = i.value("name", "?");
+  const std::string state = i.value("state", "unknown");
+  if (!i.value("enabled", true)) return " interface " + name + " is disabled\n";
+  if (!i.value("tracking", false)) {
+    return " interface " + name + " is " + state + " and tracking is down (device " + i.value("device", "?") +
+           " " + i.value("device_state", "absent") + ")\n";
+  }
+  std::string since = state == "online" || state == "disconnecting" ? "online " : "offline ";
+  if (state == "connecting" || state == "disconnecting") since = state + " ";
+  return " interface " + name + " is " + state + " and tracking is active (" + since +
+         format_duration(i.value("state_s", 0.0)) + ", uptime " + format_duration(i.value("uptime_s", 0.0)) + ")\n";
+}
+
+}  // namespace
+
+std::string format_interfaces(const nlohmann::json& status) {
+  std::ostringstream out;
+  out << "Interface status:\n";
+  for (const auto& i : status.value("interfaces", nlohmann::json::array())) out << interface_line(i);
+  out << "\n";
+  return out.str();
+}
+
+std::string format_status(const nlohmann::json& status) {
+  std::ostringstream out;
+  out << format_interfaces(status);
+  out << "Probe targets:\n";
+  char buf[256];
+  for (const auto& i : status.value("interfaces", nlohmann::json::array())) {
+    if (!i.value("enabled", true)) continue;
+    const auto& p = i.value("probes", nlohmann::json::object());
+    std::snprintf(buf, sizeof buf, " %s (%s): score %d, %llu sent, %llu replied, %llu lost, rtt %.2f ms, loss %.1f%%\n",
+                  i.value("name", "?").c_str(), i.value("device", "?").c_str(), i.value("score", 0),
+                  p.value("sent", 0ULL), p.value("replied", 0ULL), p.value("lost", 0ULL), i.value("rtt_ms", 0.0),
+                  i.value("loss_pct", 0.0));
+    out << buf;
+    for (const auto& t : i.value("targets", nlohmann::json::array())) {
+      std::snprintf(buf, sizeof buf, "  %-40s %-8s rtt %.2f ms, loss %.1f%%\n", t.value("ip", "?").c_str(),
+                    t.value("state", "?").c_str(), t.value("rtt_ms", 0.0), t.value("loss_pct", 0.0));
+      out << buf;
+    }
+  }
+  out << "\n";
+  return out.str();
+}
+
+}  // namespace uplinkd::control

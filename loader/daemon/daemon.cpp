@@ -1,0 +1,382 @@
+#include "daemon/daemon.h"
+
+#include <linux/capability.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace uplinkd {
+namespace {
+
+constexpr int64_t kDevicePollNs = 250 * 1000000LL;  // link state check; cheap ioctls
+constexpr int64_t kRetryNs = 2 * 1000000000LL;      // after a failed bring-up at runtime
+constexpr uint32_t kRulePrefBase = 2000;            // mwan3: pref 2000+N fwmark mark(N) lookup N
+
+struct LinkState {
+  int ifindex = 0;
+  bool up = false;
+  bool ethernet = true;
+};
+
+LinkState read_link(const std::string& device) {
+  LinkState s;
+  s.ifindex = static_cast<int>(if_nametoindex(device.c_str()));
+  if (s.ifindex == 0) return s;
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return s;
+  ifreq ifr{};
+  std::strncpy(ifr.ifr_name, device.c_str(), IFNAMSIZ - 1);
+  if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
+    s.up = (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+  }
+  if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0) s.ethernet = ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER;
+  close(fd);
+  return s;
+}
+
+uint32_t bpf_state(health::State s) {
+  switch (s) {
+    case health::State::Offline:
+      return UPLINK_STATE_OFFLINE;
+    case health::State::Connecting:
+      return UPLINK_STATE_CONNECTING;
+    case health::State::Online:
+      return UPLINK_STATE_ONLINE;
+    case health::State::Disconnecting:
+      return UPLINK_STATE_DISCONNECTING;
+    case health::State::Disabled:
+      return UPLINK_STATE_DISABLED;
+  }
+  return UPLINK_STATE_UNKNOWN;
+}
+
+double seconds(int64_t ns) { return static_cast<double>(ns) / 1e9; }
+
+}  // namespace
+
+std::string check_privileges() {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct data[2] = {};
+  if (syscall(SYS_capget, &header, data) != 0) return "";  // cannot tell: let the kernel decide
+  auto has = [&](int cap) { return (data[cap / 32].effective & (1u << (cap % 32))) != 0; };
+  std::string missing;
+  if (!has(CAP_NET_ADMIN)) missing += " CAP_NET_ADMIN";
+  if (!has(CAP_NET_RAW)) missing += " CAP_NET_RAW";
+  if (!has(CAP_SYS_ADMIN) && !has(CAP_BPF)) missing += " CAP_BPF";
+  if (missing.empty()) return "";
+  return "uplinkd must run as root (missing" + missing + "): it loads BPF programs, attaches XDP and sends raw probes";
+}
+
+Daemon::Daemon(DaemonOptions options, config::Config config)
+    : options_(std::move(options)), config_(std::move(config)), hooks_(options_.hook_path) {
+  started_ns_ = health::monotonic_ns();
+  datapath_ = std::make_unique<datapath::Datapath>(
+      options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); });
+  for (const auto& cfg : config_.interfaces) {
+    if (!cfg.enabled) continue;
+    Uplink u;
+    u.cfg = &cfg;
+    const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
+    u.monitor = std::make_unique<health::UplinkMonitor>(
+        cfg, mark, *datapath_, [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
+    uplinks_.emplace(cfg.id, std::move(u));
+  }
+  for (auto& [id, u] : uplinks_) write_record(u);
+  // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
+  poll_devices(started_ns_, true);
+  control_ = std::make_unique<control::ControlServer>(options_.socket_path,
+                                                      [this](const nlohmann::json& r) { return handle_request(r); });
+  setup_signals();
+}
+
+Daemon::~Daemon() {
+  const int64_t now = health::monotonic_ns();
+  for (auto& [id, u] : uplinks_) {
+    // mwan3 sends `disconnected` with an empty DEVICE at shutdown; uplinkd says why in the log only.
+    if (u.device_up) u.monitor->stop(now);
+    if (u.attached) datapath_->detach(id);
+  }
+  uplinks_.clear();
+  routes_.remove_all();
+  control_.reset();
+  datapath_.reset();
+  for (int fd : {epoll_fd_, signal_fd_, timer_fd_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+void Daemon::setup_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set, s);
+  sigprocmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0) throw std::runtime_error(std::string("event loop: ") + strerror(errno));
+  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+}
+
+void Daemon::poll_devices(int64_t now, bool at_start) {
+  next_device_poll_ = now + kDevicePollNs;
+  for (auto& [id, u] : uplinks_) {
+    const LinkState link = read_link(u.cfg->device);
+    const bool usable = link.ifindex != 0 && link.up;
+    if (u.device_up && (!usable || link.ifindex != u.ifindex)) bring_down(u, now, link.ifindex != u.ifindex);
+    if (!u.device_up && usable && now >= u.retry_at) bring_up(u, link.ifindex, now, at_start);
+  }
+}
+
+void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
+  const config::InterfaceConfig& cfg = *u.cfg;
+  const LinkState link = read_link(cfg.device);
+  const int family = cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
+  std::optional<IpAddress> gateway = cfg.gateway;
+  if (!gateway) gateway = netlink::find_default_gateway(ifindex, family);
+  auto fail = [&](const std::string& why) {
+    if (at_start) throw std::runtime_error(why);
+    if (u.last_error != why) log::error(why + "; retrying every " + std::to_string(kRetryNs / 1000000000) + " s");
+    u.last_error = why;
+    u.retry_at = now + kRetryNs;
+  };
+  if (!gateway && link.ethernet) {
+    // Without a gateway an Ethernet uplink cannot be probed through its own table; DHCP may still
+    // be working on it, so wait rather than fail.
+    fail("interface " + cfg.name + " (" + cfg.device +
+         "): no gateway: add `option gateway` to its mwan3 section or a default route via " + cfg.device +
+         " to the main table");
+    if (at_start) return;
+    return;
+  }
+  const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
+  std::string error;
+  if (routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask, kRulePrefBase + cfg.id, &error) != 0) {
+    return fail("interface " + cfg.name + ": " + error);
+  }
+  if (!u.attached || u.ifindex != ifindex) {
+    datapath::AttachOptions o;
+    o.uplink_id = cfg.id;
+    o.device = cfg.device;
+    o.ifindex = ifindex;
+    o.l3_only = !link.ethernet;
+    o.reply_mark = config_.globals.probe_reply_mark;
+    o.reply_mark_mask = config_.globals.probe_reply_mark_mask;
+    try {
+      datapath_->attach(o);
+    } catch (const datapath::DatapathError& e) {
+      routes_.remove(cfg.id, family);
+      return fail("interface " + cfg.name + ": " + e.what());
+    }
+    u.attached = true;
+  }
+  u.ifindex = ifindex;
+  u.device_up = true;
+  u.last_error.clear();
+  log::info("interface " + cfg.name + " (" + cfg.device + "): tracking via " +
+            (gateway ? gateway->str() : std::string("the link")) + ", XDP " + datapath_->attach_mode(cfg.id) +
+            " mode, mark 0x" + [&] {
+              char b[16];
+              snprintf(b, sizeof b, "%x", mark);
+              return std::string(b);
+            }());
+  if (!at_start) hooks_.enqueue("ifup", cfg.name, cfg.device, false);
+  // Spread the uplinks' cycles over the interval so their probes never go out together.
+  const size_t index = static_cast<size_t>(std::distance(uplinks_.begin(), uplinks_.find(cfg.id)));
+  const double phase = cfg.interval_s * static_cast<double>(index) / static_cast<double>(uplinks_.size());
+  u.monitor->start(ifindex, at_start ? phase : 0.0, now);
+  write_record(u);
+}
+
+void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
+  const config::InterfaceConfig& cfg = *u.cfg;
+  log::notice("interface " + cfg.name + " (" + cfg.device + "): device " + (vanished ? "vanished" : "is down"));
+  u.monitor->stop(now);
+  hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
+  routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
+  if (vanished && u.attached) {
+    datapath_->detach(cfg.id);
+    u.attached = false;
+  }
+  u.device_up = false;
+  write_record(u);
+}
+
+void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
+  auto it = uplinks_.find(m.id());
+  if (it == uplinks_.end()) return;
+  Uplink& u = it->second;
+  const config::InterfaceConfig& cfg = m.config();
+  if (a == health::Action::Disconnected) ++u.generation;  // every flow pinned to it is stale from now
+  const std::string verb = a == health::Action::Connected      ? "online"
+                           : a == health::Action::Disconnected ? "offline"
+                                                               : std::string(health::to_string(a));
+  log::notice("interface " + cfg.name + " (" + cfg.device + ") is " + verb);
+  write_record(u);
+  hooks_.enqueue(std::string(health::to_string(a)), cfg.name, cfg.device, first);
+}
+
+void Daemon::write_record(const Uplink& u) {
+  uplink_record r{};
+  r.ifindex = u.device_up ? static_cast<uint32_t>(u.ifindex) : 0;
+  r.state = u.device_up ? bpf_state(u.monitor->tracker().state()) : static_cast<uint32_t>(UPLINK_STATE_DISABLED);
+  r.generation = u.generation;
+  r.mark = u.monitor->mark();
+  if (u.cfg->icmp_limit_rate > 0) {
+    r.icmp_limit_interval_ns = 1000000000ULL / u.cfg->icmp_limit_rate;
+    r.icmp_limit_burst = u.cfg->icmp_limit_burst;
+  }
+  datapath_->write_uplink(u.cfg->id, r);
+}
+
+void Daemon::dispatch_reply(const probe_reply_event& event) {
+  auto it = uplinks_.find(event.key.uplink_id);
+  if (it != uplinks_.end()) it->second.monitor->on_reply(event, health::monotonic_ns());
+}
+
+int64_t Daemon::next_wakeup(int64_t now) const {
+  int64_t t = next_device_poll_;
+  for (const auto& [id, u] : uplinks_) t = std::min(t, u.monitor->next_wakeup());
+  t = std::min(t, hooks_.next_deadline());
+  return std::max(t, now);
+}
+
+int Daemon::run() {
+  log::notice("started: " + std::to_string(uplinks_.size()) + " tracked interface(s), control socket " +
+              options_.socket_path + ", maps in " + datapath_->pin_dir());
+  bool stop = false;
+  epoll_event events[16];
+  while (!stop) {
+    int64_t now = health::monotonic_ns();
+    const int64_t wake = next_wakeup(now);
+    itimerspec its{};
+    const int64_t at = std::max<int64_t>(wake, 1);
+    its.it_value.tv_sec = at / 1000000000;
+    its.it_value.tv_nsec = at % 1000000000;
+    timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
+    int n = epoll_wait(epoll_fd_, events, 16, 1000);
+    if (n < 0 && errno != EINTR) {
+      log::error(std::string("epoll_wait: ") + strerror(errno));
+      return 1;
+    }
+    for (int i = 0; i < n; ++i) {
+      const int fd = events[i].data.fd;
+      if (fd == signal_fd_) handle_signals(&stop);
+      if (fd == control_->fd()) control_->serve();
+      if (fd == timer_fd_) {
+        uint64_t ticks;
+        [[maybe_unused]] ssize_t r = read(timer_fd_, &ticks, sizeof ticks);
+      }
+    }
+    // Replies first, so a reply that raced its timeout is counted as a reply.
+    datapath_->poll_replies();
+    now = health::monotonic_ns();
+    for (auto& [id, u] : uplinks_) u.monitor->run(now);
+    if (now >= next_device_poll_) poll_devices(now, false);
+    hooks_.service(now);
+  }
+  log::notice("stopping");
+  return 0;
+}
+
+void Daemon::handle_signals(bool* stop) {
+  signalfd_siginfo si{};
+  while (read(signal_fd_, &si, sizeof si) == sizeof si) {
+    switch (si.ssi_signo) {
+      case SIGINT:
+      case SIGTERM:
+        *stop = true;
+        break;
+      case SIGHUP:
+        log::warn("SIGHUP: reloading the configuration is not supported yet; restart uplinkd to apply changes");
+        break;
+      case SIGCHLD:
+        hooks_.service(health::monotonic_ns());
+        break;
+    }
+  }
+}
+
+nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
+  const std::string command = request.value("command", "");
+  if (command == "status" || command == "interfaces") return status();
+  return {{"error", "unknown command '" + command + "' (known: status, interfaces)"}};
+}
+
+nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
+  const health::UplinkMonitor& m = *u.monitor;
+  const auto counters = datapath_->counters(u.cfg->id);
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& t : m.targets()) {
+    targets.push_back({{"ip", t.ip.str()}, {"state", t.state}, {"rtt_ms", t.rtt_ms}, {"loss_pct", t.loss_pct},
+                       {"sent", t.sent}, {"replied", t.replied}});
+  }
+  const bool tracking = u.device_up;
+  std::string state = tracking ? std::string(health::to_string(m.tracker().state())) : "offline";
+  return {{"name", u.cfg->name},
+          {"id", u.cfg->id},
+          {"device", u.cfg->device},
+          {"enabled", true},
+          {"tracking", tracking},
+          {"device_state", u.ifindex != 0 || u.device_up ? (u.device_up ? "up" : "down") : "absent"},
+          {"state", state},
+          {"score", m.tracker().score()},
+          {"transitions", m.tracker().transitions()},
+          {"state_s", tracking ? seconds(now - m.state_since_ns()) : 0.0},
+          {"uptime_s", tracking ? seconds(now - m.running_since_ns()) : 0.0},
+          {"mark", u.monitor->mark()},
+          {"generation", u.generation},
+          {"xdp_mode", datapath_->attach_mode(u.cfg->id)},
+          {"last_error", u.last_error},
+          {"probes", {{"sent", m.probes_sent()}, {"replied", m.probes_replied()}, {"lost", m.probes_lost()}}},
+          {"rtt_ms", m.rtt_ms()},
+          {"loss_pct", m.loss_pct()},
+          {"datapath",
+           {{"probe_replies", counters.probe_replies},
+            {"nonce_mismatch", counters.nonce_mismatch},
+            {"ringbuf_full", counters.ringbuf_full},
+            {"icmp_passed", counters.icmp_passed},
+            {"icmp_dropped", counters.icmp_dropped},
+            {"probe_replies_exempted", counters.probe_replies_exempted}}},
+          {"targets", targets}};
+}
+
+nlohmann::json Daemon::status() const {
+  const int64_t now = health::monotonic_ns();
+  nlohmann::json interfaces = nlohmann::json::array();
+  for (const auto& cfg : config_.interfaces) {
+    auto it = uplinks_.find(cfg.id);
+    if (it != uplinks_.end()) {
+      interfaces.push_back(interface_json(it->second, now));
+    } else {
+      interfaces.push_back({{"name", cfg.name}, {"id", cfg.id}, {"device", cfg.device}, {"enabled", false},
+                            {"tracking", false}, {"state", "disabled"}, {"score", 0}, {"transitions", 0},
+                            {"probes", {{"sent", 0}, {"replied", 0}, {"lost", 0}}}, {"rtt_ms", 0.0},
+                            {"loss_pct", 0.0}, {"targets", nlohmann::json::array()}});
+    }
+  }
+  return {{"daemon", {{"pid", getpid()}, {"instance", options_.instance}, {"uptime_s", seconds(now - started_ns_)},
+                      {"config", config_.file}}},
+          {"interfaces", interfaces}};
+}
+
+}  // namespace uplinkd

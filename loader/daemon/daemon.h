@@ -1,0 +1,86 @@
+// The uplinkd daemon: owns the configuration, the datapath, one UplinkMonitor per enabled
+// interface, the per-uplink routes, the hook runner and the control socket, and runs them from
+// one epoll loop (no thread, no child process per probe).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "config/config.h"
+#include "control/control_server.h"
+#include "daemon/hook_runner.h"
+#include "datapath/datapath.h"
+#include "health/monitor.h"
+#include "netlink/uplink_routes.h"
+
+namespace uplinkd {
+
+struct DaemonOptions {
+  std::string config_path = "/etc/config/mwan3";
+  std::optional<std::string> network_path;
+  std::string socket_path = "/var/run/uplinkd.sock";
+  std::string instance = "default";
+  std::string hook_path;  // empty: none
+  std::string bpffs = "/sys/fs/bpf";
+};
+
+class Daemon {
+ public:
+  // Loads everything; throws (with a message for a person) if anything fails, after undoing
+  // what was already done: no half-attached programs, no stray routes.
+  Daemon(DaemonOptions options, config::Config config);
+  ~Daemon();
+
+  // Runs until SIGTERM or SIGINT. Returns the exit status.
+  int run();
+
+  [[nodiscard]] nlohmann::json status() const;
+
+ private:
+  struct Uplink {
+    const config::InterfaceConfig* cfg = nullptr;
+    std::unique_ptr<health::UplinkMonitor> monitor;
+    int ifindex = 0;
+    bool attached = false;
+    bool device_up = false;
+    uint32_t generation = 0;
+    std::string last_error;
+    int64_t retry_at = 0;
+  };
+
+  void setup_signals();
+  void poll_devices(int64_t now, bool at_start);
+  void bring_up(Uplink& u, int ifindex, int64_t now, bool at_start);
+  void bring_down(Uplink& u, int64_t now, bool vanished);
+  void on_action(health::UplinkMonitor& m, health::Action a, bool first);
+  void write_record(const Uplink& u);
+  void dispatch_reply(const probe_reply_event& event);
+  int64_t next_wakeup(int64_t now) const;
+  void handle_signals(bool* stop);
+  nlohmann::json handle_request(const nlohmann::json& request);
+  nlohmann::json interface_json(const Uplink& u, int64_t now) const;
+
+  DaemonOptions options_;
+  config::Config config_;
+  std::unique_ptr<datapath::Datapath> datapath_;
+  netlink::UplinkRoutes routes_;
+  HookRunner hooks_;
+  std::map<uint32_t, Uplink> uplinks_;  // by interface id (enabled interfaces only)
+  std::unique_ptr<control::ControlServer> control_;
+  int epoll_fd_ = -1;
+  int signal_fd_ = -1;
+  int timer_fd_ = -1;
+  int64_t started_ns_ = 0;
+  int64_t next_device_poll_ = 0;
+};
+
+// Checks for the privileges uplinkd needs; returns an empty string or what is missing and how to fix it.
+std::string check_privileges();
+
+}  // namespace uplinkd

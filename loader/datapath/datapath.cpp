@@ -1,0 +1,285 @@
+#include "datapath/datapath.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <net/if.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+#include <xdp/libxdp.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "uplink_ingress.skel.h"
+#include "uplink_mark.skel.h"
+
+namespace uplinkd::datapath {
+namespace {
+
+// Fixed tc handle and priority, so detach removes exactly our filter and nobody else's.
+constexpr uint32_t kTcHandle = 0x7570;  // "up"
+constexpr uint32_t kTcPriority = 0x7570;
+
+const char* const kPinnedMaps[] = {UPLINKD_MAP_UPLINKS, UPLINKD_MAP_PROBES, UPLINKD_MAP_PROBE_EVENTS,
+                                   UPLINKD_MAP_COUNTERS, UPLINKD_MAP_ICMP_LIMITER};
+
+std::string errno_text(int err) {
+  err = err < 0 ? -err : err;
+  return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")";
+}
+
+// Every object instance points its maps at the same pin paths: the first load creates and pins
+// them, later loads (one per uplink) reuse them, so the daemon sees one set of maps.
+void set_pin_paths(struct bpf_object* obj, const std::string& dir) {
+  for (const char* name : kPinnedMaps) {
+    struct bpf_map* map = bpf_object__find_map_by_name(obj, name);
+    if (map != nullptr) bpf_map__set_pin_path(map, (dir + "/" + name).c_str());
+  }
+}
+
+int silent_libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
+  // libbpf's warnings carry the verifier log that explains a refused program; keep those.
+  if (level == LIBBPF_DEBUG) return 0;
+  return vfprintf(stderr, fmt, args);
+}
+
+}  // namespace
+
+bool is_bpffs(const std::string& path) {
+  struct statfs st {};
+  return statfs(path.c_str(), &st) == 0 && st.f_type == BPF_FS_MAGIC;
+}
+
+struct Datapath::Attached {
+  AttachOptions options;
+  struct uplink_ingress* ingress = nullptr;
+  struct xdp_program* xdp = nullptr;
+  enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
+  struct uplink_mark* mark = nullptr;
+  bool tc_hook_created = false;
+  bool tc_attached = false;
+};
+
+Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply)
+    : on_reply_(std::move(on_reply)) {
+  libbpf_set_print(silent_libbpf_print);
+  if (!is_bpffs(bpffs_root)) {
+    throw DatapathError("no BPF filesystem at " + bpffs_root + ": mount it with `mount -t bpf bpf " +
+                        bpffs_root + "` (or pass --bpffs)");
+  }
+  pin_dir_ = bpffs_root + "/uplinkd/" + instance;
+  std::error_code ec;
+  std::filesystem::create_directories(pin_dir_, ec);
+  if (ec) throw DatapathError("creating pin directory " + pin_dir_ + ": " + ec.message());
+  try {
+    load_maps();
+  } catch (...) {
+    unpin_all();
+    throw;
+  }
+}
+
+void Datapath::load_maps() {
+  master_ = uplink_ingress__open();
+  if (master_ == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
+  master_->rodata->uplink_id = 0;
+  set_pin_paths(master_->obj, pin_dir_);
+  int err = uplink_ingress__load(master_);
+  if (err != 0) {
+    throw DatapathError("the kernel refused the XDP program uplink_ingress: " + errno_text(err) +
+                        " (the verifier log above says why; uplinkd needs Linux 5.15 or later with "
+                        "CONFIG_BPF_SYSCALL and CONFIG_XDP_SOCKETS-era XDP support)");
+  }
+  uplinks_fd_ = bpf_map__fd(master_->maps.uplinks);
+  probes_fd_ = bpf_map__fd(master_->maps.probes);
+  counters_fd_ = bpf_map__fd(master_->maps.uplink_counters);
+  events_fd_ = bpf_map__fd(master_->maps.probe_events);
+  limiter_fd_ = bpf_map__fd(master_->maps.icmp_limiter);
+  ring_ = ring_buffer__new(
+      events_fd_,
+      [](void* ctx, void* data, size_t size) -> int {
+        auto* self = static_cast<Datapath*>(ctx);
+        if (size >= sizeof(probe_reply_event) && self->on_reply_) {
+          probe_reply_event event;
+          std::memcpy(&event, data, sizeof event);
+          self->on_reply_(event);
+        }
+        return 0;
+      },
+      this, nullptr);
+  if (ring_ == nullptr) throw DatapathError("opening the probe ring buffer: " + errno_text(errno));
+  // A previous daemon of this instance that crashed may have left outstanding probes behind.
+  clear_probes();
+}
+
+Datapath::~Datapath() {
+  std::vector<uint32_t> ids;
+  for (const auto& [id, _] : uplinks_) ids.push_back(id);
+  for (uint32_t id : ids) detach(id);
+  if (ring_ != nullptr) ring_buffer__free(ring_);
+  unpin_all();
+  if (master_ != nullptr) uplink_ingress__destroy(master_);
+}
+
+void Datapath::unpin_all() {
+  for (const char* name : kPinnedMaps) unlink((pin_dir_ + "/" + name).c_str());
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_, ec)) {
+    // Program pins are ours too (prog_*); anything else is left for its owner.
+    if (entry.path().filename().string().rfind("prog_", 0) == 0) unlink(entry.path().c_str());
+  }
+  rmdir(pin_dir_.c_str());
+  rmdir(std::filesystem::path(pin_dir_).parent_path().c_str());  // only if empty
+}
+
+void Datapath::attach(const AttachOptions& o) {
+  if (attached(o.uplink_id)) detach(o.uplink_id);
+  auto a = std::make_unique<Attached>();
+  a->options = o;
+  a->ingress = uplink_ingress__open();
+  if (a->ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
+  a->ingress->rodata->uplink_id = o.uplink_id;
+  a->ingress->rodata->l3_only = o.l3_only ? 1 : 0;
+  set_pin_paths(a->ingress->obj, pin_dir_);
+
+  a->xdp = xdp_program__from_bpf_obj(a->ingress->obj, "xdp");
+  long err = libxdp_get_error(a->xdp);
+  if (err != 0) {
+    a->xdp = nullptr;
+    uplink_ingress__destroy(a->ingress);
+    throw DatapathError("preparing XDP for " + o.device + ": " + errno_text(static_cast<int>(err)));
+  }
+  // Native mode where the driver has it; generic (skb) mode for VLAN, bridge, PPP and the like.
+  int native = xdp_program__attach(a->xdp, o.ifindex, XDP_MODE_NATIVE, 0);
+  int result = native;
+  a->mode = XDP_MODE_NATIVE;
+  if (native != 0) {
+    result = xdp_program__attach(a->xdp, o.ifindex, XDP_MODE_SKB, 0);
+    a->mode = XDP_MODE_SKB;
+  }
+  if (result != 0) {
+    char buf[256] = {};
+    libxdp_strerror(result, buf, sizeof buf);
+    xdp_program__close(a->xdp);
+    uplink_ingress__destroy(a->ingress);
+    throw DatapathError("attaching XDP to " + o.device + " (ifindex " + std::to_string(o.ifindex) +
+                        "): " + buf + " (errno " + std::to_string(-result) +
+                        "); check that the device exists, that no other XDP program holds it in "
+                        "exclusive mode (`ip link show " + o.device + "`), and that bpffs is mounted");
+  }
+  std::string prog_pin = pin_dir_ + "/prog_xdp_" + std::to_string(o.uplink_id);
+  unlink(prog_pin.c_str());
+  bpf_obj_pin(xdp_program__fd(a->xdp), prog_pin.c_str());
+
+  Attached* raw = a.get();
+  uplinks_[o.uplink_id] = std::move(a);
+  if (o.reply_mark != 0) {
+    try {
+      raw->mark = uplink_mark__open();
+      if (raw->mark == nullptr) throw DatapathError("opening the tc marker: " + errno_text(errno));
+      raw->mark->rodata->reply_mark = o.reply_mark;
+      raw->mark->rodata->reply_mark_mask = o.reply_mark_mask;
+      int lerr = uplink_mark__load(raw->mark);
+      if (lerr != 0) throw DatapathError("the kernel refused the tc program uplink_mark: " + errno_text(lerr));
+      LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = o.ifindex, .attach_point = BPF_TC_INGRESS);
+      int herr = bpf_tc_hook_create(&hook);
+      if (herr != 0 && herr != -EEXIST) {
+        throw DatapathError("creating the clsact qdisc on " + o.device + ": " + errno_text(herr));
+      }
+      raw->tc_hook_created = herr == 0;
+      LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority,
+                  .prog_fd = bpf_program__fd(raw->mark->progs.uplink_mark));
+      int terr = bpf_tc_attach(&hook, &opts);
+      if (terr != 0) {
+        throw DatapathError("attaching the tc marker to " + o.device + " ingress: " + errno_text(terr));
+      }
+      raw->tc_attached = true;
+      std::string tc_pin = pin_dir_ + "/prog_tc_" + std::to_string(o.uplink_id);
+      unlink(tc_pin.c_str());
+      bpf_obj_pin(bpf_program__fd(raw->mark->progs.uplink_mark), tc_pin.c_str());
+    } catch (...) {
+      detach(o.uplink_id);
+      throw;
+    }
+  }
+}
+
+void Datapath::detach(uint32_t uplink_id) {
+  auto it = uplinks_.find(uplink_id);
+  if (it == uplinks_.end()) return;
+  Attached& a = *it->second;
+  const int ifindex = a.options.ifindex;
+  // The device may be gone already: then the kernel dropped the attachments with it.
+  const bool device_alive = if_indextoname(ifindex, std::array<char, IF_NAMESIZE>{}.data()) != nullptr;
+  if (a.tc_attached && device_alive) {
+    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+    bpf_tc_detach(&hook, &opts);
+    if (a.tc_hook_created) {
+      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      bpf_tc_hook_destroy(&hook);
+    }
+  }
+  if (a.mark != nullptr) uplink_mark__destroy(a.mark);
+  if (a.xdp != nullptr) {
+    if (device_alive) xdp_program__detach(a.xdp, ifindex, a.mode, 0);
+    xdp_program__close(a.xdp);
+  }
+  if (a.ingress != nullptr) uplink_ingress__destroy(a.ingress);
+  unlink((pin_dir_ + "/prog_xdp_" + std::to_string(uplink_id)).c_str());
+  unlink((pin_dir_ + "/prog_tc_" + std::to_string(uplink_id)).c_str());
+  uplinks_.erase(it);
+}
+
+std::string Datapath::attach_mode(uint32_t uplink_id) const {
+  auto it = uplinks_.find(uplink_id);
+  if (it == uplinks_.end()) return "none";
+  return it->second->mode == XDP_MODE_NATIVE ? "native" : "generic";
+}
+
+void Datapath::write_uplink(uint32_t uplink_id, const uplink_record& record) {
+  bpf_map_update_elem(uplinks_fd_, &uplink_id, &record, BPF_ANY);
+}
+
+int Datapath::insert_probe(const probe_key& key, const probe_value& value) {
+  int err = bpf_map_update_elem(probes_fd_, &key, &value, BPF_ANY);
+  return err != 0 ? -errno : 0;
+}
+
+bool Datapath::remove_probe(const probe_key& key) { return bpf_map_delete_elem(probes_fd_, &key) == 0; }
+
+void Datapath::clear_probes() {
+  probe_key key{};
+  probe_key next{};
+  // Bounded: the map holds at most UPLINKD_MAX_PROBES entries.
+  for (int i = 0; i < UPLINKD_MAX_PROBES + 1 && bpf_map_get_next_key(probes_fd_, nullptr, &next) == 0; ++i) {
+    key = next;
+    bpf_map_delete_elem(probes_fd_, &key);
+  }
+}
+
+UplinkCounters Datapath::counters(uint32_t uplink_id) const {
+  const int cpus = libbpf_num_possible_cpus();
+  std::vector<uplink_counters> per_cpu(cpus > 0 ? cpus : 1);
+  UplinkCounters sum;
+  if (bpf_map_lookup_elem(counters_fd_, &uplink_id, per_cpu.data()) != 0) return sum;
+  for (const auto& c : per_cpu) {
+    sum.probe_replies += c.probe_replies;
+    sum.nonce_mismatch += c.nonce_mismatch;
+    sum.ringbuf_full += c.ringbuf_full;
+    sum.icmp_passed += c.icmp_passed;
+    sum.icmp_dropped += c.icmp_dropped;
+    sum.probe_replies_exempted += c.probe_replies_exempted;
+  }
+  return sum;
+}
+
+int Datapath::ring_fd() const { return ring_buffer__epoll_fd(ring_); }
+
+void Datapath::poll_replies() { ring_buffer__consume(ring_); }
+
+}  // namespace uplinkd::datapath

@@ -1,0 +1,89 @@
+// Loads, attaches and pins uplinkd's BPF programs and maps, and is the daemon's only door to them.
+// Maps live under <bpffs>/uplinkd/<instance>/ so several daemons (one per namespace) can coexist and
+// every per-uplink program instance shares them. A failed start leaves nothing attached or pinned.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "maps/uplinkd_maps.h"
+
+struct ring_buffer;
+
+namespace uplinkd::datapath {
+
+// Thrown for anything that stops the datapath from starting: the message says what, the errno,
+// and how to fix it.
+class DatapathError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct UplinkCounters {
+  uint64_t probe_replies = 0;
+  uint64_t nonce_mismatch = 0;
+  uint64_t ringbuf_full = 0;
+  uint64_t icmp_passed = 0;
+  uint64_t icmp_dropped = 0;
+  uint64_t probe_replies_exempted = 0;
+};
+
+struct AttachOptions {
+  uint32_t uplink_id = 0;
+  std::string device;
+  int ifindex = 0;
+  bool l3_only = false;        // device without an Ethernet header
+  uint32_t reply_mark = 0;     // 0: no tc marker
+  uint32_t reply_mark_mask = 0xFFFFFFFF;
+};
+
+class Datapath {
+ public:
+  using ReplyHandler = std::function<void(const probe_reply_event&)>;
+
+  // Checks bpffs at `bpffs_root`, creates the pin directory and loads the maps (through an
+  // unattached instance of the XDP program, which also proves the kernel accepts it).
+  Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply);
+  ~Datapath();  // detaches everything, unpins, removes the pin directory
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  // Attaches the XDP program (native, else generic) and, if a reply mark is set, the tc marker.
+  // Throws DatapathError naming the device, the errno and the fix.
+  void attach(const AttachOptions& options);
+  void detach(uint32_t uplink_id);
+  [[nodiscard]] bool attached(uint32_t uplink_id) const { return uplinks_.count(uplink_id) != 0; }
+  [[nodiscard]] std::string attach_mode(uint32_t uplink_id) const;
+
+  void write_uplink(uint32_t uplink_id, const uplink_record& record);
+  int insert_probe(const probe_key& key, const probe_value& value);  // 0 or -errno
+  // Deletes an outstanding probe. Returns true if it was still there (nobody answered it).
+  bool remove_probe(const probe_key& key);
+  void clear_probes();
+  UplinkCounters counters(uint32_t uplink_id) const;
+
+  int ring_fd() const;  // epoll-able
+  void poll_replies();  // consumes every pending reply event without blocking
+
+  const std::string& pin_dir() const { return pin_dir_; }
+
+ private:
+  struct Attached;
+  void load_maps();
+  void unpin_all();
+
+  std::string pin_dir_;
+  ReplyHandler on_reply_;
+  struct uplink_ingress* master_ = nullptr;
+  struct ring_buffer* ring_ = nullptr;
+  int uplinks_fd_ = -1, probes_fd_ = -1, counters_fd_ = -1, events_fd_ = -1, limiter_fd_ = -1;
+  std::map<uint32_t, std::unique_ptr<Attached>> uplinks_;
+};
+
+// True when `path` is a mounted BPF filesystem.
+bool is_bpffs(const std::string& path);
+
+}  // namespace uplinkd::datapath

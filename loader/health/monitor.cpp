@@ -1,0 +1,361 @@
+#include "health/monitor.h"
+
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+
+#include "datapath/datapath.h"
+
+namespace uplinkd::health {
+namespace {
+
+constexpr size_t kWindow = 20;  // recent results per target for rtt_ms and loss_pct
+constexpr int64_t kNsPerSec = 1000000000;
+
+int64_t seconds_to_ns(double s) { return static_cast<int64_t>(s * 1e9); }
+
+// Nonces must not be guessable by whoever could forge a reply, so they come from the kernel's CSPRNG.
+uint64_t random_u64() {
+  uint64_t v = 0;
+  if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL;
+  return v;
+}
+
+TrackerParams params_from(const config::InterfaceConfig& c) {
+  TrackerParams p;
+  p.reliability = c.reliability;
+  p.count = c.count;
+  p.down = c.down;
+  p.up = c.up;
+  p.interval_s = c.interval_s;
+  p.failure_interval_s = c.failure_interval_s;
+  p.recovery_interval_s = c.recovery_interval_s;
+  p.keep_failure_interval = c.keep_failure_interval;
+  p.check_quality = c.check_quality;
+  p.failure_latency_ms = c.failure_latency_ms;
+  p.failure_loss_pct = c.failure_loss_pct;
+  p.recovery_latency_ms = c.recovery_latency_ms;
+  p.recovery_loss_pct = c.recovery_loss_pct;
+  p.initial_online = c.initial_state == config::InitialState::Online;
+  return p;
+}
+
+}  // namespace
+
+int64_t monotonic_ns() {
+  struct timespec ts {};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * kNsPerSec + ts.tv_nsec;
+}
+
+UplinkMonitor::UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, datapath::Datapath& dp,
+                             ActionHandler on_action)
+    : cfg_(cfg),
+      mark_(mark),
+      dp_(dp),
+      on_action_(std::move(on_action)),
+      tracker_(params_from(cfg)),
+      params_(params_from(cfg)),
+      windows_(cfg.track_ip.size()) {
+  echo_ident_ = static_cast<uint16_t>(random_u64());
+  seq_ = static_cast<uint16_t>(random_u64());
+}
+
+UplinkMonitor::~UplinkMonitor() { forget_pending(); }
+
+void UplinkMonitor::start(int ifindex, double phase_s, int64_t now) {
+  ifindex_ = ifindex;
+  running_ = true;
+  running_since_ = now;
+  transport_ = std::make_unique<ProbeTransport>(cfg_.device, mark_, cfg_.max_ttl);
+  cycle_ = Cycle{};
+  cycle_.decided = true;  // no cycle in flight yet
+  next_cycle_at_ = now + seconds_to_ns(phase_s);
+  apply(tracker_.start(), true);
+}
+
+void UplinkMonitor::stop(int64_t /*now*/) {
+  if (!running_) return;
+  running_ = false;
+  forget_pending();
+  transport_.reset();
+  cycle_ = Cycle{};
+  cycle_.decided = true;
+  apply(tracker_.on_device_down(), false);
+}
+
+void UplinkMonitor::forget_pending() {
+  for (const auto& [_, p] : pending_) {
+    dp_.remove_probe(p.key);
+    if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+  }
+  pending_.clear();
+}
+
+void UplinkMonitor::apply(const Step& step, bool first) {
+  if (tracker_.state() != last_state_) {
+    last_state_ = tracker_.state();
+    state_since_ = monotonic_ns();
+  }
+  for (Action a : step.actions) on_action_(*this, a, first);
+}
+
+uint8_t UplinkMonitor::probe_kind() const {
+  switch (cfg_.track_method) {
+    case config::TrackMethod::Arping:
+      return PROBE_KIND_ARP;
+    case config::TrackMethod::NpingTcp:
+      return PROBE_KIND_TCP;
+    case config::TrackMethod::Nslookup:
+      return PROBE_KIND_DNS;
+    case config::TrackMethod::Ping:
+      break;
+  }
+  return cfg_.family == config::Family::Ipv6 ? PROBE_KIND_ICMPV6 : PROBE_KIND_ICMP;
+}
+
+std::string UplinkMonitor::key_bytes(const probe_key& key) const {
+  return std::string(reinterpret_cast<const char*>(&key), sizeof key);
+}
+
+void UplinkMonitor::run(int64_t now) {
+  if (!running_) return;
+  expire(now);
+  if (cycle_.decided && now >= next_cycle_at_) begin_cycle(now);
+  send_due(now);
+}
+
+int64_t UplinkMonitor::next_wakeup() const {
+  if (!running_) return INT64_MAX;
+  int64_t t = INT64_MAX;
+  if (cycle_.decided) t = next_cycle_at_;
+  if (!cycle_.decided && cycle_.next < cycle_.plan.size()) t = std::min(t, cycle_.plan[cycle_.next].send_at);
+  for (const auto& [_, p] : pending_) t = std::min(t, p.deadline);
+  return t;
+}
+
+void UplinkMonitor::begin_cycle(int64_t now) {
+  const size_t targets = cfg_.track_ip.size();
+  const size_t probes = targets * static_cast<size_t>(cfg_.count);
+  cycle_ = Cycle{};
+  cycle_.number = ++cycles_started_;
+  cycle_.start = now;
+  cycle_.samples.assign(targets, TargetSample{});
+  cycle_.unresolved.assign(targets, cfg_.count);
+  cycle_.verdicts.assign(targets, std::nullopt);
+  const double spread_s = std::min(cfg_.interval_s, cfg_.timeout_s) / 4.0;
+  const int64_t gap = probes > 0 ? seconds_to_ns(spread_s) / static_cast<int64_t>(probes) : 0;
+  int64_t at = now;
+  // mwan3 probes its targets in list order, `count` probes each.
+  for (size_t t = 0; t < targets; ++t) {
+    for (int c = 0; c < cfg_.count; ++c) {
+      cycle_.plan.push_back({t, at});
+      at += gap;
+    }
+  }
+  if (targets == 0) cycle_.decided = true;
+}
+
+void UplinkMonitor::send_due(int64_t now) {
+  while (!cycle_.decided && cycle_.next < cycle_.plan.size() && cycle_.plan[cycle_.next].send_at <= now) {
+    send_one(cycle_.plan[cycle_.next].target, now);
+    ++cycle_.next;
+  }
+}
+
+void UplinkMonitor::send_one(size_t target, int64_t now) {
+  const IpAddress& ip = cfg_.track_ip[target];
+  probe_key key{};
+  std::memcpy(key.addr, ip.bytes.data(), ip.is_v4() ? 4 : 16);
+  key.uplink_id = static_cast<uint16_t>(cfg_.id);
+  key.kind = probe_kind();
+  uint64_t nonce = random_u64();
+  probe_value value{};
+  value.nonce = nonce;
+
+  switch (key.kind) {
+    case PROBE_KIND_ICMP:
+    case PROBE_KIND_ICMPV6:
+      key.ident = echo_ident_;
+      key.seq = seq_++;
+      break;
+    case PROBE_KIND_TCP:
+      key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
+      key.seq = cfg_.track_port;
+      value.nonce = nonce & 0xFFFFFFFFULL;
+      break;
+    case PROBE_KIND_DNS:
+      key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
+      key.seq = static_cast<uint16_t>(nonce);
+      value.nonce = 0;
+      break;
+    case PROBE_KIND_ARP:
+      value.nonce = 0;
+      // An ARP reply carries nothing of ours, so only one request per target may be outstanding:
+      // a request still in flight answers for this planned probe too.
+      if (auto it = pending_.find(key_bytes(key)); it != pending_.end()) {
+        if (it->second.cycle == cycle_.number) {
+          --cycle_.unresolved[target];
+        } else {
+          it->second.cycle = cycle_.number;
+          ++cycle_.samples[target].sent;
+        }
+        return;
+      }
+      break;
+  }
+
+  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0};
+  int err = 0;
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    value.sent_ns = static_cast<uint64_t>(monotonic_ns());
+    // Registered before it leaves: a fast reply must find its entry.
+    err = dp_.insert_probe(key, value);
+    if (err != 0) break;
+    switch (key.kind) {
+      case PROBE_KIND_ICMP:
+      case PROBE_KIND_ICMPV6:
+        err = transport_->send_echo(ip, key.ident, key.seq, nonce, cfg_.size);
+        break;
+      case PROBE_KIND_TCP:
+        err = transport_->send_tcp_syn(ip, cfg_.track_port, key.ident, static_cast<uint32_t>(value.nonce));
+        break;
+      case PROBE_KIND_DNS:
+        err = transport_->send_dns_query(ip, key.ident, key.seq, cfg_.dns_query_name);
+        if (err == 0) p.dns_port = key.ident;
+        break;
+      case PROBE_KIND_ARP:
+        err = transport_->send_arp_request(ip);
+        break;
+    }
+    if (err != -EADDRINUSE) break;
+    dp_.remove_probe(key);
+    key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
+  }
+  p.key = key;
+  ++sent_;
+  ++windows_[target].sent;
+  ++cycle_.samples[target].sent;
+  if (err != 0) {
+    // A probe that cannot leave (no route, device gone) counts as lost, as a failing ping would.
+    dp_.remove_probe(key);
+    resolve(p, std::nullopt, now);
+    return;
+  }
+  pending_[key_bytes(key)] = p;
+}
+
+void UplinkMonitor::on_reply(const probe_reply_event& event, int64_t now) {
+  auto it = pending_.find(key_bytes(event.key));
+  if (it == pending_.end()) return;  // answered after we gave up on it, or from a previous run
+  Pending p = it->second;
+  pending_.erase(it);
+  if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+  resolve(p, static_cast<double>(event.rtt_ns) / 1e6, now);
+}
+
+void UplinkMonitor::expire(int64_t now) {
+  std::vector<std::string> due;
+  for (const auto& [k, p] : pending_) {
+    if (p.deadline <= now) due.push_back(k);
+  }
+  for (const auto& k : due) {
+    auto it = pending_.find(k);
+    if (it == pending_.end()) continue;
+    if (!dp_.remove_probe(it->second.key)) {
+      // XDP took the entry a moment ago: its event is in the ring buffer, read it now.
+      dp_.poll_replies();
+      it = pending_.find(k);
+      if (it == pending_.end()) continue;
+    }
+    Pending p = it->second;
+    pending_.erase(it);
+    if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+    resolve(p, std::nullopt, now);
+  }
+}
+
+void UplinkMonitor::resolve(const Pending& p, std::optional<double> rtt_ms, int64_t now) {
+  Window& w = windows_[p.target];
+  w.results.push_back(rtt_ms);
+  if (w.results.size() > kWindow) w.results.pop_front();
+  if (rtt_ms) {
+    ++replied_;
+    ++w.replied;
+  } else {
+    ++lost_;
+  }
+  if (p.cycle != cycle_.number || cycle_.decided) return;  // a late result of an earlier cycle
+  TargetSample& s = cycle_.samples[p.target];
+  if (rtt_ms) {
+    s.mean_rtt_ms = (s.mean_rtt_ms * s.replied + *rtt_ms) / (s.replied + 1);
+    ++s.replied;
+  }
+  if (--cycle_.unresolved[p.target] == 0) {
+    const TargetVerdict v = classify(s, params_);
+    cycle_.verdicts[p.target] = v;
+    w.state = v == TargetVerdict::Up ? "up" : v == TargetVerdict::Down ? "down" : "skipped";
+  }
+  try_decide(now);
+}
+
+void UplinkMonitor::try_decide(int64_t now) {
+  auto result = evaluate_cycle(cycle_.verdicts, cfg_.reliability);
+  if (!result) return;
+  cycle_.decided = true;
+  const Step step = tracker_.on_cycle(*result);
+  next_cycle_at_ = std::max(cycle_.start + seconds_to_ns(step.sleep_s), now);
+  apply(step, false);
+}
+
+std::vector<TargetStatus> UplinkMonitor::targets() const {
+  std::vector<TargetStatus> out;
+  for (size_t i = 0; i < cfg_.track_ip.size(); ++i) {
+    const Window& w = windows_[i];
+    TargetStatus t;
+    t.ip = cfg_.track_ip[i];
+    t.state = running_ ? w.state : "unknown";
+    t.sent = w.sent;
+    t.replied = w.replied;
+    double sum = 0;
+    int replies = 0;
+    for (const auto& r : w.results) {
+      if (r) {
+        sum += *r;
+        ++replies;
+      }
+    }
+    t.rtt_ms = replies > 0 ? sum / replies : 0;
+    t.loss_pct = w.results.empty() ? 0 : 100.0 * static_cast<double>(w.results.size() - replies) / w.results.size();
+    out.push_back(t);
+  }
+  return out;
+}
+
+double UplinkMonitor::rtt_ms() const {
+  double sum = 0;
+  int n = 0;
+  for (const auto& t : targets()) {
+    if (t.replied > 0 && t.loss_pct < 100) {
+      sum += t.rtt_ms;
+      ++n;
+    }
+  }
+  return n > 0 ? sum / n : 0;
+}
+
+double UplinkMonitor::loss_pct() const {
+  size_t total = 0, lost = 0;
+  for (const auto& w : windows_) {
+    total += w.results.size();
+    for (const auto& r : w.results) lost += r ? 0 : 1;
+  }
+  return total > 0 ? 100.0 * static_cast<double>(lost) / static_cast<double>(total) : 0;
+}
+
+}  // namespace uplinkd::health

@@ -1,0 +1,138 @@
+// Health-checks one uplink: plans each cycle's probes, sends them through the ProbeTransport,
+// registers each in the BPF outstanding-probe map before it leaves, takes replies from the XDP
+// ring buffer, expires timeouts, and feeds cycle results to the mwan3 Tracker.
+//
+// Scheduling: cycles start at a fixed cadence (the tracker's interval, failure_interval or
+// recovery_interval, measured from the previous cycle's start), so a verdict is never later than
+// `timeout` after its cycle starts and an outage is declared within down x interval + timeout.
+// A cycle's probes go out one after another, spread over the first quarter of min(interval,
+// timeout): never all targets at once, and each probe still gets its full timeout.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "health/probe_transport.h"
+#include "health/tracker.h"
+#include "maps/uplinkd_maps.h"
+
+namespace uplinkd::datapath {
+class Datapath;
+}
+
+namespace uplinkd::health {
+
+int64_t monotonic_ns();
+
+struct TargetStatus {
+  IpAddress ip;
+  std::string state = "unknown";  // up | down | skipped | unknown
+  double rtt_ms = 0;              // mean over the recent window's replies
+  double loss_pct = 0;            // over the recent window
+  uint64_t sent = 0;
+  uint64_t replied = 0;
+};
+
+class UplinkMonitor {
+ public:
+  // Called for every hook action the tracker emits, in order; `first` marks mwan3's FIRSTCONNECT.
+  using ActionHandler = std::function<void(UplinkMonitor&, Action, bool first)>;
+
+  UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, datapath::Datapath& dp, ActionHandler on_action);
+  ~UplinkMonitor();
+
+  // The device is up: start tracking (mwan3 firstconnect); the first cycle begins after `phase_s`.
+  void start(int ifindex, double phase_s, int64_t now);
+  // The device went down or vanished.
+  void stop(int64_t now);
+  [[nodiscard]] bool running() const { return running_; }
+
+  void on_reply(const probe_reply_event& event, int64_t now);
+  // Sends due probes, expires timed-out ones, starts cycles. Call after draining replies.
+  void run(int64_t now);
+  // When run() next has something to do (INT64_MAX: nothing scheduled).
+  [[nodiscard]] int64_t next_wakeup() const;
+
+  [[nodiscard]] const config::InterfaceConfig& config() const { return cfg_; }
+  [[nodiscard]] uint32_t id() const { return cfg_.id; }
+  [[nodiscard]] uint32_t mark() const { return mark_; }
+  [[nodiscard]] int ifindex() const { return ifindex_; }
+  [[nodiscard]] const Tracker& tracker() const { return tracker_; }
+  [[nodiscard]] uint64_t probes_sent() const { return sent_; }
+  [[nodiscard]] uint64_t probes_replied() const { return replied_; }
+  [[nodiscard]] uint64_t probes_lost() const { return lost_; }
+  [[nodiscard]] std::vector<TargetStatus> targets() const;
+  [[nodiscard]] double rtt_ms() const;
+  [[nodiscard]] double loss_pct() const;
+  [[nodiscard]] int64_t state_since_ns() const { return state_since_; }
+  [[nodiscard]] int64_t running_since_ns() const { return running_since_; }
+
+ private:
+  struct Planned {
+    size_t target;
+    int64_t send_at;
+  };
+  struct Cycle {
+    uint64_t number = 0;
+    int64_t start = 0;
+    std::vector<Planned> plan;
+    size_t next = 0;
+    std::vector<TargetSample> samples;
+    std::vector<int> unresolved;  // probes per target not yet answered or expired (incl. unsent)
+    std::vector<std::optional<TargetVerdict>> verdicts;
+    bool decided = false;
+  };
+  struct Pending {
+    probe_key key;
+    uint64_t cycle;
+    size_t target;
+    int64_t deadline;
+    uint16_t dns_port = 0;
+  };
+  struct Window {  // recent results of one target: RTT in ms, or nullopt for a loss
+    std::deque<std::optional<double>> results;
+    std::string state = "unknown";
+    uint64_t sent = 0, replied = 0;
+  };
+
+  void begin_cycle(int64_t now);
+  void send_due(int64_t now);
+  void send_one(size_t target, int64_t now);
+  void expire(int64_t now);
+  void resolve(const Pending& p, std::optional<double> rtt_ms, int64_t now);
+  void try_decide(int64_t now);
+  void apply(const Step& step, bool first);
+  void forget_pending();
+  [[nodiscard]] std::string key_bytes(const probe_key& key) const;
+  [[nodiscard]] uint8_t probe_kind() const;
+
+  config::InterfaceConfig cfg_;
+  uint32_t mark_;
+  datapath::Datapath& dp_;
+  ActionHandler on_action_;
+  Tracker tracker_;
+  TrackerParams params_;
+  std::unique_ptr<ProbeTransport> transport_;
+  bool running_ = false;
+  int ifindex_ = 0;
+  Cycle cycle_;
+  int64_t next_cycle_at_ = 0;
+  std::map<std::string, Pending> pending_;
+  std::vector<Window> windows_;
+  uint64_t cycles_started_ = 0;
+  uint16_t echo_ident_ = 0;
+  uint16_t seq_ = 0;
+  uint64_t sent_ = 0, replied_ = 0, lost_ = 0;
+  int64_t state_since_ = 0;
+  int64_t running_since_ = 0;
+  State last_state_ = State::Disabled;
+};
+
+}  // namespace uplinkd::health
