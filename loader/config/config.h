@@ -42,6 +42,8 @@ struct Globals {
   // Extensions.
   uint32_t probe_reply_mark = 0;  // mark set on matched probe replies at tc ingress; 0 = off
   uint32_t probe_reply_mark_mask = 0xFFFFFFFF;
+  // Options uplinkd does not use (e.g. local_source, rtmon_interval), kept verbatim; lists in order.
+  std::map<std::string, std::vector<std::string>> other_options;
 };
 
 struct InterfaceConfig {
@@ -77,6 +79,7 @@ struct InterfaceConfig {
   std::string dns_query_name = "openwrt.org";  // nslookup: the name asked for
   uint32_t icmp_limit_rate = 0;       // ICMP limiter packets/second; 0 = off (opt-in)
   uint32_t icmp_limit_burst = 5;      // ICMP limiter burst, in packets
+  std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
 struct MemberConfig {
@@ -85,6 +88,7 @@ struct MemberConfig {
   std::string interface;
   int metric = 1;
   int weight = 1;
+  std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
 struct PolicyConfig {
@@ -92,6 +96,7 @@ struct PolicyConfig {
   int line = 0;
   std::vector<std::string> use_member;
   std::string last_resort = "unreachable";  // unreachable | blackhole | default
+  std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
 struct RuleConfig {
@@ -99,6 +104,7 @@ struct RuleConfig {
   int line = 0;
   std::string use_policy;  // a policy name or default / unreachable / blackhole
   std::map<std::string, std::string> options;  // the rest, kept verbatim for the policy engine
+                                               // (a `list` is joined with ',', mwan3's list syntax)
 };
 
 struct Config {

@@ -24,6 +24,7 @@ namespace {
 
 constexpr int64_t kDevicePollNs = 250 * 1000000LL;  // link state check; cheap ioctls
 constexpr int64_t kRetryNs = 2 * 1000000000LL;      // after a failed bring-up at runtime
+constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
 constexpr uint32_t kRulePrefBase = 2000;            // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 struct LinkState {
@@ -105,11 +106,12 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
 
 Daemon::~Daemon() {
   const int64_t now = health::monotonic_ns();
+  stopping_ = true;
   for (auto& [id, u] : uplinks_) {
-    // mwan3 sends `disconnected` with an empty DEVICE at shutdown; uplinkd says why in the log only.
-    if (u.device_up) u.monitor->stop(now);
+    if (u.device_up) u.monitor->stop(now);  // `disconnected` for the online ones, as mwan3 at stop
     if (u.attached) datapath_->detach(id);
   }
+  hooks_.drain(now + kShutdownHookNs);
   uplinks_.clear();
   routes_.remove_all();
   control_.reset();
@@ -232,7 +234,8 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
                                                                : std::string(health::to_string(a));
   log::notice("interface " + cfg.name + " (" + cfg.device + ") is " + verb);
   write_record(u);
-  hooks_.enqueue(std::string(health::to_string(a)), cfg.name, cfg.device, first);
+  // mwan3 sends the `disconnected` of its shutdown with an empty DEVICE.
+  hooks_.enqueue(std::string(health::to_string(a)), cfg.name, stopping_ ? "" : cfg.device, first);
 }
 
 void Daemon::write_record(const Uplink& u) {

@@ -78,6 +78,7 @@ class Daemon {
   int timer_fd_ = -1;
   int64_t started_ns_ = 0;
   int64_t next_device_poll_ = 0;
+  bool stopping_ = false;
 };
 
 // Checks for the privileges uplinkd needs; returns an empty string or what is missing and how to fix it.

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -43,6 +44,23 @@ void HookRunner::service(int64_t now_ns) {
     child_ = -1;
   }
   if (!queue_.empty()) start_next(now_ns);
+}
+
+void HookRunner::drain(int64_t deadline_ns) {
+  // Bounded by the deadline: each pass sleeps 10 ms while a hook runs.
+  for (int i = 0; i < 100000 && !idle(); ++i) {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    const int64_t now = static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    if (now >= deadline_ns) {
+      limit_ns_ = 0;  // kill the one still running
+      service(now);
+      queue_.clear();
+      return;
+    }
+    service(now);
+    if (!idle()) usleep(10000);
+  }
 }
 
 void HookRunner::start_next(int64_t now_ns) {

@@ -20,6 +20,8 @@ class HookRunner {
                bool first_connect);
   // Reaps a finished hook and starts the next; kills an overdue one. Call on SIGCHLD and timers.
   void service(int64_t now_ns);
+  // Runs what is queued to completion, waiting at most until `deadline_ns` (shutdown).
+  void drain(int64_t deadline_ns);
   [[nodiscard]] int64_t next_deadline() const;  // INT64_MAX when idle
   [[nodiscard]] bool idle() const { return child_ <= 0 && queue_.empty(); }
   [[nodiscard]] const std::string& path() const { return path_; }

@@ -10,10 +10,13 @@
 #include <xdp/libxdp.h>
 
 #include <cerrno>
+#include <cstdarg>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <vector>
 
+#include "common/log.h"
 #include "uplink_ingress.skel.h"
 #include "uplink_mark.skel.h"
 
@@ -26,6 +29,12 @@ constexpr uint32_t kTcPriority = 0x7570;
 
 const char* const kPinnedMaps[] = {UPLINKD_MAP_UPLINKS, UPLINKD_MAP_PROBES, UPLINKD_MAP_PROBE_EVENTS,
                                    UPLINKD_MAP_COUNTERS, UPLINKD_MAP_ICMP_LIMITER};
+
+std::string strip(const char* line) {
+  std::string s(line);
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
 
 std::string errno_text(int err) {
   err = err < 0 ? -err : err;
@@ -41,10 +50,29 @@ void set_pin_paths(struct bpf_object* obj, const std::string& dir) {
   }
 }
 
-int silent_libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
-  // libbpf's warnings carry the verifier log that explains a refused program; keep those.
+// libbpf's warnings carry the verifier log that explains a refused program: keep those, but drop
+// the harmless notes about libxdp's own ELF sections.
+int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (level == LIBBPF_DEBUG) return 0;
-  return vfprintf(stderr, fmt, args);
+  char line[1024];
+  vsnprintf(line, sizeof line, fmt, args);
+  if (std::strstr(line, "skipping unrecognized data section") != nullptr) return 0;
+  // libxdp's dispatcher probe is refused where freplace programs are not allowed; libxdp then
+  // attaches our program on its own, so those lines are information.
+  const bool dispatcher_probe = std::strstr(line, "xdp_pass") || std::strstr(line, "xdp-dispatcher") ||
+                                std::strstr(line, "ulimit -l");
+  log::write(level == LIBBPF_WARN && !dispatcher_probe ? log::Level::Warn : log::Level::Info, strip(line));
+  return 0;
+}
+
+// libxdp explains its fallbacks (e.g. single-program mode when the kernel or sandbox refuses its
+// dispatcher); that is information, not an error, since the program still attaches.
+int libxdp_print(enum libxdp_print_level level, const char* fmt, va_list args) {
+  if (level == LIBXDP_DEBUG) return 0;
+  char line[1024];
+  vsnprintf(line, sizeof line, fmt, args);
+  log::write(log::Level::Info, std::string("libxdp: ") + strip(line));
+  return 0;
 }
 
 }  // namespace
@@ -56,17 +84,18 @@ bool is_bpffs(const std::string& path) {
 
 struct Datapath::Attached {
   AttachOptions options;
-  struct uplink_ingress* ingress = nullptr;
+  ::uplink_ingress* ingress = nullptr;
   struct xdp_program* xdp = nullptr;
   enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
-  struct uplink_mark* mark = nullptr;
+  ::uplink_mark* mark = nullptr;
   bool tc_hook_created = false;
   bool tc_attached = false;
 };
 
 Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply)
     : on_reply_(std::move(on_reply)) {
-  libbpf_set_print(silent_libbpf_print);
+  libbpf_set_print(libbpf_print);
+  libxdp_set_print(libxdp_print);
   if (!is_bpffs(bpffs_root)) {
     throw DatapathError("no BPF filesystem at " + bpffs_root + ": mount it with `mount -t bpf bpf " +
                         bpffs_root + "` (or pass --bpffs)");
@@ -191,8 +220,8 @@ void Datapath::attach(const AttachOptions& o) {
         throw DatapathError("creating the clsact qdisc on " + o.device + ": " + errno_text(herr));
       }
       raw->tc_hook_created = herr == 0;
-      LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority,
-                  .prog_fd = bpf_program__fd(raw->mark->progs.uplink_mark));
+      LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = bpf_program__fd(raw->mark->progs.uplink_mark),
+                  .handle = kTcHandle, .priority = kTcPriority);
       int terr = bpf_tc_attach(&hook, &opts);
       if (terr != 0) {
         throw DatapathError("attaching the tc marker to " + o.device + " ingress: " + errno_text(terr));

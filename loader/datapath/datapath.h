@@ -12,6 +12,8 @@
 #include "maps/uplinkd_maps.h"
 
 struct ring_buffer;
+struct uplink_ingress;  // bpftool skeletons, global C names
+struct uplink_mark;
 
 namespace uplinkd::datapath {
 
@@ -77,7 +79,7 @@ class Datapath {
 
   std::string pin_dir_;
   ReplyHandler on_reply_;
-  struct uplink_ingress* master_ = nullptr;
+  ::uplink_ingress* master_ = nullptr;
   struct ring_buffer* ring_ = nullptr;
   int uplinks_fd_ = -1, probes_fd_ = -1, counters_fd_ = -1, events_fd_ = -1, limiter_fd_ = -1;
   std::map<uint32_t, std::unique_ptr<Attached>> uplinks_;

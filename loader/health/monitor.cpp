@@ -308,6 +308,10 @@ void UplinkMonitor::try_decide(int64_t now) {
   auto result = evaluate_cycle(cycle_.verdicts, cfg_.reliability);
   if (!result) return;
   cycle_.decided = true;
+  // Targets the cycle did not need are "skipped", as mwan3track reports them.
+  for (size_t t = 0; t < cycle_.verdicts.size(); ++t) {
+    if (!cycle_.verdicts[t] && cycle_.samples[t].sent == 0) windows_[t].state = "skipped";
+  }
   const Step step = tracker_.on_cycle(*result);
   next_cycle_at_ = std::max(cycle_.start + seconds_to_ns(step.sleep_s), now);
   apply(step, false);

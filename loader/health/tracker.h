@@ -84,6 +84,9 @@ class Tracker {
   [[nodiscard]] int transitions() const { return transitions_; }
 
  private:
+  // mwan3's disconnected(): state offline, score 0; `disconnected` only from online or disconnecting.
+  void disconnect(Step& step);
+
   TrackerParams p_;
   State state_ = State::Disabled;
   int score_ = 0;
