@@ -47,6 +47,8 @@ class ProbeTransport {
 
  private:
   int icmp_socket(int family);
+  int tcp_socket(int family);
+  std::optional<IpAddress> arp_sender_address(int ifindex, const IpAddress& target) const;
   void close_all();
 
   std::string device_;

@@ -10,6 +10,10 @@
 
 #include "common/ip_address.h"
 
+// libnl's socket. Declared here, at global scope: `struct nl_sock*` written first inside the
+// namespace would declare a different type, uplinkd::netlink::nl_sock.
+struct nl_sock;
+
 namespace uplinkd::netlink {
 
 // The gateway of the main table's default route through `ifindex` (nullopt: none).
@@ -33,16 +37,21 @@ class UplinkRoutes {
 
  private:
   struct Installed {
-    uint32_t table;
-    int family;
-    int ifindex;
+    uint32_t table = 0;
+    int family = 0;
+    int ifindex = 0;
     std::optional<IpAddress> gateway;
-    uint32_t mark;
-    uint32_t mask;
-    uint32_t pref;
+    uint32_t mark = 0;
+    uint32_t mask = 0;
+    uint32_t pref = 0;
+    bool rule_owned = false;  // false: an identical rule existed before install (EEXIST)
   };
+  Installed& remember_route(uint32_t table, int family, int ifindex, const std::optional<IpAddress>& gateway);
+  void delete_rule_of(const Installed& entry);
+  void uninstall(const Installed& entry);
+
   std::vector<Installed> installed_;
-  struct nl_sock* sock_ = nullptr;
+  ::nl_sock* sock_ = nullptr;
 };
 
 }  // namespace uplinkd::netlink

@@ -1,0 +1,1076 @@
+// BPF_PROG_TEST_RUN fixtures for the XDP program uplink_ingress.
+//
+// Each fixture is a data row: a description, the setup (outstanding probes, limiter settings,
+// l3_only), the packets to run with the verdict and metadata each must produce, and the effects
+// expected afterwards (ring buffer events, counter totals). Every probe a row inserts must be
+// gone afterwards exactly when the row expects an event for it. Adding a case is adding a row to
+// AllCases(). Runs as root: loading BPF needs CAP_BPF and CAP_NET_ADMIN.
+//
+// The packet builders live in namespace uplinkd::bpftest; uplink_mark_test.cpp declares and uses
+// icmp_echo_reply_frame, make_probe_key and monotonic_ns (one test binary, so no shared header).
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <gtest/gtest.h>
+#include <linux/if_ether.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <optional>
+#include <ostream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "maps/uplinkd_maps.h"
+#include "uplink_ingress.skel.h"
+#include "uplink_mark.skel.h"
+
+namespace uplinkd::bpftest {
+
+using Bytes = std::vector<uint8_t>;
+
+// ---- packet builders --------------------------------------------------------------------------
+// Inside out: an L4 builder returns its header and payload with a zero checksum, the IP builder
+// fills in every checksum, the Ethernet builder adds the link layer.
+
+struct Mac {
+  uint8_t bytes[6];
+};
+constexpr Mac kUplinkMac{{0x02, 0x00, 0x00, 0x00, 0x00, 0x01}};
+constexpr Mac kGatewayMac{{0x02, 0x00, 0x00, 0x00, 0x00, 0xfe}};
+
+struct VlanTag {
+  uint16_t tpid;  // ETH_P_8021Q or ETH_P_8021AD
+  uint16_t vid;
+};
+
+struct Ipv4Options {
+  uint8_t version = 4;
+  uint8_t ihl = 5;                       // > 5 adds NOP options
+  uint16_t frag_off = 0;                 // host order: flags and offset
+  std::optional<uint16_t> total_length;  // default: header + L4
+};
+
+void put16(Bytes& b, uint16_t v) {
+  b.push_back(static_cast<uint8_t>(v >> 8));
+  b.push_back(static_cast<uint8_t>(v));
+}
+
+void put32(Bytes& b, uint32_t v) {
+  put16(b, static_cast<uint16_t>(v >> 16));
+  put16(b, static_cast<uint16_t>(v));
+}
+
+void write16(Bytes& b, size_t at, uint16_t v) {
+  b[at] = static_cast<uint8_t>(v >> 8);
+  b[at + 1] = static_cast<uint8_t>(v);
+}
+
+Bytes concat(Bytes head, const Bytes& tail) {
+  head.insert(head.end(), tail.begin(), tail.end());
+  return head;
+}
+
+namespace {
+
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t sum) {
+  for (size_t i = 0; i + 1 < n; i += 2) {
+    sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  }
+  if (n % 2 != 0) {
+    sum += static_cast<uint32_t>(p[n - 1] << 8);
+  }
+  return sum;
+}
+
+uint16_t fold(uint32_t sum) {
+  while (sum >> 16) {
+    sum = (sum & 0xffff) + (sum >> 16);
+  }
+  return static_cast<uint16_t>(~sum);
+}
+
+std::optional<size_t> checksum_offset(uint8_t proto) {
+  switch (proto) {
+    case IPPROTO_ICMP:
+    case IPPROTO_ICMPV6:
+      return 2;
+    case IPPROTO_TCP:
+      return 16;
+    case IPPROTO_UDP:
+      return 6;
+    default:
+      return std::nullopt;
+  }
+}
+
+void fill_l4_checksum(Bytes& l4, uint8_t proto, uint32_t pseudo_sum) {
+  auto at = checksum_offset(proto);
+  if (!at || l4.size() < *at + 2) {
+    return;
+  }
+  write16(l4, *at, 0);
+  uint16_t csum = fold(sum16(l4.data(), l4.size(), pseudo_sum));
+  if (proto == IPPROTO_UDP && csum == 0) {
+    csum = 0xffff;
+  }
+  write16(l4, *at, csum);
+}
+
+template <size_t N>
+void parse_address(int family, const char* text, uint8_t (&out)[N]) {
+  if (inet_pton(family, text, out) != 1) {
+    throw std::invalid_argument(std::string("bad address ") + text);
+  }
+}
+
+}  // namespace
+
+Bytes ethernet(uint16_t ethertype, const Bytes& payload, const std::vector<VlanTag>& tags = {},
+               Mac dst = kUplinkMac, Mac src = kGatewayMac) {
+  Bytes frame(dst.bytes, dst.bytes + 6);
+  frame.insert(frame.end(), src.bytes, src.bytes + 6);
+  for (const VlanTag& tag : tags) {
+    put16(frame, tag.tpid);
+    put16(frame, tag.vid);
+  }
+  put16(frame, ethertype);
+  return concat(std::move(frame), payload);
+}
+
+Bytes ipv4(const char* src, const char* dst, uint8_t proto, Bytes l4, const Ipv4Options& o = {}) {
+  uint8_t s[4], d[4];
+  parse_address(AF_INET, src, s);
+  parse_address(AF_INET, dst, d);
+  // A header that claims ihl < 5 still occupies the fixed 20 bytes on the wire.
+  const size_t header_len = o.ihl > 5 ? o.ihl * 4u : 20u;
+  Bytes h(header_len, 0x01 /* NOP option */);
+  h[0] = static_cast<uint8_t>(o.version << 4 | (o.ihl & 0x0f));
+  h[1] = 0;
+  write16(h, 2, o.total_length.value_or(static_cast<uint16_t>(header_len + l4.size())));
+  write16(h, 4, 0x1234);
+  write16(h, 6, o.frag_off);
+  h[8] = 64;
+  h[9] = proto;
+  write16(h, 10, 0);
+  std::memcpy(&h[12], s, 4);
+  std::memcpy(&h[16], d, 4);
+  write16(h, 10, fold(sum16(h.data(), h.size(), 0)));
+
+  uint32_t pseudo = sum16(s, 4, 0);
+  pseudo = sum16(d, 4, pseudo);
+  pseudo += proto + static_cast<uint32_t>(l4.size());
+  fill_l4_checksum(l4, proto, proto == IPPROTO_ICMP ? 0 : pseudo);
+  return concat(std::move(h), l4);
+}
+
+Bytes ipv6(const char* src, const char* dst, uint8_t next_header, Bytes l4) {
+  uint8_t s[16], d[16];
+  parse_address(AF_INET6, src, s);
+  parse_address(AF_INET6, dst, d);
+  Bytes h;
+  put32(h, 6u << 28);
+  put16(h, static_cast<uint16_t>(l4.size()));
+  h.push_back(next_header);
+  h.push_back(64);
+  h.insert(h.end(), s, s + 16);
+  h.insert(h.end(), d, d + 16);
+
+  uint32_t pseudo = sum16(s, 16, 0);
+  pseudo = sum16(d, 16, pseudo);
+  pseudo += static_cast<uint32_t>(l4.size()) + next_header;
+  fill_l4_checksum(l4, next_header, pseudo);
+  return concat(std::move(h), l4);
+}
+
+// type: 0 echo reply / 8 request (ICMP), 129 reply / 128 request (ICMPv6).
+Bytes icmp_echo(uint8_t type, uint16_t id, uint16_t seq, const Bytes& payload) {
+  Bytes b{type, 0, 0, 0};
+  put16(b, id);
+  put16(b, seq);
+  return concat(std::move(b), payload);
+}
+
+// An ICMP/ICMPv6 message with just a type and 4 zero bytes of body (e.g. neighbour discovery).
+Bytes icmp_message(uint8_t type, size_t body_len = 4) {
+  Bytes b{type, 0, 0, 0};
+  b.resize(4 + body_len, 0);
+  return b;
+}
+
+// The daemon writes the nonce's bytes as they lie in its memory, then pads the payload.
+Bytes nonce_payload(uint64_t nonce, size_t total_len = 16) {
+  Bytes b(total_len, 0xa5);
+  std::memcpy(b.data(), &nonce, std::min(total_len, sizeof nonce));
+  return b;
+}
+
+constexpr uint8_t kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
+
+Bytes tcp(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags) {
+  Bytes b;
+  put16(b, sport);
+  put16(b, dport);
+  put32(b, seq);
+  put32(b, ack);
+  b.push_back(5 << 4);
+  b.push_back(flags);
+  put16(b, 65535);
+  put16(b, 0);
+  put16(b, 0);
+  return b;
+}
+
+Bytes udp(uint16_t sport, uint16_t dport, const Bytes& payload) {
+  Bytes b;
+  put16(b, sport);
+  put16(b, dport);
+  put16(b, static_cast<uint16_t>(8 + payload.size()));
+  put16(b, 0);
+  return concat(std::move(b), payload);
+}
+
+Bytes dns_header(uint16_t id, bool response) {
+  Bytes b;
+  put16(b, id);
+  put16(b, response ? 0x8180 : 0x0100);
+  put16(b, 1);  // one question
+  put16(b, response ? 1 : 0);
+  put16(b, 0);
+  put16(b, 0);
+  return b;
+}
+
+Bytes arp_ipv4(uint16_t op, Mac sender_mac, const char* sender_ip, Mac target_mac, const char* target_ip) {
+  uint8_t sip[4], tip[4];
+  parse_address(AF_INET, sender_ip, sip);
+  parse_address(AF_INET, target_ip, tip);
+  Bytes b;
+  put16(b, 1);  // Ethernet
+  put16(b, ETH_P_IP);
+  b.push_back(6);
+  b.push_back(4);
+  put16(b, op);
+  b.insert(b.end(), sender_mac.bytes, sender_mac.bytes + 6);
+  b.insert(b.end(), sip, sip + 4);
+  b.insert(b.end(), target_mac.bytes, target_mac.bytes + 6);
+  b.insert(b.end(), tip, tip + 4);
+  return b;
+}
+
+Bytes truncated(Bytes b, size_t len) {
+  b.resize(std::min(len, b.size()));
+  return b;
+}
+
+probe_key make_probe_key(uint16_t uplink_id, const char* addr, uint8_t kind, uint16_t ident, uint16_t seq) {
+  probe_key k{};
+  if (std::strchr(addr, ':') != nullptr) {
+    parse_address(AF_INET6, addr, k.addr);
+  } else {
+    uint8_t v4[4];
+    parse_address(AF_INET, addr, v4);
+    std::memcpy(k.addr, v4, 4);
+  }
+  k.uplink_id = uplink_id;
+  k.kind = kind;
+  k.ident = ident;
+  k.seq = seq;
+  return k;
+}
+
+// The one frame uplink_mark_test.cpp needs, with plain parameters so that file can declare it.
+Bytes icmp_echo_reply_frame(const uint8_t (&dst_mac)[6], const uint8_t (&src_mac)[6], const char* src,
+                            const char* dst, uint16_t id, uint16_t seq, uint64_t nonce) {
+  Mac to{}, from{};
+  std::memcpy(to.bytes, dst_mac, 6);
+  std::memcpy(from.bytes, src_mac, 6);
+  return ethernet(ETH_P_IP, ipv4(src, dst, IPPROTO_ICMP, icmp_echo(0, id, seq, nonce_payload(nonce))), {}, to,
+                  from);
+}
+
+uint64_t monotonic_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+}  // namespace uplinkd::bpftest
+
+namespace {
+
+using namespace uplinkd::bpftest;
+
+constexpr uint16_t kUplinkId = 7;
+constexpr const char* kTarget4 = "192.0.2.1";
+constexpr const char* kLocal4 = "192.0.2.2";
+constexpr const char* kOther4 = "198.51.100.9";
+constexpr const char* kTarget6 = "2001:db8::1";
+constexpr const char* kLocal6 = "2001:db8::2";
+constexpr uint64_t kNonce = 0x0123456789abcdefull;
+constexpr uint16_t kEchoId = 0x4242;
+constexpr uint16_t kEchoSeq = 7;
+constexpr uint16_t kOurPort = 50000;
+constexpr uint32_t kIsn = 0x11223344;
+constexpr uint16_t kDnsId = 0xbeef;
+constexpr uint64_t kProbeAgeNs = 1'000'000;  // probes are inserted as sent 1 ms ago
+constexpr uint64_t kSecondNs = 1'000'000'000;
+constexpr int kIcmpV6EchoRequest = 128, kIcmpV6EchoReply = 129;
+constexpr int kNdNeighbourSolicit = 135, kNdNeighbourAdvert = 136;
+
+// ---- row vocabulary ---------------------------------------------------------------------------
+
+probe_key icmp_key(const char* target = kTarget4, uint16_t id = kEchoId, uint16_t seq = kEchoSeq) {
+  return make_probe_key(kUplinkId, target, PROBE_KIND_ICMP, id, seq);
+}
+probe_key icmp6_key(uint16_t id = kEchoId, uint16_t seq = kEchoSeq) {
+  return make_probe_key(kUplinkId, kTarget6, PROBE_KIND_ICMPV6, id, seq);
+}
+probe_key tcp_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_TCP, kOurPort, 443); }
+probe_key dns_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_DNS, kOurPort, kDnsId); }
+probe_key arp_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_ARP, 0, 0); }
+
+Bytes echo_v4(uint8_t type, uint64_t nonce = kNonce, uint16_t id = kEchoId, uint16_t seq = kEchoSeq,
+              const char* from = kTarget4, const Ipv4Options& o = {}) {
+  return ipv4(from, kLocal4, IPPROTO_ICMP, icmp_echo(type, id, seq, nonce_payload(nonce)), o);
+}
+Bytes echo_v6(uint8_t type, uint64_t nonce = kNonce, uint16_t id = kEchoId, uint16_t seq = kEchoSeq) {
+  return ipv6(kTarget6, kLocal6, IPPROTO_ICMPV6, icmp_echo(type, id, seq, nonce_payload(nonce)));
+}
+Bytes eth4(const Bytes& l3, const std::vector<VlanTag>& tags = {}) { return ethernet(ETH_P_IP, l3, tags); }
+Bytes eth6(const Bytes& l3) { return ethernet(ETH_P_IPV6, l3); }
+
+Bytes reply_v4(uint64_t nonce = kNonce, uint16_t id = kEchoId) { return eth4(echo_v4(0, nonce, id)); }
+Bytes request_v4() { return eth4(echo_v4(8)); }
+Bytes reply_v6(uint64_t nonce = kNonce) { return eth6(echo_v6(kIcmpV6EchoReply, nonce)); }
+
+Bytes tcp_from_target(uint32_t ack, uint8_t flags) {
+  return eth4(ipv4(kTarget4, kLocal4, IPPROTO_TCP, tcp(443, kOurPort, 0x55667788, ack, flags)));
+}
+Bytes dns_from_target(const Bytes& dns_payload) {
+  return eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(53, kOurPort, dns_payload)));
+}
+Bytes arp_from_target(uint16_t op) {
+  return ethernet(ETH_P_ARP, arp_ipv4(op, kGatewayMac, kTarget4, kUplinkMac, kLocal4));
+}
+
+struct ProbeSetup {
+  probe_key key;
+  uint64_t nonce = kNonce;
+};
+
+struct LimiterSetup {
+  uint64_t interval_ns;  // 1e9 / rate
+  uint32_t burst;
+};
+
+struct Step {
+  Bytes packet;
+  int verdict = XDP_PASS;
+  bool meta = false;  // a probe_reply_meta in front of the packet
+};
+
+struct Case {
+  const char* name;
+  const char* description;
+  bool l3_only = false;
+  std::vector<ProbeSetup> probes;
+  std::optional<LimiterSetup> limiter;
+  std::vector<Step> steps;
+  std::vector<probe_key> events;  // in order; these probes must be gone, all others kept
+  uplink_counters counters{};     // totals after all steps
+};
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name << ": " << c.description; }
+
+Step pass(Bytes p) { return Step{std::move(p), XDP_PASS, false}; }
+Step pass_tagged(Bytes p) { return Step{std::move(p), XDP_PASS, true}; }
+Step drop(Bytes p) { return Step{std::move(p), XDP_DROP, false}; }
+
+// Limiter settings used by the limiter rows: a rate of 1/s, so nothing refills during a test.
+LimiterSetup limit_burst(uint32_t burst) { return LimiterSetup{kSecondNs, burst}; }
+
+std::vector<Case> AllCases() {
+  const Ipv4Options more_fragments{.frag_off = 0x2000};
+  const Ipv4Options later_fragment{.frag_off = 0x0010};
+  const Ipv4Options with_options{.ihl = 6};
+  const Ipv4Options ihl_four{.ihl = 4};
+  const Ipv4Options version_five{.version = 5};
+  const Ipv4Options total_below_header{.total_length = 10};
+  const VlanTag q{ETH_P_8021Q, 100}, ad{ETH_P_8021AD, 200};
+
+  return {
+      // ---- matched replies ----
+      {.name = "IcmpV4Matched",
+       .description = "IPv4 echo reply with the right id, seq and nonce: reported, deleted, tagged",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(reply_v4())},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "IcmpV6Matched",
+       .description = "ICMPv6 echo reply: reported with the full IPv6 source as key",
+       .probes = {{icmp6_key()}},
+       .steps = {pass_tagged(reply_v6())},
+       .events = {icmp6_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "IcmpV4WithOptionsMatched",
+       .description = "IPv4 header with options (ihl 6): L4 found past them",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, with_options)))},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "VlanTaggedMatched",
+       .description = "802.1Q-tagged echo reply",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(eth4(echo_v4(0), {q}))},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "QinQTaggedMatched",
+       .description = "802.1ad + 802.1Q double-tagged echo reply",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(eth4(echo_v4(0), {ad, q}))},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "L3OnlyIpv4Matched",
+       .description = "l3_only instance: the frame starts at the IPv4 header",
+       .l3_only = true,
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(echo_v4(0))},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "L3OnlyIpv6Matched",
+       .description = "l3_only instance: the frame starts at the IPv6 header",
+       .l3_only = true,
+       .probes = {{icmp6_key()}},
+       .steps = {pass_tagged(echo_v6(kIcmpV6EchoReply))},
+       .events = {icmp6_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "TcpSynAckMatched",
+       .description = "SYN+ACK acknowledging ISN + 1",
+       .probes = {{tcp_key(), kIsn}},
+       .steps = {pass_tagged(tcp_from_target(kIsn + 1, kTcpSyn | kTcpAck))},
+       .events = {tcp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "TcpRstAckMatched",
+       .description = "RST+ACK (closed port) acknowledging ISN + 1: the path works",
+       .probes = {{tcp_key(), kIsn}},
+       .steps = {pass_tagged(tcp_from_target(kIsn + 1, kTcpRst | kTcpAck))},
+       .events = {tcp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "TcpNonceWrapsMatched",
+       .description = "ISN 0xffffffff: the reply acknowledges 0",
+       .probes = {{tcp_key(), 0xffffffffull}},
+       .steps = {pass_tagged(tcp_from_target(0, kTcpSyn | kTcpAck))},
+       .events = {tcp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "DnsReplyMatched",
+       .description = "UDP from port 53 with QR set and our query id",
+       .probes = {{dns_key(), 0}},
+       .steps = {pass_tagged(dns_from_target(concat(dns_header(kDnsId, true), Bytes(16, 0))))},
+       .events = {dns_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "ArpReplyMatched",
+       .description = "ARP reply from the gateway: keyed by its sender IP",
+       .probes = {{arp_key(), 0}},
+       .steps = {pass_tagged(arp_from_target(2))},
+       .events = {arp_key()},
+       .counters = {.probe_replies = 1}},
+
+      // ---- near misses: kept, not reported ----
+      {.name = "IcmpV4WrongNonce",
+       .description = "right key, wrong nonce: kept for the genuine reply, counted",
+       .probes = {{icmp_key()}},
+       .steps = {pass(reply_v4(kNonce ^ 1))},
+       .counters = {.nonce_mismatch = 1}},
+      {.name = "IcmpV6WrongNonce",
+       .description = "ICMPv6 with a wrong nonce",
+       .probes = {{icmp6_key()}},
+       .steps = {pass(reply_v6(~kNonce))},
+       .counters = {.nonce_mismatch = 1}},
+      {.name = "IcmpUnknownId",
+       .description = "echo id nobody is waiting for",
+       .probes = {{icmp_key()}},
+       .steps = {pass(reply_v4(kNonce, kEchoId + 1))}},
+      {.name = "IcmpUnknownSource",
+       .description = "right id and nonce but from another address",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kOther4)))}},
+      {.name = "ProbeOfAnotherUplink",
+       .description = "the probe went out on uplink 8: this instance (uplink 7) does not take it",
+       .probes = {{make_probe_key(8, kTarget4, PROBE_KIND_ICMP, kEchoId, kEchoSeq)}},
+       .steps = {pass(reply_v4())}},
+      {.name = "DuplicateReply",
+       .description = "the same reply twice: the second finds no entry, no second event",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(reply_v4()), pass(reply_v4())},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "EchoRequestNotReply",
+       .description = "an echo request carrying our id is not a reply",
+       .probes = {{icmp_key()}},
+       .steps = {pass(request_v4())}},
+      {.name = "TcpSynAckWrongAck",
+       .description = "SYN+ACK acknowledging ISN (not ISN + 1): nonce mismatch",
+       .probes = {{tcp_key(), kIsn}},
+       .steps = {pass(tcp_from_target(kIsn, kTcpSyn | kTcpAck))},
+       .counters = {.nonce_mismatch = 1}},
+      {.name = "TcpRstWithoutAck",
+       .description = "RST without ACK carries no usable ack number",
+       .probes = {{tcp_key(), kIsn}},
+       .steps = {pass(tcp_from_target(kIsn + 1, kTcpRst))}},
+      {.name = "TcpPlainAck",
+       .description = "ordinary TCP data/ACK segment: untouched",
+       .probes = {{tcp_key(), kIsn}},
+       .steps = {pass(tcp_from_target(kIsn + 1, kTcpAck))}},
+      {.name = "DnsQueryNotReply",
+       .description = "UDP from port 53 with QR clear",
+       .probes = {{dns_key(), 0}},
+       .steps = {pass(dns_from_target(dns_header(kDnsId, false)))}},
+      {.name = "DnsHeaderTooShort",
+       .description = "UDP from port 53 with 11 bytes of DNS header",
+       .probes = {{dns_key(), 0}},
+       .steps = {pass(dns_from_target(truncated(dns_header(kDnsId, true), 11)))}},
+      {.name = "ArpRequestNotReply",
+       .description = "ARP request (op 1) from the gateway",
+       .probes = {{arp_key(), 0}},
+       .steps = {pass(arp_from_target(1))}},
+      {.name = "ArpTruncated",
+       .description = "ARP reply cut inside the sender address",
+       .probes = {{arp_key(), 0}},
+       .steps = {pass(truncated(arp_from_target(2), 14 + 8 + 6 + 2))}},
+
+      // ---- truncated and malformed: pass untouched ----
+      {.name = "Ipv4HeaderCut",
+       .description = "frame ends 10 bytes into the IPv4 header",
+       .probes = {{icmp_key()}},
+       .steps = {pass(truncated(reply_v4(), 14 + 10))}},
+      {.name = "IcmpHeaderCut",
+       .description = "frame ends 4 bytes into the ICMP header",
+       .probes = {{icmp_key()}},
+       .steps = {pass(truncated(reply_v4(), 14 + 20 + 4))}},
+      {.name = "EchoPayloadShort",
+       .description = "echo reply with 7 payload bytes: cannot hold the nonce",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(ipv4(kTarget4, kLocal4, IPPROTO_ICMP,
+                                icmp_echo(0, kEchoId, kEchoSeq, nonce_payload(kNonce, 7)))))}},
+      {.name = "EchoNonceInPaddingOnly",
+       .description = "empty echo reply whose Ethernet padding happens to hold the nonce",
+       .probes = {{icmp_key()}},
+       .steps = {pass(concat(eth4(ipv4(kTarget4, kLocal4, IPPROTO_ICMP, icmp_echo(0, kEchoId, kEchoSeq, {}))),
+                             nonce_payload(kNonce, 18)))}},
+      {.name = "Ipv4IhlBelowFive",
+       .description = "IPv4 ihl 4",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, ihl_four)))}},
+      {.name = "Ipv4BadVersion",
+       .description = "ethertype IPv4, version nibble 5",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, version_five)))}},
+      {.name = "Ipv4TotalLengthBelowHeader",
+       .description = "IPv4 total length 10",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, total_below_header)))}},
+      {.name = "Ipv4FirstFragment",
+       .description = "echo reply in a fragment with MF set",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, more_fragments)))}},
+      {.name = "Ipv4LaterFragment",
+       .description = "echo-reply-shaped bytes in a fragment with non-zero offset",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0, kNonce, kEchoId, kEchoSeq, kTarget4, later_fragment)))}},
+      {.name = "Ipv6HeaderCut",
+       .description = "frame ends 30 bytes into the IPv6 header",
+       .probes = {{icmp6_key()}},
+       .steps = {pass(truncated(reply_v6(), 14 + 30))}},
+      {.name = "Ipv6ExtensionHeader",
+       .description = "ICMPv6 behind a hop-by-hop header is not matchable",
+       .probes = {{icmp6_key()}},
+       .steps = {pass(
+           eth6(ipv6(kTarget6, kLocal6, 0 /* hop-by-hop */,
+                     concat(Bytes{IPPROTO_ICMPV6, 0, 1, 4, 0, 0, 0, 0},
+                            icmp_echo(kIcmpV6EchoReply, kEchoId, kEchoSeq, nonce_payload(kNonce))))))}},
+      {.name = "IcmpV6TypeInIpv4",
+       .description = "ICMPv6 next-header number inside IPv4 is not ICMPv6",
+       .probes = {{icmp6_key()}},
+       .steps = {pass(eth4(ipv4(kTarget4, kLocal4, IPPROTO_ICMPV6,
+                                icmp_echo(kIcmpV6EchoReply, kEchoId, kEchoSeq, nonce_payload(kNonce)))))}},
+      {.name = "ThreeVlanTags",
+       .description = "a third VLAN tag is beyond the parser: passed unparsed",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(echo_v4(0), {ad, q, q}))}},
+      {.name = "EthernetHeaderOnly", .description = "14-byte frame", .steps = {pass(ethernet(ETH_P_IP, {}))}},
+      {.name = "L3OnlyGarbage",
+       .description = "l3_only frame whose version nibble is 0",
+       .l3_only = true,
+       .probes = {{icmp_key()}},
+       .steps = {pass(Bytes(40, 0x00))}},
+      {.name = "L3OnlyEthernetFrame",
+       .description = "an Ethernet frame on an l3_only uplink is not parsed as IP",
+       .l3_only = true,
+       .probes = {{icmp_key()}},
+       .steps = {pass(reply_v4())}},
+
+      // ---- other traffic: untouched ----
+      {.name = "PlainUdp",
+       .description = "UDP 40000 -> 5000",
+       .probes = {{icmp_key()}},
+       .steps = {pass(eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(40000, 5000, Bytes(32, 1)))))}},
+      {.name = "PlainTcpV6",
+       .description = "TCP over IPv6",
+       .steps = {pass(eth6(ipv6(kTarget6, kLocal6, IPPROTO_TCP, tcp(443, kOurPort, 1, 2, kTcpAck))))}},
+      {.name = "NonIpEthertype",
+       .description = "LLDP frame",
+       .steps = {pass(ethernet(0x88cc, Bytes(40, 0)))}},
+
+      // ---- ICMP limiter ----
+      {.name = "LimiterUnderRate",
+       .description = "burst 3: three unmatched ICMP packets back to back pass",
+       .limiter = limit_burst(3),
+       .steps = {pass(request_v4()), pass(request_v4()), pass(reply_v4())},
+       .counters = {.icmp_passed = 3}},
+      {.name = "LimiterOverRate",
+       .description = "burst 3: the fourth and fifth are dropped",
+       .limiter = limit_burst(3),
+       .steps = {pass(request_v4()), pass(request_v4()), pass(request_v4()), drop(request_v4()),
+                 drop(reply_v4())},
+       .counters = {.icmp_passed = 3, .icmp_dropped = 2}},
+      {.name = "LimiterSparesMatchedReply",
+       .description = "bucket exhausted: a matched reply passes, is tagged and counted as exempted",
+       .probes = {{icmp_key()}},
+       .limiter = limit_burst(2),
+       .steps = {pass(request_v4()), pass(request_v4()), drop(request_v4()), pass_tagged(reply_v4()),
+                 drop(request_v4())},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1, .icmp_passed = 2, .icmp_dropped = 2, .probe_replies_exempted = 1}},
+      {.name = "LimiterMatchedReplyFree",
+       .description = "a matched reply with budget left is not charged and not counted as exempted",
+       .probes = {{icmp_key()}},
+       .limiter = limit_burst(2),
+       .steps = {pass(request_v4()), pass_tagged(reply_v4()), pass(request_v4()), drop(request_v4())},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1, .icmp_passed = 2, .icmp_dropped = 1}},
+      {.name = "LimiterChargesWrongNonce",
+       .description = "a reply with a wrong nonce is ordinary ICMP to the limiter",
+       .probes = {{icmp_key()}},
+       .limiter = limit_burst(1),
+       .steps = {pass(reply_v4(kNonce + 1)), drop(reply_v4(kNonce + 1))},
+       .counters = {.nonce_mismatch = 2, .icmp_passed = 1, .icmp_dropped = 1}},
+      {.name = "LimiterIcmpV6",
+       .description = "ICMPv6 echo requests share the uplink's budget with ICMP",
+       .limiter = limit_burst(2),
+       .steps = {pass(request_v4()), pass(eth6(echo_v6(kIcmpV6EchoRequest))),
+                 drop(eth6(echo_v6(kIcmpV6EchoRequest)))},
+       .counters = {.icmp_passed = 2, .icmp_dropped = 1}},
+      {.name = "LimiterSparesNeighbourDiscovery",
+       .description = "NS/NA bypass the limiter (they keep the IPv6 next hop reachable)",
+       .limiter = limit_burst(1),
+       .steps = {pass(eth6(echo_v6(kIcmpV6EchoRequest))),
+                 pass(eth6(ipv6(kTarget6, kLocal6, IPPROTO_ICMPV6, icmp_message(kNdNeighbourSolicit, 20)))),
+                 pass(eth6(ipv6(kTarget6, kLocal6, IPPROTO_ICMPV6, icmp_message(kNdNeighbourAdvert, 20)))),
+                 drop(eth6(echo_v6(kIcmpV6EchoRequest)))},
+       .counters = {.icmp_passed = 1, .icmp_dropped = 1}},
+      {.name = "LimiterCountsIcmpFragments",
+       .description = "ICMP fragments are ICMP to the limiter, odd or not",
+       .limiter = limit_burst(1),
+       .steps = {pass(eth4(echo_v4(8, kNonce, kEchoId, kEchoSeq, kTarget4, more_fragments))),
+                 drop(eth4(echo_v4(8, kNonce, kEchoId, kEchoSeq, kTarget4, later_fragment))),
+                 drop(truncated(request_v4(), 14 + 20 + 2))},
+       .counters = {.icmp_passed = 1, .icmp_dropped = 2}},
+      {.name = "LimiterIgnoresOtherProtocols",
+       .description = "UDP and TCP are never limited",
+       .limiter = limit_burst(1),
+       .steps = {pass(request_v4()), drop(request_v4()),
+                 pass(eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(1, 2, Bytes(8, 0))))),
+                 pass(tcp_from_target(1, kTcpAck))},
+       .counters = {.icmp_passed = 1, .icmp_dropped = 1}},
+      {.name = "LimiterBurstZeroMeansOne",
+       .description = "burst 0 is read as 1 rather than refusing everything",
+       .limiter = limit_burst(0),
+       .steps = {pass(request_v4()), drop(request_v4())},
+       .counters = {.icmp_passed = 1, .icmp_dropped = 1}},
+      {.name = "LimiterOff",
+       .description = "interval 0: nothing dropped, nothing counted",
+       .limiter = LimiterSetup{0, 1},
+       .steps = {pass(request_v4()), pass(request_v4()), pass(request_v4()), pass(request_v4()),
+                 pass(reply_v4()), pass(eth6(echo_v6(kIcmpV6EchoRequest)))}},
+  };
+}
+
+// ---- the tester -------------------------------------------------------------------------------
+
+struct RunResult {
+  int err = 0;
+  uint32_t verdict = 0;
+  uint32_t meta_len = 0;  // bytes in front of the packet in data_out
+  Bytes data_out;         // metadata followed by the packet
+};
+
+// Loads a fresh instance (so every map starts empty) and runs packets through it.
+class IngressProgram {
+ public:
+  explicit IngressProgram(bool l3_only) {
+    skel_ = uplink_ingress__open();
+    if (skel_ == nullptr) {
+      return;
+    }
+    skel_->rodata->uplink_id = kUplinkId;
+    skel_->rodata->l3_only = l3_only ? 1 : 0;
+    load_err_ = uplink_ingress__load(skel_);
+    if (load_err_ != 0) {
+      return;
+    }
+    ring_ = ring_buffer__new(bpf_map__fd(skel_->maps.probe_events), &IngressProgram::on_event, this, nullptr);
+  }
+  ~IngressProgram() {
+    if (ring_ != nullptr) {
+      ring_buffer__free(ring_);
+    }
+    if (skel_ != nullptr) {
+      uplink_ingress__destroy(skel_);
+    }
+  }
+  IngressProgram(const IngressProgram&) = delete;
+  IngressProgram& operator=(const IngressProgram&) = delete;
+
+  bool ok() const { return skel_ != nullptr && load_err_ == 0 && ring_ != nullptr; }
+  int load_err() const { return load_err_; }
+
+  int insert_probe(const probe_key& key, uint64_t nonce, uint64_t sent_ns) {
+    probe_value value{sent_ns, nonce};
+    return bpf_map_update_elem(bpf_map__fd(skel_->maps.probes), &key, &value, BPF_NOEXIST);
+  }
+  bool has_probe(const probe_key& key) {
+    probe_value value{};
+    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.probes), &key, &value) == 0;
+  }
+  int set_limiter(const LimiterSetup& l) {
+    uint32_t id = kUplinkId;
+    uplink_record record{};
+    record.icmp_limit_interval_ns = l.interval_ns;
+    record.icmp_limit_burst = l.burst;
+    return bpf_map_update_elem(bpf_map__fd(skel_->maps.uplinks), &id, &record, BPF_ANY);
+  }
+
+  RunResult run(const Bytes& packet) {
+    RunResult r;
+    r.data_out.resize(packet.size() + 256);
+    xdp_md ctx_in{};
+    ctx_in.data_end = static_cast<uint32_t>(packet.size());
+    ctx_in.ingress_ifindex = if_nametoindex("lo");
+    xdp_md ctx_out{};
+    bpf_test_run_opts opts{};
+    opts.sz = sizeof opts;
+    opts.data_in = packet.data();
+    opts.data_size_in = static_cast<uint32_t>(packet.size());
+    opts.data_out = r.data_out.data();
+    opts.data_size_out = static_cast<uint32_t>(r.data_out.size());
+    opts.ctx_in = &ctx_in;
+    opts.ctx_size_in = sizeof ctx_in;
+    opts.ctx_out = &ctx_out;
+    opts.ctx_size_out = sizeof ctx_out;
+    opts.repeat = 1;
+    r.err = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.uplink_ingress), &opts);
+    r.verdict = opts.retval;
+    // The kernel copies data_out from data_meta and reports data relative to it.
+    r.meta_len = ctx_out.data - ctx_out.data_meta;
+    r.data_out.resize(std::min<size_t>(opts.data_size_out, r.data_out.size()));
+    return r;
+  }
+
+  std::vector<probe_reply_event> drain_events() {
+    events_.clear();
+    ring_buffer__consume(ring_);
+    return events_;
+  }
+
+  uplink_counters counters() {
+    const int cpus = libbpf_num_possible_cpus();
+    std::vector<uplink_counters> per_cpu(static_cast<size_t>(cpus));
+    uint32_t id = kUplinkId;
+    uplink_counters sum{};
+    if (bpf_map_lookup_elem(bpf_map__fd(skel_->maps.uplink_counters), &id, per_cpu.data()) != 0) {
+      return sum;
+    }
+    for (const auto& c : per_cpu) {
+      sum.probe_replies += c.probe_replies;
+      sum.nonce_mismatch += c.nonce_mismatch;
+      sum.ringbuf_full += c.ringbuf_full;
+      sum.icmp_passed += c.icmp_passed;
+      sum.icmp_dropped += c.icmp_dropped;
+      sum.probe_replies_exempted += c.probe_replies_exempted;
+    }
+    return sum;
+  }
+
+  uplink_ingress* skel() { return skel_; }
+
+ private:
+  static int on_event(void* self, void* data, size_t size) {
+    probe_reply_event event{};
+    std::memcpy(&event, data, std::min(size, sizeof event));
+    static_cast<IngressProgram*>(self)->events_.push_back(event);
+    return 0;
+  }
+
+  uplink_ingress* skel_ = nullptr;
+  ring_buffer* ring_ = nullptr;
+  int load_err_ = -1;
+  std::vector<probe_reply_event> events_;
+};
+
+// Whether this kernel's XDP test run hands back the metadata area (ctx_out data - data_meta, and
+// data_out starting at data_meta). Asked once, of a four-instruction program that only reserves
+// 8 bytes of metadata, so a broken uplink_ingress cannot switch the rows' metadata checks off.
+bool KernelReportsXdpMeta() {
+  static const bool reported = [] {
+    const bpf_insn insns[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, -8},        // r2 = -8
+        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_xdp_adjust_meta},   // (ctx in r1)
+        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS},  // r0 = XDP_PASS
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "ul_meta_probe", "GPL", insns, 4, nullptr);
+    if (fd < 0) {
+      return false;
+    }
+    const Bytes packet = reply_v4();
+    Bytes out(packet.size() + 64);
+    xdp_md ctx_in{}, ctx_out{};
+    ctx_in.data_end = static_cast<uint32_t>(packet.size());
+    bpf_test_run_opts opts{};
+    opts.sz = sizeof opts;
+    opts.data_in = packet.data();
+    opts.data_size_in = static_cast<uint32_t>(packet.size());
+    opts.data_out = out.data();
+    opts.data_size_out = static_cast<uint32_t>(out.size());
+    opts.ctx_in = &ctx_in;
+    opts.ctx_size_in = sizeof ctx_in;
+    opts.ctx_out = &ctx_out;
+    opts.ctx_size_out = sizeof ctx_out;
+    opts.repeat = 1;
+    const int err = bpf_prog_test_run_opts(fd, &opts);
+    close(fd);
+    return err == 0 && ctx_out.data - ctx_out.data_meta == 8 && opts.data_size_out == packet.size() + 8;
+  }();
+  return reported;
+}
+
+std::string hex(const uint8_t* p, size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; i++) {
+    s += digits[p[i] >> 4];
+    s += digits[p[i] & 15];
+  }
+  return s;
+}
+
+std::string key_text(const probe_key& k) {
+  return "{addr " + hex(k.addr, 16) + " uplink " + std::to_string(k.uplink_id) + " kind " +
+         std::to_string(k.kind) + " ident " + std::to_string(k.ident) + " seq " + std::to_string(k.seq) + "}";
+}
+
+bool same_key(const probe_key& a, const probe_key& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+
+class UplinkIngressTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(UplinkIngressTest, Fixture) {
+  const Case& c = GetParam();
+  SCOPED_TRACE(c.description);
+  IngressProgram prog(c.l3_only);
+  ASSERT_TRUE(prog.ok()) << "loading uplink_ingress: " << strerror(-prog.load_err()) << " (run as root)";
+
+  const uint64_t sent_ns = monotonic_ns() - kProbeAgeNs;
+  for (const ProbeSetup& p : c.probes) {
+    ASSERT_EQ(prog.insert_probe(p.key, p.nonce, sent_ns), 0);
+  }
+  if (c.limiter) {
+    ASSERT_EQ(prog.set_limiter(*c.limiter), 0);
+  }
+  const bool check_meta = KernelReportsXdpMeta();
+
+  std::vector<probe_reply_event> events;
+  for (size_t i = 0; i < c.steps.size(); i++) {
+    SCOPED_TRACE("step " + std::to_string(i));
+    const Step& step = c.steps[i];
+    RunResult r = prog.run(step.packet);
+    ASSERT_EQ(r.err, 0) << strerror(errno);
+    EXPECT_EQ(r.verdict, static_cast<uint32_t>(step.verdict));
+    if (check_meta) {
+      if (step.meta) {
+        ASSERT_EQ(r.meta_len, sizeof(probe_reply_meta));
+        probe_reply_meta meta{};
+        std::memcpy(&meta, r.data_out.data(), sizeof meta);
+        EXPECT_EQ(meta.magic, UPLINKD_META_MAGIC);
+        EXPECT_EQ(meta.uplink_id, kUplinkId);
+      } else {
+        EXPECT_EQ(r.meta_len, 0u);
+      }
+    }
+    // Never rewritten: whatever passes is the input, byte for byte, behind the metadata.
+    if (step.verdict == XDP_PASS && r.meta_len <= r.data_out.size()) {
+      Bytes out(r.data_out.begin() + r.meta_len, r.data_out.end());
+      EXPECT_EQ(out, step.packet);
+    }
+    for (const auto& e : prog.drain_events()) {
+      events.push_back(e);
+    }
+  }
+
+  ASSERT_EQ(events.size(), c.events.size());
+  const uint32_t lo = if_nametoindex("lo");
+  for (size_t i = 0; i < events.size(); i++) {
+    const probe_reply_event& e = events[i];
+    EXPECT_TRUE(same_key(e.key, c.events[i])) << key_text(e.key) << " != " << key_text(c.events[i]);
+    EXPECT_EQ(e.sent_ns, sent_ns);
+    EXPECT_GE(e.rtt_ns, kProbeAgeNs);
+    EXPECT_LT(e.rtt_ns, 60 * kSecondNs);
+    EXPECT_EQ(e.ifindex, lo);
+    EXPECT_EQ(e.pad, 0u);
+  }
+  for (const ProbeSetup& p : c.probes) {
+    const bool reported =
+        std::any_of(c.events.begin(), c.events.end(), [&](const probe_key& k) { return same_key(k, p.key); });
+    EXPECT_EQ(prog.has_probe(p.key), !reported) << key_text(p.key);
+  }
+
+  const uplink_counters got = prog.counters();
+  EXPECT_EQ(got.probe_replies, c.counters.probe_replies);
+  EXPECT_EQ(got.nonce_mismatch, c.counters.nonce_mismatch);
+  EXPECT_EQ(got.ringbuf_full, c.counters.ringbuf_full);
+  EXPECT_EQ(got.icmp_passed, c.counters.icmp_passed);
+  EXPECT_EQ(got.icmp_dropped, c.counters.icmp_dropped);
+  EXPECT_EQ(got.probe_replies_exempted, c.counters.probe_replies_exempted);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rows, UplinkIngressTest, ::testing::ValuesIn(AllCases()),
+                         [](const ::testing::TestParamInfo<Case>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// ---- properties outside the rows --------------------------------------------------------------
+
+TEST(UplinkIngressProgram, TestRunReportsMetadata) {
+  if (!KernelReportsXdpMeta()) {
+    GTEST_SKIP() << "this kernel's BPF_PROG_TEST_RUN for XDP does not return the metadata area "
+                    "(ctx_out data - data_meta); the rows cannot check the tag";
+  }
+  SUCCEED();
+}
+
+TEST(UplinkIngressProgram, MapsMatchTheAbi) {
+  IngressProgram prog(false);
+  ASSERT_TRUE(prog.ok());
+  struct Expected {
+    bpf_map* map;
+    const char* name;
+    bpf_map_type type;
+    uint32_t max_entries;
+    uint32_t value_size;
+  };
+  const Expected maps[] = {
+      {prog.skel()->maps.uplinks, UPLINKD_MAP_UPLINKS, BPF_MAP_TYPE_ARRAY, UPLINKD_MAX_UPLINKS,
+       sizeof(uplink_record)},
+      {prog.skel()->maps.probes, UPLINKD_MAP_PROBES, BPF_MAP_TYPE_HASH, UPLINKD_MAX_PROBES,
+       sizeof(probe_value)},
+      {prog.skel()->maps.probe_events, UPLINKD_MAP_PROBE_EVENTS, BPF_MAP_TYPE_RINGBUF, UPLINKD_RINGBUF_BYTES,
+       0},
+      {prog.skel()->maps.uplink_counters, UPLINKD_MAP_COUNTERS, BPF_MAP_TYPE_PERCPU_ARRAY,
+       UPLINKD_MAX_UPLINKS, sizeof(uplink_counters)},
+      {prog.skel()->maps.icmp_limiter, UPLINKD_MAP_ICMP_LIMITER, BPF_MAP_TYPE_ARRAY, UPLINKD_MAX_UPLINKS,
+       sizeof(icmp_limiter_state)},
+  };
+  for (const Expected& m : maps) {
+    SCOPED_TRACE(m.name);
+    EXPECT_STREQ(bpf_map__name(m.map), m.name);
+    EXPECT_EQ(bpf_map__type(m.map), m.type);
+    EXPECT_EQ(bpf_map__max_entries(m.map), m.max_entries);
+    EXPECT_EQ(bpf_map__value_size(m.map), m.value_size);
+    EXPECT_EQ(bpf_map__pin_path(m.map), nullptr) << "maps carry no pinning attribute";
+  }
+  EXPECT_EQ(bpf_map__key_size(prog.skel()->maps.probes), sizeof(probe_key));
+}
+
+// The limiter's state is shared by every CPU: under a real multi-CPU flood it must still admit
+// exactly its budget. The interval is long enough that nothing refills during the test, so the
+// budget is the burst. A read-modify-write without atomics admits more here.
+TEST(UplinkIngressProgram, LimiterBudgetHoldsAcrossCpus) {
+  const int cpus = std::min(4, static_cast<int>(std::thread::hardware_concurrency()));
+  if (cpus < 2) {
+    GTEST_SKIP() << "needs two CPUs to race";
+  }
+  // Contention only happens while budget is left, so the budget is large and spent by all CPUs at once.
+  constexpr uint32_t kBurst = 100000;
+  constexpr uint32_t kPerCpu = 100000;
+  IngressProgram prog(false);
+  ASSERT_TRUE(prog.ok());
+  ASSERT_EQ(prog.set_limiter({600 * kSecondNs, kBurst}), 0);
+  const Bytes packet = request_v4();
+  const int fd = bpf_program__fd(prog.skel()->progs.uplink_ingress);
+
+  std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(cpus));
+  std::vector<int> errors(static_cast<size_t>(cpus), 0);
+  std::atomic<int> ready{0};
+  for (int cpu = 0; cpu < cpus; cpu++) {
+    threads.emplace_back([&, cpu] {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(cpu, &set);
+      pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+      ready.fetch_add(1);
+      while (ready.load() < cpus) {
+      }
+      bpf_test_run_opts opts{};
+      opts.sz = sizeof opts;
+      opts.data_in = packet.data();
+      opts.data_size_in = static_cast<uint32_t>(packet.size());
+      opts.repeat = kPerCpu;
+      errors[static_cast<size_t>(cpu)] = bpf_prog_test_run_opts(fd, &opts);
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  for (int err : errors) {
+    ASSERT_EQ(err, 0);
+  }
+
+  const uplink_counters got = prog.counters();
+  EXPECT_EQ(got.icmp_passed, kBurst);
+  EXPECT_EQ(got.icmp_dropped, static_cast<uint64_t>(cpus) * kPerCpu - kBurst);
+}
+
+// Kernels on architectures without efficient unaligned access (MIPS OpenWrt routers) check every
+// packet load against NET_IP_ALIGN; BPF_F_STRICT_ALIGNMENT applies the same check here.
+TEST(UplinkIngressProgram, LoadsUnderStrictAlignment) {
+  for (uint32_t l3_only : {0u, 1u}) {
+    SCOPED_TRACE("l3_only " + std::to_string(l3_only));
+    uplink_ingress* skel = uplink_ingress__open();
+    ASSERT_NE(skel, nullptr);
+    skel->rodata->uplink_id = kUplinkId;
+    skel->rodata->l3_only = l3_only;
+    bpf_program__set_flags(skel->progs.uplink_ingress,
+                           bpf_program__flags(skel->progs.uplink_ingress) | BPF_F_STRICT_ALIGNMENT);
+    EXPECT_EQ(uplink_ingress__load(skel), 0) << "the verifier log above names the misaligned access";
+    uplink_ingress__destroy(skel);
+  }
+  uplink_mark* mark = uplink_mark__open();
+  ASSERT_NE(mark, nullptr);
+  bpf_program__set_flags(mark->progs.uplink_mark,
+                         bpf_program__flags(mark->progs.uplink_mark) | BPF_F_STRICT_ALIGNMENT);
+  EXPECT_EQ(uplink_mark__load(mark), 0) << "uplink_mark: the verifier log above names the misaligned access";
+  uplink_mark__destroy(mark);
+}
+
+}  // namespace

@@ -1,0 +1,43 @@
+// uplinkctl prints mwan3's text shapes (../shared/reference/mwan3-behaviour.md section 6).
+#include "control/status_text.h"
+
+#include <gtest/gtest.h>
+
+namespace {
+
+nlohmann::json sample() {
+  return nlohmann::json::parse(R"({"interfaces":[
+    {"name":"wan","device":"eth1","enabled":true,"tracking":true,"state":"online","state_s":754,"uptime_s":3723,
+     "score":10,"probes":{"sent":40,"replied":39,"lost":1},"rtt_ms":12.5,"loss_pct":2.5,
+     "targets":[{"ip":"203.0.113.1","state":"up","rtt_ms":12.5,"loss_pct":2.5}]},
+    {"name":"wanb","device":"eth2","enabled":true,"tracking":true,"state":"offline","state_s":5,"uptime_s":60,
+     "score":0,"probes":{"sent":4,"replied":0,"lost":4},"rtt_ms":0,"loss_pct":100,"targets":[]},
+    {"name":"wan6","device":"eth1","enabled":false,"state":"disabled"},
+    {"name":"lte","device":"wwan0","enabled":true,"tracking":false,"state":"offline","device_state":"absent"}]})");
+}
+
+TEST(StatusText, DurationIsMwan3Shaped) {
+  EXPECT_EQ(uplinkd::control::format_duration(0), "00h:00m:00s");
+  EXPECT_EQ(uplinkd::control::format_duration(3723.9), "01h:02m:03s");
+  EXPECT_EQ(uplinkd::control::format_duration(-1), "00h:00m:00s");
+}
+
+TEST(StatusText, InterfaceLinesMatchMwan3) {
+  EXPECT_EQ(uplinkd::control::format_interfaces(sample()),
+            "Interface status:\n"
+            " interface wan is online and tracking is active (online 00h:12m:34s, uptime 01h:02m:03s)\n"
+            " interface wanb is offline and tracking is active (offline 00h:00m:05s, uptime 00h:01m:00s)\n"
+            " interface wan6 is disabled\n"
+            " interface lte is offline and tracking is down (device wwan0 absent)\n"
+            "\n");
+}
+
+TEST(StatusText, StatusListsTargetsOfEnabledInterfaces) {
+  const std::string text = uplinkd::control::format_status(sample());
+  EXPECT_NE(text.find(" wan (eth1): score 10, 40 sent, 39 replied, 1 lost, rtt 12.50 ms, loss 2.5%"), std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  203.0.113.1"), std::string::npos) << text;
+  EXPECT_EQ(text.find(" wan6 ("), std::string::npos) << text;
+}
+
+}  // namespace
