@@ -109,7 +109,7 @@ Daemon::~Daemon() {
   stopping_ = true;
   for (auto& [id, u] : uplinks_) {
     if (u.device_up) u.monitor->stop(now);  // `disconnected` for the online ones, as mwan3 at stop
-    if (u.attached) datapath_->detach(id);
+    release_device(u);
   }
   hooks_.drain(now + kShutdownHookNs);
   uplinks_.clear();
@@ -155,8 +155,10 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   const int family = cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
   std::optional<IpAddress> gateway = cfg.gateway;
   if (!gateway) gateway = netlink::find_default_gateway(ifindex, family);
-  auto fail = [&](const std::string& why) {
-    if (at_start) throw std::runtime_error(why);
+  // At start a failure to attach or route is fatal (nothing half-done stays behind); later it is
+  // retried, since the device or its addresses may still be settling.
+  auto fail = [&](const std::string& why, bool fatal_at_start) {
+    if (at_start && fatal_at_start) throw std::runtime_error(why);
     if (u.last_error != why) log::error(why + "; retrying every " + std::to_string(kRetryNs / 1000000000) + " s");
     u.last_error = why;
     u.retry_at = now + kRetryNs;
@@ -164,38 +166,30 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   if (!gateway && link.ethernet) {
     // Without a gateway an Ethernet uplink cannot be probed through its own table; DHCP may still
     // be working on it, so wait rather than fail.
-    fail("interface " + cfg.name + " (" + cfg.device +
-         "): no gateway: add `option gateway` to its mwan3 section or a default route via " + cfg.device +
-         " to the main table");
-    if (at_start) return;
-    return;
+    return fail("interface " + cfg.name + " (" + cfg.device +
+                    "): no gateway: add `option gateway` to its mwan3 section or a default route via " +
+                    cfg.device + " to the main table",
+                false);
   }
   const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
   std::string error;
   if (routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask, kRulePrefBase + cfg.id, &error) != 0) {
-    return fail("interface " + cfg.name + ": " + error);
+    return fail("interface " + cfg.name + ": " + error, true);
   }
-  if (!u.attached || u.ifindex != ifindex) {
-    datapath::AttachOptions o;
-    o.uplink_id = cfg.id;
-    o.device = cfg.device;
-    o.ifindex = ifindex;
-    o.l3_only = !link.ethernet;
-    o.reply_mark = config_.globals.probe_reply_mark;
-    o.reply_mark_mask = config_.globals.probe_reply_mark_mask;
+  if (u.attached && u.ifindex != ifindex) release_device(u);
+  if (!u.attached) {
     try {
-      datapath_->attach(o);
+      attach_device(u, ifindex, link.ethernet);
     } catch (const datapath::DatapathError& e) {
       routes_.remove(cfg.id, family);
-      return fail("interface " + cfg.name + ": " + e.what());
+      return fail("interface " + cfg.name + ": " + e.what(), true);
     }
-    u.attached = true;
   }
   u.ifindex = ifindex;
   u.device_up = true;
   u.last_error.clear();
   log::info("interface " + cfg.name + " (" + cfg.device + "): tracking via " +
-            (gateway ? gateway->str() : std::string("the link")) + ", XDP " + datapath_->attach_mode(cfg.id) +
+            (gateway ? gateway->str() : std::string("the link")) + ", XDP " + datapath_->attach_mode(u.datapath_id) +
             " mode, mark 0x" + [&] {
               char b[16];
               snprintf(b, sizeof b, "%x", mark);
@@ -205,7 +199,7 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   // Spread the uplinks' cycles over the interval so their probes never go out together.
   const size_t index = static_cast<size_t>(std::distance(uplinks_.begin(), uplinks_.find(cfg.id)));
   const double phase = cfg.interval_s * static_cast<double>(index) / static_cast<double>(uplinks_.size());
-  u.monitor->start(ifindex, at_start ? phase : 0.0, now);
+  u.monitor->start(ifindex, u.datapath_id, at_start ? phase : 0.0, now);
   write_record(u);
 }
 
@@ -215,12 +209,40 @@ void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
   u.monitor->stop(now);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
   routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
-  if (vanished && u.attached) {
-    datapath_->detach(cfg.id);
-    u.attached = false;
-  }
+  if (vanished) release_device(u);
   u.device_up = false;
   write_record(u);
+}
+
+bool Daemon::attach_device(Uplink& u, int ifindex, bool ethernet) {
+  auto it = attachments_.find(ifindex);
+  if (it != attachments_.end()) {
+    ++it->second.users;
+    u.datapath_id = it->second.datapath_id;
+    u.attached = true;
+    return true;
+  }
+  datapath::AttachOptions o;
+  o.uplink_id = u.cfg->id;
+  o.device = u.cfg->device;
+  o.ifindex = ifindex;
+  o.l3_only = !ethernet;
+  o.reply_mark = config_.globals.probe_reply_mark;
+  o.reply_mark_mask = config_.globals.probe_reply_mark_mask;
+  datapath_->attach(o);
+  attachments_[ifindex] = {u.cfg->id, 1};
+  u.datapath_id = u.cfg->id;
+  u.attached = true;
+  return true;
+}
+
+void Daemon::release_device(Uplink& u) {
+  if (!u.attached) return;
+  u.attached = false;
+  auto it = attachments_.find(u.ifindex);
+  if (it == attachments_.end() || --it->second.users > 0) return;
+  datapath_->detach(it->second.datapath_id);
+  attachments_.erase(it);
 }
 
 void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
@@ -252,8 +274,11 @@ void Daemon::write_record(const Uplink& u) {
 }
 
 void Daemon::dispatch_reply(const probe_reply_event& event) {
-  auto it = uplinks_.find(event.key.uplink_id);
-  if (it != uplinks_.end()) it->second.monitor->on_reply(event, health::monotonic_ns());
+  // Uplinks sharing a device share its XDP instance's id; each monitor ignores keys it did not send.
+  const int64_t now = health::monotonic_ns();
+  for (auto& [id, u] : uplinks_) {
+    if (u.device_up && u.datapath_id == event.key.uplink_id) u.monitor->on_reply(event, now);
+  }
 }
 
 int64_t Daemon::next_wakeup(int64_t now) const {
@@ -327,7 +352,7 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
 
 nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
   const health::UplinkMonitor& m = *u.monitor;
-  const auto counters = datapath_->counters(u.cfg->id);
+  const auto counters = datapath_->counters(u.datapath_id != 0 ? u.datapath_id : u.cfg->id);
   nlohmann::json targets = nlohmann::json::array();
   for (const auto& t : m.targets()) {
     targets.push_back({{"ip", t.ip.str()}, {"state", t.state}, {"rtt_ms", t.rtt_ms}, {"loss_pct", t.loss_pct},
@@ -348,7 +373,7 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
           {"uptime_s", tracking ? seconds(now - m.running_since_ns()) : 0.0},
           {"mark", u.monitor->mark()},
           {"generation", u.generation},
-          {"xdp_mode", datapath_->attach_mode(u.cfg->id)},
+          {"xdp_mode", datapath_->attach_mode(u.datapath_id)},
           {"last_error", u.last_error},
           {"probes", {{"sent", m.probes_sent()}, {"replied", m.probes_replied()}, {"lost", m.probes_lost()}}},
           {"rtt_ms", m.rtt_ms()},

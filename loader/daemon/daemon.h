@@ -47,7 +47,8 @@ class Daemon {
     const config::InterfaceConfig* cfg = nullptr;
     std::unique_ptr<health::UplinkMonitor> monitor;
     int ifindex = 0;
-    bool attached = false;
+    bool attached = false;     // holds a reference on the device's XDP attachment
+    uint32_t datapath_id = 0;  // uplink id of that attachment
     bool device_up = false;
     uint32_t generation = 0;
     std::string last_error;
@@ -72,6 +73,14 @@ class Daemon {
   netlink::UplinkRoutes routes_;
   HookRunner hooks_;
   std::map<uint32_t, Uplink> uplinks_;  // by interface id (enabled interfaces only)
+  // One XDP attachment per device, shared by the uplinks on it (mwan3's wan and wan6).
+  struct DeviceAttachment {
+    uint32_t datapath_id = 0;
+    int users = 0;
+  };
+  std::map<int, DeviceAttachment> attachments_;  // by ifindex
+  bool attach_device(Uplink& u, int ifindex, bool ethernet);
+  void release_device(Uplink& u);
   std::unique_ptr<control::ControlServer> control_;
   int epoll_fd_ = -1;
   int signal_fd_ = -1;

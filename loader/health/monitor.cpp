@@ -68,8 +68,9 @@ UplinkMonitor::UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, 
 
 UplinkMonitor::~UplinkMonitor() { forget_pending(); }
 
-void UplinkMonitor::start(int ifindex, double phase_s, int64_t now) {
+void UplinkMonitor::start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now) {
   ifindex_ = ifindex;
+  datapath_id_ = datapath_id;
   running_ = true;
   running_since_ = now;
   transport_ = std::make_unique<ProbeTransport>(cfg_.device, mark_, cfg_.max_ttl);
@@ -172,7 +173,7 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
   const IpAddress& ip = cfg_.track_ip[target];
   probe_key key{};
   std::memcpy(key.addr, ip.bytes.data(), ip.is_v4() ? 4 : 16);
-  key.uplink_id = static_cast<uint16_t>(cfg_.id);
+  key.uplink_id = static_cast<uint16_t>(datapath_id_);
   key.kind = probe_kind();
   uint64_t nonce = random_u64();
   probe_value value{};

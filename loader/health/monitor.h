@@ -49,7 +49,9 @@ class UplinkMonitor {
   ~UplinkMonitor();
 
   // The device is up: start tracking (mwan3 firstconnect); the first cycle begins after `phase_s`.
-  void start(int ifindex, double phase_s, int64_t now);
+  // `datapath_id` is the uplink id of the XDP instance on the device (the first uplink that
+  // attached to it: mwan3's wan and wan6 share one device and so one XDP program).
+  void start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now);
   // The device went down or vanished.
   void stop(int64_t now);
   [[nodiscard]] bool running() const { return running_; }
@@ -64,6 +66,7 @@ class UplinkMonitor {
   [[nodiscard]] uint32_t id() const { return cfg_.id; }
   [[nodiscard]] uint32_t mark() const { return mark_; }
   [[nodiscard]] int ifindex() const { return ifindex_; }
+  [[nodiscard]] uint32_t datapath_id() const { return datapath_id_; }
   [[nodiscard]] const Tracker& tracker() const { return tracker_; }
   [[nodiscard]] uint64_t probes_sent() const { return sent_; }
   [[nodiscard]] uint64_t probes_replied() const { return replied_; }
@@ -122,6 +125,7 @@ class UplinkMonitor {
   std::unique_ptr<ProbeTransport> transport_;
   bool running_ = false;
   int ifindex_ = 0;
+  uint32_t datapath_id_ = 0;
   Cycle cycle_;
   int64_t next_cycle_at_ = 0;
   std::map<std::string, Pending> pending_;
