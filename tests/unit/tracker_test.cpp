@@ -25,6 +25,8 @@ struct TrackerCase {
   int final_score;
   int transitions;
 };
+// ctest lists parameterised tests by this, not by a byte dump of the row.
+void PrintTo(const TrackerCase& row, std::ostream* os) { *os << row.name; }
 
 // Distinct intervals so each sleep in a trace says which one mwan3 picked.
 constexpr TrackerParams kTimed{.interval_s = 10, .failure_interval_s = 3, .recovery_interval_s = 2};
@@ -233,6 +235,8 @@ struct CycleCase {
   int reliability;
   std::optional<CycleResult> expected;
 };
+// ctest lists parameterised tests by this, not by a byte dump of the row.
+void PrintTo(const CycleCase& row, std::ostream* os) { *os << row.name; }
 
 std::optional<CycleResult> result(int up, int lost) { return CycleResult{.host_up_count = up, .lost = lost}; }
 
@@ -303,6 +307,8 @@ struct ClassifyCase {
   TargetSample sample;
   TargetVerdict expected;
 };
+// ctest lists parameterised tests by this, not by a byte dump of the row.
+void PrintTo(const ClassifyCase& row, std::ostream* os) { *os << row.name; }
 
 // Thresholds: the mwan3 defaults, failure 40 % / 1000 ms, recovery 10 % / 500 ms.
 const ClassifyCase kClassifyCases[] = {
