@@ -52,8 +52,15 @@ std::string format_status(const nlohmann::json& status) {
                   i.value("loss_pct", 0.0));
     out << buf;
     for (const auto& t : i.value("targets", nlohmann::json::array())) {
-      std::snprintf(buf, sizeof buf, "  %-40s %-8s rtt %.2f ms, loss %.1f%%\n", t.value("ip", "?").c_str(),
-                    t.value("state", "?").c_str(), t.value("rtt_ms", 0.0), t.value("loss_pct", 0.0));
+      const std::string state = t.value("state", "?");
+      // A skipped target was not needed by recent cycles (reliability was reached before it), so
+      // its figures are from whenever it was last probed: show only the state, as mwan3 does.
+      if (state == "skipped" || state == "unknown") {
+        std::snprintf(buf, sizeof buf, "  %-40s %s\n", t.value("ip", "?").c_str(), state.c_str());
+      } else {
+        std::snprintf(buf, sizeof buf, "  %-40s %-8s rtt %.2f ms, loss %.1f%%\n", t.value("ip", "?").c_str(),
+                      state.c_str(), t.value("rtt_ms", 0.0), t.value("loss_pct", 0.0));
+      }
       out << buf;
     }
   }

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <climits>
 #include <cstring>
 #include <vector>
@@ -33,8 +34,9 @@ void HookRunner::service(int64_t now_ns) {
     pid_t r = waitpid(child_, &status, WNOHANG);
     if (r == 0) {
       if (now_ns - started_ns_ < limit_ns_) return;
-      log::warn("hook " + path_ + " (ACTION=" + running_action_ + ") ran longer than " +
-                std::to_string(limit_ns_ / 1000000000) + " s: killed");
+      char limit[32];
+      snprintf(limit, sizeof limit, "%.1f", static_cast<double>(limit_ns_) / 1e9);
+      log::warn("hook " + path_ + " (ACTION=" + running_action_ + ") ran longer than " + limit + " s: killed");
       kill(child_, SIGKILL);
       waitpid(child_, &status, 0);
     } else if (r == child_ && WIFEXITED(status) && WEXITSTATUS(status) != 0) {

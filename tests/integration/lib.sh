@@ -332,11 +332,20 @@ ctl_json() { ctl status --json; }
 
 # iface_get <iface> <field[.sub...]>: one value from the JSON status, e.g. `iface_get wan1 state`,
 # `iface_get wan1 probes.replied`, `iface_get wan1 targets.0.state`. Non-zero if unavailable.
+# With UL_SNAPSHOT set (see ul_snapshot), reads that one snapshot, so values read together agree.
 iface_get() {
   local json
-  json=$(ctl_json 2>/dev/null) || return 1
+  if [[ -n ${UL_SNAPSHOT:-} ]]; then
+    json=$UL_SNAPSHOT
+  else
+    json=$(ctl_json 2>/dev/null) || return 1
+  fi
   python3 -c "$_UL_PY_GET" "$1" "$2" <<<"$json"
 }
+
+# ul_snapshot: takes one JSON status for the iface_get calls that follow; ul_snapshot_end drops it.
+ul_snapshot() { UL_SNAPSHOT=$(ctl_json 2>/dev/null) || UL_SNAPSHOT=""; }
+ul_snapshot_end() { UL_SNAPSHOT=""; }
 
 # ul_status_summary: one line per interface from the JSON status (for the test's narration).
 ul_status_summary() {

@@ -31,6 +31,7 @@ sample() {
 # check_phase <name>: the assertions common to both phases.
 check_phase() {
   local name=$1 tr st sent replied lost ev
+  ul_snapshot  # one status for all the values below, so sent and replied are from the same instant
   tr=$(iface_get wan1 transitions) || fail "$name: no 'transitions' for wan1 in uplinkctl status --json"
   st=$(iface_get wan1 state) || fail "$name: no 'state' for wan1"
   sent=$(iface_get wan1 probes.sent)
@@ -38,6 +39,8 @@ check_phase() {
   lost=$(iface_get wan1 probes.lost)
   info "$name: wan1 state=$st transitions=$tr probes sent=$sent replied=$replied lost=$lost" \
     "loss_pct=$(iface_get wan1 loss_pct) rtt_ms=$(iface_get wan1 rtt_ms)"
+  ul_snapshot_end
+  ((replied <= sent)) || fail "$name: more replies ($replied) than probes sent ($sent)"
   ev=$(awk '$3 == "wan1" && ($2 == "disconnecting" || $2 == "disconnected" || $2 == "ifdown")' "$UL_HOOK_LOG")
   [[ -z $SAMPLES_BAD ]] || fail "$name: wan1 was seen not online: $SAMPLES_BAD"
   [[ $tr == 0 ]] || fail "$name: wan1 made $tr transitions under the ICMP limiter (expected 0)"

@@ -9,7 +9,8 @@ nlohmann::json sample() {
   return nlohmann::json::parse(R"({"interfaces":[
     {"name":"wan","device":"eth1","enabled":true,"tracking":true,"state":"online","state_s":754,"uptime_s":3723,
      "score":10,"probes":{"sent":40,"replied":39,"lost":1},"rtt_ms":12.5,"loss_pct":2.5,
-     "targets":[{"ip":"203.0.113.1","state":"up","rtt_ms":12.5,"loss_pct":2.5}]},
+     "targets":[{"ip":"203.0.113.1","state":"up","rtt_ms":12.5,"loss_pct":2.5},
+                {"ip":"203.0.113.2","state":"skipped","rtt_ms":0,"loss_pct":100}]},
     {"name":"wanb","device":"eth2","enabled":true,"tracking":true,"state":"offline","state_s":5,"uptime_s":60,
      "score":0,"probes":{"sent":4,"replied":0,"lost":4},"rtt_ms":0,"loss_pct":100,"targets":[]},
     {"name":"wan6","device":"eth1","enabled":false,"state":"disabled"},
@@ -36,7 +37,11 @@ TEST(StatusText, StatusListsTargetsOfEnabledInterfaces) {
   const std::string text = uplinkd::control::format_status(sample());
   EXPECT_NE(text.find(" wan (eth1): score 10, 40 sent, 39 replied, 1 lost, rtt 12.50 ms, loss 2.5%"), std::string::npos)
       << text;
-  EXPECT_NE(text.find("  203.0.113.1"), std::string::npos) << text;
+  EXPECT_NE(text.find("  203.0.113.1                              up       rtt 12.50 ms, loss 2.5%\n"),
+            std::string::npos)
+      << text;
+  // Figures of a skipped target are stale; only its state is shown.
+  EXPECT_NE(text.find("  203.0.113.2                              skipped\n"), std::string::npos) << text;
   EXPECT_EQ(text.find(" wan6 ("), std::string::npos) << text;
 }
 
