@@ -342,11 +342,13 @@ std::vector<TargetStatus> UplinkMonitor::targets() const {
   return out;
 }
 
+// The interface's figures come from the targets its cycles still probe: a skipped target's window
+// holds results from whenever it was last needed (e.g. an old outage).
 double UplinkMonitor::rtt_ms() const {
   double sum = 0;
   int n = 0;
   for (const auto& t : targets()) {
-    if (t.replied > 0 && t.loss_pct < 100) {
+    if (t.state != "skipped" && t.replied > 0 && t.loss_pct < 100) {
       sum += t.rtt_ms;
       ++n;
     }
@@ -357,6 +359,7 @@ double UplinkMonitor::rtt_ms() const {
 double UplinkMonitor::loss_pct() const {
   size_t total = 0, lost = 0;
   for (const auto& w : windows_) {
+    if (w.state == "skipped") continue;
     total += w.results.size();
     for (const auto& r : w.results) lost += r ? 0 : 1;
   }
