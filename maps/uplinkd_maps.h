@@ -104,6 +104,154 @@ struct probe_reply_meta {
 	__u32 uplink_id;
 };
 
+/* ---- Policy routing (LAN classifier, WAN inbound) ------------------------------------------- */
+
+#define UPLINKD_MAX_RULES 256           /* mwan3 rules, in order; first match wins */
+#define UPLINKD_RULE_MAX_ADDRS 8        /* CIDRs per src_ip / dest_ip list */
+#define UPLINKD_RULE_MAX_PORTS 8        /* ports or ranges per src_port / dest_port list */
+#define UPLINKD_MAX_POLICIES 64
+#define UPLINKD_POLICY_MAX_MEMBERS 16   /* members sharing the lowest online metric */
+#define UPLINKD_MAX_FLOWS 262144        /* LRU: flows remembered with their decision */
+#define UPLINKD_MAX_STICKY 65536        /* LRU: (source, rule) -> last uplink */
+#define UPLINKD_MAX_INBOUND 65536       /* LRU: remote endpoints of connections that came in on an uplink */
+#define UPLINKD_MAX_CONNECTED 4096      /* connected / custom networks (mwan3 step 3) */
+#define UPLINKD_MAX_SETS 16             /* ipset / nft set rules */
+#define UPLINKD_MAX_SET_ENTRIES 65536
+
+#define UPLINKD_MAP_CLASSIFIER_CFG "classifier_cfg"
+#define UPLINKD_MAP_RULES "rules"
+#define UPLINKD_MAP_RULE_COUNTERS "rule_counters"
+#define UPLINKD_MAP_POLICIES "policies"
+#define UPLINKD_MAP_FLOWS "flows"
+#define UPLINKD_MAP_STICKY "sticky"
+#define UPLINKD_MAP_INBOUND "inbound"
+#define UPLINKD_MAP_CONNECTED "connected"
+#define UPLINKD_MAP_SETS "sets"          /* array of maps: set id -> LPM trie of struct lpm_key */
+
+/* Addresses in LPM maps: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d) with prefixlen + 96, so one
+ * trie serves both families. */
+struct lpm_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+/* classifier_cfg[0]: settings the daemon can change without reloading programs. */
+struct classifier_cfg {
+	__u32 mmx_mask;       /* mwan3 mask; only these bits of skb->mark are ours */
+	__u32 n_rules;        /* rules[0 .. n_rules-1] are live */
+	__u32 default_mark;   /* MMX_DEFAULT: the main table (connected networks, policy `default`) */
+	__u32 flow_timeout_s; /* idle flows older than this are classified again */
+};
+
+struct addr_match {
+	__u8 addr[16];  /* IPv4 in the first 4 bytes */
+	__u8 prefixlen; /* 0..32 (IPv4) or 0..128 (IPv6) */
+	__u8 family;    /* 4 or 6 */
+	__u8 pad[2];
+};
+
+struct port_range {
+	__u16 lo; /* host order, inclusive */
+	__u16 hi;
+};
+
+/* rules[i]: one mwan3 rule. Empty lists match anything; ports only for TCP and UDP (mwan3). */
+struct rule_entry {
+	__u8 family;   /* 0 any, 4, 6 */
+	__u8 proto;    /* 0 all, else IPPROTO_* (tcp 6, udp 17, icmp 1, ...) */
+	__u8 n_src;
+	__u8 n_dst;
+	__u8 n_sport;
+	__u8 n_dport;
+	__u8 sticky;   /* 1: reuse the source's last uplink for this rule within sticky_timeout_s */
+	__u8 set_id;   /* 0 none, else 1..UPLINKD_MAX_SETS: destination must be in that set */
+	__u32 src_ifindex;      /* 0 any */
+	__u32 policy_id;        /* index into policies */
+	__u32 sticky_timeout_s;
+	struct addr_match src[UPLINKD_RULE_MAX_ADDRS];
+	struct addr_match dst[UPLINKD_RULE_MAX_ADDRS];
+	struct port_range sport[UPLINKD_RULE_MAX_PORTS];
+	struct port_range dport[UPLINKD_RULE_MAX_PORTS];
+};
+
+/* rule_counters[i]: per-CPU packets and bytes of new flows that matched rule i. */
+struct rule_counter {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* policies[id]: what a policy resolves to now. Rewritten whole by the daemon (one atomic update)
+ * whenever an uplink's state changes. */
+struct policy_entry {
+	__u32 n_members;     /* 0: none online, use fallback_mark (last_resort) */
+	__u32 fallback_mark; /* last_resort: unreachable, blackhole or default mark */
+	__u32 threshold[UPLINKD_POLICY_MAX_MEMBERS]; /* cumulative weight shares scaled to 2^32 - 1:
+	                                               * member i takes hashes < threshold[i] */
+	__u32 mark[UPLINKD_POLICY_MAX_MEMBERS];
+	__u16 uplink_id[UPLINKD_POLICY_MAX_MEMBERS];
+};
+
+/* flows: a flow's decision, keyed by its 5-tuple as the LAN side first saw it. */
+struct flow_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport; /* network order */
+	__u16 dport; /* network order */
+	__u8 proto;
+	__u8 family; /* 4 or 6 */
+	__u16 pad;
+};
+
+enum flow_origin {
+	FLOW_ORIGIN_RULE = 1,      /* classified by a rule and its policy */
+	FLOW_ORIGIN_CONNECTED = 2, /* destination in a connected network: main table */
+	FLOW_ORIGIN_INBOUND = 3,   /* reply of a connection that came in on an uplink */
+	FLOW_ORIGIN_UNMATCHED = 4, /* no rule matched: left unmarked */
+};
+
+struct flow_value {
+	__u64 last_seen_ns;
+	__u32 mark;       /* the mwan3 mark bits (under mmx_mask) */
+	__u32 generation; /* uplinks[uplink_id].generation at decision time */
+	__u16 uplink_id;  /* 0 when the mark is not an uplink's */
+	__u16 rule_id;    /* rule index + 1; 0 none */
+	__u8 origin;      /* enum flow_origin */
+	__u8 pad[3];
+};
+
+/* sticky: (source address, rule) -> the uplink chosen last. */
+struct sticky_key {
+	__u8 saddr[16];
+	__u32 rule_id;
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct sticky_value {
+	__u64 last_seen_ns;
+	__u32 generation; /* stale once the uplink's generation moved on (it went down) */
+	__u16 uplink_id;
+	__u16 pad;
+	__u32 mark;
+	__u32 pad2;
+};
+
+/* inbound: remote endpoints of connections that arrived on an uplink. Keyed by what DNAT leaves
+ * unchanged (the remote's address and port), so the LAN host's replies find their uplink. */
+struct inbound_key {
+	__u8 raddr[16];
+	__u16 rport; /* network order */
+	__u8 proto;
+	__u8 family;
+};
+
+struct inbound_value {
+	__u64 last_seen_ns;
+	__u32 mark;
+	__u16 uplink_id;
+	__u16 pad;
+};
+
 #define UPLINKD_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #ifdef __cplusplus
 #undef UPLINKD_STATIC_ASSERT
@@ -117,5 +265,18 @@ UPLINKD_STATIC_ASSERT(sizeof(struct probe_reply_event) == 48, "probe_reply_event
 UPLINKD_STATIC_ASSERT(sizeof(struct uplink_counters) == 48, "uplink_counters layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct icmp_limiter_state) == 8, "icmp_limiter_state layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct probe_reply_meta) == 8, "probe_reply_meta layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct lpm_key) == 20, "lpm_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct classifier_cfg) == 16, "classifier_cfg layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct addr_match) == 20, "addr_match layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct port_range) == 4, "port_range layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct rule_entry) == 404, "rule_entry layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct rule_counter) == 16, "rule_counter layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct policy_entry) == 168, "policy_entry layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct flow_key) == 40, "flow_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct flow_value) == 24, "flow_value layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct sticky_key) == 24, "sticky_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct sticky_value) == 24, "sticky_value layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct inbound_key) == 20, "inbound_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct inbound_value) == 16, "inbound_value layout");
 
 #endif /* UPLINKD_MAPS_H */
