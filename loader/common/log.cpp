@@ -17,12 +17,18 @@ void use_syslog(bool enabled) {
 }
 
 bool parse_level(const std::string& t, Level* out) {
-  if (t == "debug") *out = Level::Debug;
-  else if (t == "info") *out = Level::Info;
-  else if (t == "notice") *out = Level::Notice;
-  else if (t == "warn" || t == "warning") *out = Level::Warn;
-  else if (t == "error" || t == "err") *out = Level::Error;
-  else return false;
+  if (t == "debug")
+    *out = Level::Debug;
+  else if (t == "info")
+    *out = Level::Info;
+  else if (t == "notice")
+    *out = Level::Notice;
+  else if (t == "warn" || t == "warning")
+    *out = Level::Warn;
+  else if (t == "error" || t == "err")
+    *out = Level::Error;
+  else
+    return false;
   return true;
 }
 

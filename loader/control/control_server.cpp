@@ -63,10 +63,12 @@ std::string read_line(int fd) {
 
 }  // namespace
 
-ControlServer::ControlServer(std::string path, Handler handler) : path_(std::move(path)), handler_(std::move(handler)) {
+ControlServer::ControlServer(std::string path, Handler handler)
+    : path_(std::move(path)), handler_(std::move(handler)) {
   sockaddr_un addr = address_of(path_);
   if (someone_listens(path_)) {
-    throw std::runtime_error("another uplinkd answers on " + path_ + ": stop it first, or use --socket and --instance");
+    throw std::runtime_error("another uplinkd answers on " + path_ +
+                             ": stop it first, or use --socket and --instance");
   }
   unlink(path_.c_str());
   fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -121,8 +123,8 @@ nlohmann::json request(const std::string& socket_path, const nlohmann::json& req
     int err = errno;
     close(fd);
     std::string hint = err == ENOENT || err == ECONNREFUSED ? " (is uplinkd running? see --socket)"
-                       : err == EACCES                    ? " (run as root)"
-                                                          : "";
+                       : err == EACCES                      ? " (run as root)"
+                                                            : "";
     throw std::runtime_error("cannot reach uplinkd at " + socket_path + ": " + strerror(err) + hint);
   }
   bool sent = write_all(fd, req.dump() + "\n");

@@ -25,7 +25,8 @@ std::string interface_line(const nlohmann::json& i) {
   std::string since = state == "online" || state == "disconnecting" ? "online " : "offline ";
   if (state == "connecting" || state == "disconnecting") since = state + " ";
   return " interface " + name + " is " + state + " and tracking is active (" + since +
-         format_duration(i.value("state_s", 0.0)) + ", uptime " + format_duration(i.value("uptime_s", 0.0)) + ")\n";
+         format_duration(i.value("state_s", 0.0)) + ", uptime " + format_duration(i.value("uptime_s", 0.0)) +
+         ")\n";
 }
 
 }  // namespace
@@ -46,10 +47,11 @@ std::string format_status(const nlohmann::json& status) {
   for (const auto& i : status.value("interfaces", nlohmann::json::array())) {
     if (!i.value("enabled", true)) continue;
     const auto& p = i.value("probes", nlohmann::json::object());
-    std::snprintf(buf, sizeof buf, " %s (%s): score %d, %llu sent, %llu replied, %llu lost, rtt %.2f ms, loss %.1f%%\n",
+    std::snprintf(buf, sizeof buf,
+                  " %s (%s): score %d, %llu sent, %llu replied, %llu lost, rtt %.2f ms, loss %.1f%%\n",
                   i.value("name", "?").c_str(), i.value("device", "?").c_str(), i.value("score", 0),
-                  p.value("sent", 0ULL), p.value("replied", 0ULL), p.value("lost", 0ULL), i.value("rtt_ms", 0.0),
-                  i.value("loss_pct", 0.0));
+                  p.value("sent", 0ULL), p.value("replied", 0ULL), p.value("lost", 0ULL),
+                  i.value("rtt_ms", 0.0), i.value("loss_pct", 0.0));
     out << buf;
     for (const auto& t : i.value("targets", nlohmann::json::array())) {
       const std::string state = t.value("state", "?");

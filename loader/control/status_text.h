@@ -1,9 +1,8 @@
 // Renders the daemon's status JSON as mwan3-style text (../shared/reference/mwan3-behaviour.md §6).
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 namespace uplinkd::control {
 

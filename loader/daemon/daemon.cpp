@@ -22,10 +22,10 @@
 namespace uplinkd {
 namespace {
 
-constexpr int64_t kDevicePollNs = 250 * 1000000LL;  // link state check; cheap ioctls
-constexpr int64_t kRetryNs = 2 * 1000000000LL;      // after a failed bring-up at runtime
+constexpr int64_t kDevicePollNs = 250 * 1000000LL;      // link state check; cheap ioctls
+constexpr int64_t kRetryNs = 2 * 1000000000LL;          // after a failed bring-up at runtime
 constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
-constexpr uint32_t kRulePrefBase = 2000;            // mwan3: pref 2000+N fwmark mark(N) lookup N
+constexpr uint32_t kRulePrefBase = 2000;                // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 struct LinkState {
   int ifindex = 0;
@@ -79,28 +79,30 @@ std::string check_privileges() {
   if (!has(CAP_NET_RAW)) missing += " CAP_NET_RAW";
   if (!has(CAP_SYS_ADMIN) && !has(CAP_BPF)) missing += " CAP_BPF";
   if (missing.empty()) return "";
-  return "uplinkd must run as root (missing" + missing + "): it loads BPF programs, attaches XDP and sends raw probes";
+  return "uplinkd must run as root (missing" + missing +
+         "): it loads BPF programs, attaches XDP and sends raw probes";
 }
 
 Daemon::Daemon(DaemonOptions options, config::Config config)
     : options_(std::move(options)), config_(std::move(config)), hooks_(options_.hook_path) {
   started_ns_ = health::monotonic_ns();
-  datapath_ = std::make_unique<datapath::Datapath>(
-      options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); });
+  datapath_ = std::make_unique<datapath::Datapath>(options_.bpffs, options_.instance,
+                                                   [this](const probe_reply_event& e) { dispatch_reply(e); });
   for (const auto& cfg : config_.interfaces) {
     if (!cfg.enabled) continue;
     Uplink u;
     u.cfg = &cfg;
     const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
     u.monitor = std::make_unique<health::UplinkMonitor>(
-        cfg, mark, *datapath_, [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
+        cfg, mark, *datapath_,
+        [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
     uplinks_.emplace(cfg.id, std::move(u));
   }
   for (auto& [id, u] : uplinks_) write_record(u);
   // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
   poll_devices(started_ns_, true);
-  control_ = std::make_unique<control::ControlServer>(options_.socket_path,
-                                                      [this](const nlohmann::json& r) { return handle_request(r); });
+  control_ = std::make_unique<control::ControlServer>(
+      options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
   setup_signals();
 }
 
@@ -130,7 +132,8 @@ void Daemon::setup_signals() {
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
   timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0) throw std::runtime_error(std::string("event loop: ") + strerror(errno));
+  if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0)
+    throw std::runtime_error(std::string("event loop: ") + strerror(errno));
   for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd()}) {
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -159,7 +162,8 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   // retried, since the device or its addresses may still be settling.
   auto fail = [&](const std::string& why, bool fatal_at_start) {
     if (at_start && fatal_at_start) throw std::runtime_error(why);
-    if (u.last_error != why) log::error(why + "; retrying every " + std::to_string(kRetryNs / 1000000000) + " s");
+    if (u.last_error != why)
+      log::error(why + "; retrying every " + std::to_string(kRetryNs / 1000000000) + " s");
     u.last_error = why;
     u.retry_at = now + kRetryNs;
   };
@@ -173,7 +177,8 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   }
   const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
   std::string error;
-  if (routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask, kRulePrefBase + cfg.id, &error) != 0) {
+  if (routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask,
+                      kRulePrefBase + cfg.id, &error) != 0) {
     return fail("interface " + cfg.name + ": " + error, true);
   }
   if (u.attached && u.ifindex != ifindex) release_device(u);
@@ -189,8 +194,8 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   u.device_up = true;
   u.last_error.clear();
   log::info("interface " + cfg.name + " (" + cfg.device + "): tracking via " +
-            (gateway ? gateway->str() : std::string("the link")) + ", XDP " + datapath_->attach_mode(u.datapath_id) +
-            " mode, mark 0x" + [&] {
+            (gateway ? gateway->str() : std::string("the link")) + ", XDP " +
+            datapath_->attach_mode(u.datapath_id) + " mode, mark 0x" + [&] {
               char b[16];
               snprintf(b, sizeof b, "%x", mark);
               return std::string(b);
@@ -205,7 +210,8 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
 
 void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
   const config::InterfaceConfig& cfg = *u.cfg;
-  log::notice("interface " + cfg.name + " (" + cfg.device + "): device " + (vanished ? "vanished" : "is down"));
+  log::notice("interface " + cfg.name + " (" + cfg.device + "): device " +
+              (vanished ? "vanished" : "is down"));
   u.monitor->stop(now);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
   routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
@@ -263,7 +269,8 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
 void Daemon::write_record(const Uplink& u) {
   uplink_record r{};
   r.ifindex = u.device_up ? static_cast<uint32_t>(u.ifindex) : 0;
-  r.state = u.device_up ? bpf_state(u.monitor->tracker().state()) : static_cast<uint32_t>(UPLINK_STATE_DISABLED);
+  r.state =
+      u.device_up ? bpf_state(u.monitor->tracker().state()) : static_cast<uint32_t>(UPLINK_STATE_DISABLED);
   r.generation = u.generation;
   r.mark = u.monitor->mark();
   if (u.cfg->icmp_limit_rate > 0) {
@@ -335,7 +342,8 @@ void Daemon::handle_signals(bool* stop) {
         *stop = true;
         break;
       case SIGHUP:
-        log::warn("SIGHUP: reloading the configuration is not supported yet; restart uplinkd to apply changes");
+        log::warn(
+            "SIGHUP: reloading the configuration is not supported yet; restart uplinkd to apply changes");
         break;
       case SIGCHLD:
         hooks_.service(health::monotonic_ns());
@@ -355,8 +363,12 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
   const auto counters = datapath_->counters(u.datapath_id != 0 ? u.datapath_id : u.cfg->id);
   nlohmann::json targets = nlohmann::json::array();
   for (const auto& t : m.targets()) {
-    targets.push_back({{"ip", t.ip.str()}, {"state", t.state}, {"rtt_ms", t.rtt_ms}, {"loss_pct", t.loss_pct},
-                       {"sent", t.sent}, {"replied", t.replied}});
+    targets.push_back({{"ip", t.ip.str()},
+                       {"state", t.state},
+                       {"rtt_ms", t.rtt_ms},
+                       {"loss_pct", t.loss_pct},
+                       {"sent", t.sent},
+                       {"replied", t.replied}});
   }
   const bool tracking = u.device_up;
   std::string state = tracking ? std::string(health::to_string(m.tracker().state())) : "offline";
@@ -396,14 +408,25 @@ nlohmann::json Daemon::status() const {
     if (it != uplinks_.end()) {
       interfaces.push_back(interface_json(it->second, now));
     } else {
-      interfaces.push_back({{"name", cfg.name}, {"id", cfg.id}, {"device", cfg.device}, {"enabled", false},
-                            {"tracking", false}, {"state", "disabled"}, {"score", 0}, {"transitions", 0},
-                            {"probes", {{"sent", 0}, {"replied", 0}, {"lost", 0}}}, {"rtt_ms", 0.0},
-                            {"loss_pct", 0.0}, {"targets", nlohmann::json::array()}});
+      interfaces.push_back({{"name", cfg.name},
+                            {"id", cfg.id},
+                            {"device", cfg.device},
+                            {"enabled", false},
+                            {"tracking", false},
+                            {"state", "disabled"},
+                            {"score", 0},
+                            {"transitions", 0},
+                            {"probes", {{"sent", 0}, {"replied", 0}, {"lost", 0}}},
+                            {"rtt_ms", 0.0},
+                            {"loss_pct", 0.0},
+                            {"targets", nlohmann::json::array()}});
     }
   }
-  return {{"daemon", {{"pid", getpid()}, {"instance", options_.instance}, {"uptime_s", seconds(now - started_ns_)},
-                      {"config", config_.file}}},
+  return {{"daemon",
+           {{"pid", getpid()},
+            {"instance", options_.instance},
+            {"uptime_s", seconds(now - started_ns_)},
+            {"config", config_.file}}},
           {"interfaces", interfaces}};
 }
 

@@ -6,8 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -15,7 +15,8 @@
 
 namespace uplinkd {
 
-HookRunner::HookRunner(std::string path, int64_t time_limit_ns) : path_(std::move(path)), limit_ns_(time_limit_ns) {}
+HookRunner::HookRunner(std::string path, int64_t time_limit_ns)
+    : path_(std::move(path)), limit_ns_(time_limit_ns) {}
 
 void HookRunner::enqueue(const std::string& action, const std::string& interface, const std::string& device,
                          bool first_connect) {
@@ -36,7 +37,8 @@ void HookRunner::service(int64_t now_ns) {
       if (now_ns - started_ns_ < limit_ns_) return;
       char limit[32];
       snprintf(limit, sizeof limit, "%.1f", static_cast<double>(limit_ns_) / 1e9);
-      log::warn("hook " + path_ + " (ACTION=" + running_action_ + ") ran longer than " + limit + " s: killed");
+      log::warn("hook " + path_ + " (ACTION=" + running_action_ + ") ran longer than " + limit +
+                " s: killed");
       kill(child_, SIGKILL);
       waitpid(child_, &status, 0);
     } else if (r == child_ && WIFEXITED(status) && WEXITSTATUS(status) != 0) {

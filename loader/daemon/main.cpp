@@ -59,7 +59,8 @@ int main(int argc, char** argv) {
 
   uplinkd::log::Level lvl;
   if (!uplinkd::log::parse_level(level, &lvl)) {
-    std::fprintf(stderr, "uplinkd: --log-level '%s': expected debug, info, notice, warn or error\n", level.c_str());
+    std::fprintf(stderr, "uplinkd: --log-level '%s': expected debug, info, notice, warn or error\n",
+                 level.c_str());
     return 2;
   }
   uplinkd::log::set_level(lvl);
@@ -85,8 +86,9 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
-    std::printf("%s: %zu interface(s), %zu member(s), %zu policy(ies), %zu rule(s): OK\n", config.file.c_str(),
-                config.interfaces.size(), config.members.size(), config.policies.size(), config.rules.size());
+    std::printf("%s: %zu interface(s), %zu member(s), %zu policy(ies), %zu rule(s): OK\n",
+                config.file.c_str(), config.interfaces.size(), config.members.size(), config.policies.size(),
+                config.rules.size());
     return 0;
   }
 

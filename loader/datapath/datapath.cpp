@@ -59,8 +59,8 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   if (std::strstr(line, "skipping unrecognized data section") != nullptr) return 0;
   // libxdp's dispatcher probe is refused where freplace programs are not allowed; libxdp then
   // attaches our program on its own, so those lines are information.
-  const bool dispatcher_probe = std::strstr(line, "xdp_pass") || std::strstr(line, "xdp-dispatcher") ||
-                                std::strstr(line, "ulimit -l");
+  const bool dispatcher_probe =
+      std::strstr(line, "xdp_pass") || std::strstr(line, "xdp-dispatcher") || std::strstr(line, "ulimit -l");
   log::write(level == LIBBPF_WARN && !dispatcher_probe ? log::Level::Warn : log::Level::Info, strip(line));
   return 0;
 }
@@ -198,7 +198,8 @@ void Datapath::attach(const AttachOptions& o) {
     throw DatapathError("attaching XDP to " + o.device + " (ifindex " + std::to_string(o.ifindex) +
                         "): " + buf + " (errno " + std::to_string(-result) +
                         "); check that the device exists, that no other XDP program holds it in "
-                        "exclusive mode (`ip link show " + o.device + "`), and that bpffs is mounted");
+                        "exclusive mode (`ip link show " +
+                        o.device + "`), and that bpffs is mounted");
   }
   std::string prog_pin = pin_dir_ + "/prog_xdp_" + std::to_string(o.uplink_id);
   unlink(prog_pin.c_str());
@@ -213,7 +214,8 @@ void Datapath::attach(const AttachOptions& o) {
       raw->mark->rodata->reply_mark = o.reply_mark;
       raw->mark->rodata->reply_mark_mask = o.reply_mark_mask;
       int lerr = uplink_mark__load(raw->mark);
-      if (lerr != 0) throw DatapathError("the kernel refused the tc program uplink_mark: " + errno_text(lerr));
+      if (lerr != 0)
+        throw DatapathError("the kernel refused the tc program uplink_mark: " + errno_text(lerr));
       LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = o.ifindex, .attach_point = BPF_TC_INGRESS);
       int herr = bpf_tc_hook_create(&hook);
       if (herr != 0 && herr != -EEXIST) {

@@ -37,8 +37,8 @@ struct AttachOptions {
   uint32_t uplink_id = 0;
   std::string device;
   int ifindex = 0;
-  bool l3_only = false;        // device without an Ethernet header
-  uint32_t reply_mark = 0;     // 0: no tc marker
+  bool l3_only = false;     // device without an Ethernet header
+  uint32_t reply_mark = 0;  // 0: no tc marker
   uint32_t reply_mark_mask = 0xFFFFFFFF;
 };
 

@@ -22,7 +22,8 @@ int64_t seconds_to_ns(double s) { return static_cast<int64_t>(s * 1e9); }
 // Nonces must not be guessable by whoever could forge a reply, so they come from the kernel's CSPRNG.
 uint64_t random_u64() {
   uint64_t v = 0;
-  if (getrandom(&v, sizeof v, 0) != sizeof v) v = static_cast<uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL;
+  if (getrandom(&v, sizeof v, 0) != sizeof v)
+    v = static_cast<uint64_t>(monotonic_ns()) * 0x9E3779B97F4A7C15ULL;
   return v;
 }
 
@@ -336,7 +337,8 @@ std::vector<TargetStatus> UplinkMonitor::targets() const {
       }
     }
     t.rtt_ms = replies > 0 ? sum / replies : 0;
-    t.loss_pct = w.results.empty() ? 0 : 100.0 * static_cast<double>(w.results.size() - replies) / w.results.size();
+    t.loss_pct =
+        w.results.empty() ? 0 : 100.0 * static_cast<double>(w.results.size() - replies) / w.results.size();
     out.push_back(t);
   }
   return out;

@@ -45,7 +45,8 @@ class UplinkMonitor {
   // Called for every hook action the tracker emits, in order; `first` marks mwan3's FIRSTCONNECT.
   using ActionHandler = std::function<void(UplinkMonitor&, Action, bool first)>;
 
-  UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, datapath::Datapath& dp, ActionHandler on_action);
+  UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, datapath::Datapath& dp,
+                ActionHandler on_action);
   ~UplinkMonitor();
 
   // The device is up: start tracking (mwan3 firstconnect); the first cycle begins after `phase_s`.

@@ -62,8 +62,9 @@ TEST_F(HookRunnerTest, EnvironmentIsCleanLikeEnvDashI) {
   hooks.enqueue("connected", "wanb", "eth2", true);
   hooks.drain(now_ns() + 5000000000LL);
   unsetenv("UPLINKD_TEST_LEAK");
-  EXPECT_EQ(output(),
-            "ACTION=connected\nDEVICE=eth2\nFIRSTCONNECT=1\nINTERFACE=wanb\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n");
+  EXPECT_EQ(
+      output(),
+      "ACTION=connected\nDEVICE=eth2\nFIRSTCONNECT=1\nINTERFACE=wanb\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n");
 }
 
 TEST_F(HookRunnerTest, AHangingHookIsKilledAtItsTimeLimit) {

@@ -35,7 +35,8 @@ TEST(StatusText, InterfaceLinesMatchMwan3) {
 
 TEST(StatusText, StatusListsTargetsOfEnabledInterfaces) {
   const std::string text = uplinkd::control::format_status(sample());
-  EXPECT_NE(text.find(" wan (eth1): score 10, 40 sent, 39 replied, 1 lost, rtt 12.50 ms, loss 2.5%"), std::string::npos)
+  EXPECT_NE(text.find(" wan (eth1): score 10, 40 sent, 39 replied, 1 lost, rtt 12.50 ms, loss 2.5%"),
+            std::string::npos)
       << text;
   EXPECT_NE(text.find("  203.0.113.1                              up       rtt 12.50 ms, loss 2.5%\n"),
             std::string::npos)
