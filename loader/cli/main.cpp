@@ -10,6 +10,7 @@ namespace uplinkd {
 const char* version();
 }
 
+// NOLINTNEXTLINE(bugprone-exception-escape): only allocation failure can escape; dying then is right.
 int main(int argc, char** argv) {
   std::string socket = "/var/run/uplinkd.sock";
   bool json = false;

@@ -13,7 +13,7 @@
 namespace uplinkd::control {
 namespace {
 
-constexpr size_t kMaxRequest = 64 * 1024;
+constexpr size_t kMaxRequest = size_t{64} * 1024;
 
 sockaddr_un address_of(const std::string& path) {
   sockaddr_un addr{};
@@ -33,7 +33,7 @@ bool someone_listens(const std::string& path) {
 }
 
 void set_timeouts(int fd, int ms) {
-  timeval tv{ms / 1000, (ms % 1000) * 1000};
+  timeval tv{ms / 1000, static_cast<suseconds_t>(ms % 1000) * 1000};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }

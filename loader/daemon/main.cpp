@@ -33,6 +33,7 @@ bool daemonize() {
 
 }  // namespace
 
+// NOLINTNEXTLINE(bugprone-exception-escape): only allocation failure can escape; dying then is right.
 int main(int argc, char** argv) {
   uplinkd::DaemonOptions options;
   bool foreground = false;

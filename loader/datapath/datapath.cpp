@@ -133,7 +133,7 @@ void Datapath::load_maps() {
       [](void* ctx, void* data, size_t size) -> int {
         auto* self = static_cast<Datapath*>(ctx);
         if (size >= sizeof(probe_reply_event) && self->on_reply_) {
-          probe_reply_event event;
+          probe_reply_event event{};
           std::memcpy(&event, data, sizeof event);
           self->on_reply_(event);
         }

@@ -94,10 +94,10 @@ class UplinkMonitor {
     bool decided = false;
   };
   struct Pending {
-    probe_key key;
-    uint64_t cycle;
-    size_t target;
-    int64_t deadline;
+    probe_key key{};
+    uint64_t cycle = 0;
+    size_t target = 0;
+    int64_t deadline = 0;
     uint16_t dns_port = 0;
   };
   struct Window {  // recent results of one target: RTT in ms, or nullopt for a loss
