@@ -109,7 +109,7 @@ struct probe_reply_meta {
 #define UPLINKD_MAX_RULES 256           /* mwan3 rules, in order; first match wins */
 #define UPLINKD_RULE_MAX_ADDRS 8        /* CIDRs per src_ip / dest_ip list */
 #define UPLINKD_RULE_MAX_PORTS 8        /* ports or ranges per src_port / dest_port list */
-#define UPLINKD_MAX_POLICIES 64
+#define UPLINKD_MAX_POLICIES 64         /* policy ids 0 .. 63 */
 #define UPLINKD_POLICY_MAX_MEMBERS 16   /* members sharing the lowest online metric */
 #define UPLINKD_MAX_FLOWS 262144        /* LRU: flows remembered with their decision */
 #define UPLINKD_MAX_STICKY 65536        /* LRU: (source, rule) -> last uplink */
@@ -129,7 +129,9 @@ struct probe_reply_meta {
 #define UPLINKD_MAP_SETS "sets"          /* array of maps: set id -> LPM trie of struct lpm_key */
 
 /* Addresses in LPM maps: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d) with prefixlen + 96, so one
- * trie serves both families. */
+ * trie serves both families. `connected` and every trie in `sets` map struct lpm_key to a __u8
+ * (1; presence is the match) and are created with BPF_F_NO_PREALLOC, as the kernel requires of LPM
+ * tries; an inner trie may have any max_entries (the template has UPLINKD_MAX_SET_ENTRIES). */
 struct lpm_key {
 	__u32 prefixlen;
 	__u8 addr[16];
@@ -180,13 +182,19 @@ struct rule_counter {
 	__u64 bytes;
 };
 
-/* policies[id]: what a policy resolves to now. Rewritten whole by the daemon (one atomic update)
- * whenever an uplink's state changes. */
+/* policies[UPLINKD_POLICY_SLOT(id, family)]: what policy `id` resolves to now for one address
+ * family. mwan3 resolves every policy per family (a member counts only for its interface's
+ * family), and a rule of family `any` uses both, so each id has an IPv4 slot and an IPv6 slot.
+ * Rewritten whole by the daemon (one atomic update) whenever an uplink's state changes. */
+#define UPLINKD_POLICY_SLOT(id, family) ((id) * 2 + ((family) == 6 ? 1 : 0))
+#define UPLINKD_POLICY_SLOTS (UPLINKD_MAX_POLICIES * 2)
+
 struct policy_entry {
 	__u32 n_members;     /* 0: none online, use fallback_mark (last_resort) */
 	__u32 fallback_mark; /* last_resort: unreachable, blackhole or default mark */
-	__u32 threshold[UPLINKD_POLICY_MAX_MEMBERS]; /* cumulative weight shares scaled to 2^32 - 1:
-	                                               * member i takes hashes < threshold[i] */
+	/* Cumulative weight shares scaled to 2^32 - 1: a flow takes the first member i with
+	 * hash <= threshold[i]; the last member's threshold is 0xFFFFFFFF. */
+	__u32 threshold[UPLINKD_POLICY_MAX_MEMBERS];
 	__u32 mark[UPLINKD_POLICY_MAX_MEMBERS];
 	__u16 uplink_id[UPLINKD_POLICY_MAX_MEMBERS];
 };

@@ -5,6 +5,8 @@
 
 #include "control/control_server.h"
 #include "control/status_text.h"
+#include "policy/policy_table.h"
+#include "policy/rule_compiler.h"
 
 namespace uplinkd {
 const char* version();
@@ -21,7 +23,10 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* status = app.add_subcommand("status", "interfaces and their probe targets");
   auto* interfaces = app.add_subcommand("interfaces", "interface status lines");
-  for (auto* sub : {status, interfaces}) sub->add_flag("-j,--json", json, "print JSON");
+  auto* policies = app.add_subcommand("policies", "each policy's members in use and their shares");
+  auto* rules = app.add_subcommand("rules", "rules in order, with the packets of the flows they classified");
+  auto* connected = app.add_subcommand("connected", "networks routed by the main table (never balanced)");
+  for (auto* sub : {status, interfaces, policies, rules, connected}) sub->add_flag("-j,--json", json, "print JSON");
   CLI11_PARSE(app, argc, argv);
 
   const std::string command = app.get_subcommands().front()->get_name();
@@ -35,6 +40,12 @@ int main(int argc, char** argv) {
       std::cout << response.dump(2) << "\n";
     } else if (command == "interfaces") {
       std::cout << uplinkd::control::format_interfaces(response);
+    } else if (command == "policies") {
+      std::cout << uplinkd::policy::format_policies(response["policies"]);
+    } else if (command == "rules") {
+      std::cout << uplinkd::policy::format_rules(response["rules"]);
+    } else if (command == "connected") {
+      std::cout << uplinkd::control::format_connected(response["connected"]);
     } else {
       std::cout << uplinkd::control::format_status(response);
     }

@@ -1,5 +1,8 @@
 #include "control/status_text.h"
 
+#include "policy/policy_table.h"
+#include "policy/rule_compiler.h"
+
 #include <cstdio>
 #include <sstream>
 
@@ -39,9 +42,22 @@ std::string format_interfaces(const nlohmann::json& status) {
   return out.str();
 }
 
+std::string format_connected(const nlohmann::json& connected) {
+  std::ostringstream out;
+  for (const char* family : {"ipv4", "ipv6"}) {
+    out << "Directly connected " << family << " networks:\n";
+    for (const auto& p : connected.value(family, nlohmann::json::array())) out << p.get<std::string>() << "\n";
+    out << "\n";
+  }
+  return out.str();
+}
+
 std::string format_status(const nlohmann::json& status) {
   std::ostringstream out;
   out << format_interfaces(status);
+  if (status.contains("policies")) out << policy::format_policies(status["policies"]);
+  if (status.contains("connected")) out << format_connected(status["connected"]);
+  if (status.contains("rules")) out << policy::format_rules(status["rules"]);
   out << "Probe targets:\n";
   char buf[256];
   for (const auto& i : status.value("interfaces", nlohmann::json::array())) {

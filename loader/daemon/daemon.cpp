@@ -25,6 +25,8 @@ namespace {
 constexpr int64_t kDevicePollNs = 250 * 1000000LL;      // link state check; cheap ioctls
 constexpr int64_t kRetryNs = 2 * 1000000000LL;          // after a failed bring-up at runtime
 constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
+// Route copies, connected networks and LAN devices are re-read this often (netlink dumps).
+constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
 constexpr uint32_t kRulePrefBase = 2000;                // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 struct LinkState {
@@ -88,6 +90,7 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   started_ns_ = health::monotonic_ns();
   datapath_ = std::make_unique<datapath::Datapath>(options_.bpffs, options_.instance,
                                                    [this](const probe_reply_event& e) { dispatch_reply(e); });
+  policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_);
   for (const auto& cfg : config_.interfaces) {
     if (!cfg.enabled) continue;
     Uplink u;
@@ -101,6 +104,9 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   for (auto& [id, u] : uplinks_) write_record(u);
   // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
   poll_devices(started_ns_, true);
+  policy_->publish(online_interfaces());
+  policy_->refresh(uplink_views());
+  next_policy_refresh_ = started_ns_ + kPolicyRefreshNs;
   control_ = std::make_unique<control::ControlServer>(
       options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
   setup_signals();
@@ -115,6 +121,7 @@ Daemon::~Daemon() {
   }
   hooks_.drain(now + kShutdownHookNs);
   uplinks_.clear();
+  policy_.reset();
   routes_.remove_all();
   control_.reset();
   datapath_.reset();
@@ -215,6 +222,9 @@ void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
   u.monitor->stop(now);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
   routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
+  if (policy_) {
+    policy_->uplink_down({cfg.id, cfg.device, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET, 0});
+  }
   if (vanished) release_device(u);
   u.device_up = false;
   write_record(u);
@@ -262,6 +272,10 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
                                                                : std::string(health::to_string(a));
   log::notice("interface " + cfg.name + " (" + cfg.device + ") is " + verb);
   write_record(u);
+  // Membership follows mwan3's hotplug events: a member counts from `connected` to `disconnected`.
+  if (policy_ && !stopping_ && (a == health::Action::Connected || a == health::Action::Disconnected)) {
+    policy_->publish(online_interfaces());
+  }
   // mwan3 sends the `disconnected` of its shutdown with an empty DEVICE.
   hooks_.enqueue(std::string(health::to_string(a)), cfg.name, stopping_ ? "" : cfg.device, first);
 }
@@ -278,6 +292,24 @@ void Daemon::write_record(const Uplink& u) {
     r.icmp_limit_burst = u.cfg->icmp_limit_burst;
   }
   datapath_->write_uplink(u.cfg->id, r);
+}
+
+policy::OnlineInterfaces Daemon::online_interfaces() const {
+  policy::OnlineInterfaces online;
+  for (const auto& [id, u] : uplinks_) {
+    const health::State s = u.monitor->tracker().state();
+    if (u.device_up && (s == health::State::Online || s == health::State::Disconnecting)) online.insert(u.cfg->name);
+  }
+  return online;
+}
+
+std::vector<PolicyRuntime::UplinkView> Daemon::uplink_views() const {
+  std::vector<PolicyRuntime::UplinkView> views;
+  for (const auto& [id, u] : uplinks_) {
+    views.push_back({id, u.cfg->device, u.cfg->family == config::Family::Ipv6 ? AF_INET6 : AF_INET,
+                     u.device_up ? u.ifindex : 0});
+  }
+  return views;
 }
 
 void Daemon::dispatch_reply(const probe_reply_event& event) {
@@ -327,6 +359,10 @@ int Daemon::run() {
     now = health::monotonic_ns();
     for (auto& [id, u] : uplinks_) u.monitor->run(now);
     if (now >= next_device_poll_) poll_devices(now, false);
+    if (now >= next_policy_refresh_) {
+      policy_->refresh(uplink_views());
+      next_policy_refresh_ = now + kPolicyRefreshNs;
+    }
     hooks_.service(now);
   }
   log::notice("stopping");
@@ -355,7 +391,10 @@ void Daemon::handle_signals(bool* stop) {
 nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
   const std::string command = request.value("command", "");
   if (command == "status" || command == "interfaces") return status();
-  return {{"error", "unknown command '" + command + "' (known: status, interfaces)"}};
+  if (command == "policies") return {{"policies", policy_->policies_json()}};
+  if (command == "rules") return {{"rules", policy_->rules_json()}};
+  if (command == "connected") return {{"connected", policy_->connected_json()}};
+  return {{"error", "unknown command '" + command + "' (known: status, interfaces, policies, rules, connected)"}};
 }
 
 nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
@@ -422,7 +461,10 @@ nlohmann::json Daemon::status() const {
                             {"targets", nlohmann::json::array()}});
     }
   }
-  return {{"daemon",
+  return {{"policies", policy_->policies_json()},
+          {"rules", policy_->rules_json()},
+          {"connected", policy_->connected_json()},
+          {"daemon",
            {{"pid", getpid()},
             {"instance", options_.instance},
             {"uptime_s", seconds(now - started_ns_)},

@@ -14,6 +14,7 @@
 #include "config/config.h"
 #include "control/control_server.h"
 #include "daemon/hook_runner.h"
+#include "daemon/policy_runtime.h"
 #include "datapath/datapath.h"
 #include "health/monitor.h"
 #include "netlink/uplink_routes.h"
@@ -70,6 +71,7 @@ class Daemon {
   config::Config config_;
   std::unique_ptr<datapath::Datapath> datapath_;
   netlink::UplinkRoutes routes_;
+  std::unique_ptr<PolicyRuntime> policy_;  // after datapath_: it detaches before the datapath goes
   HookRunner hooks_;
   std::map<uint32_t, Uplink> uplinks_;  // by interface id (enabled interfaces only)
   // One XDP attachment per device, shared by the uplinks on it (mwan3's wan and wan6).
@@ -86,6 +88,9 @@ class Daemon {
   int timer_fd_ = -1;
   int64_t started_ns_ = 0;
   int64_t next_device_poll_ = 0;
+  int64_t next_policy_refresh_ = 0;
+  [[nodiscard]] policy::OnlineInterfaces online_interfaces() const;
+  [[nodiscard]] std::vector<PolicyRuntime::UplinkView> uplink_views() const;
   bool stopping_ = false;
 };
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xdp/libxdp.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -18,7 +19,8 @@
 
 #include "common/log.h"
 #include "uplink_ingress.skel.h"
-#include "uplink_mark.skel.h"
+#include "lan_ingress.skel.h"
+#include "wan_ingress.skel.h"
 
 namespace uplinkd::datapath {
 namespace {
@@ -27,8 +29,12 @@ namespace {
 constexpr uint32_t kTcHandle = 0x7570;  // "up"
 constexpr uint32_t kTcPriority = 0x7570;
 
-const char* const kPinnedMaps[] = {UPLINKD_MAP_UPLINKS, UPLINKD_MAP_PROBES, UPLINKD_MAP_PROBE_EVENTS,
-                                   UPLINKD_MAP_COUNTERS, UPLINKD_MAP_ICMP_LIMITER};
+// Every map shared between programs and the daemon: the same pin path in every object that uses it.
+const char* const kPinnedMaps[] = {UPLINKD_MAP_UPLINKS,   UPLINKD_MAP_PROBES,         UPLINKD_MAP_PROBE_EVENTS,
+                                   UPLINKD_MAP_COUNTERS,  UPLINKD_MAP_ICMP_LIMITER,   UPLINKD_MAP_CLASSIFIER_CFG,
+                                   UPLINKD_MAP_RULES,     UPLINKD_MAP_RULE_COUNTERS,  UPLINKD_MAP_POLICIES,
+                                   UPLINKD_MAP_FLOWS,     UPLINKD_MAP_STICKY,         UPLINKD_MAP_INBOUND,
+                                   UPLINKD_MAP_CONNECTED, UPLINKD_MAP_SETS};
 
 std::string strip(const char* line) {
   std::string s(line);
@@ -75,6 +81,39 @@ int libxdp_print(enum libxdp_print_level level, const char* fmt, va_list args) {
   return 0;
 }
 
+// Our tc filter on a device's ingress. Creates the clsact qdisc when there is none and says so
+// through `created`, so detach removes exactly what attach added.
+void attach_tc_ingress(int ifindex, const std::string& device, int prog_fd, bool* created) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  int herr = bpf_tc_hook_create(&hook);
+  if (herr != 0 && herr != -EEXIST) {
+    throw DatapathError("creating the clsact qdisc on " + device + ": " + errno_text(herr) +
+                        " (is the sch_ingress/clsact qdisc available in this kernel?)");
+  }
+  *created = herr == 0;
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .handle = kTcHandle, .priority = kTcPriority);
+  int terr = bpf_tc_attach(&hook, &opts);
+  if (terr != 0) {
+    if (*created) bpf_tc_hook_destroy(&hook);
+    throw DatapathError("attaching a tc program to " + device + " ingress: " + errno_text(terr));
+  }
+}
+
+void detach_tc_ingress(int ifindex, bool created) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
+  bpf_tc_detach(&hook, &opts);
+  if (created) {
+    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+    bpf_tc_hook_destroy(&hook);
+  }
+}
+
+bool device_exists(int ifindex) {
+  std::array<char, IF_NAMESIZE> name{};
+  return if_indextoname(ifindex, name.data()) != nullptr;
+}
+
 }  // namespace
 
 bool is_bpffs(const std::string& path) {
@@ -87,9 +126,14 @@ struct Datapath::Attached {
   ::uplink_ingress* ingress = nullptr;
   struct xdp_program* xdp = nullptr;
   enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
-  ::uplink_mark* mark = nullptr;
+  ::wan_ingress* wan = nullptr;
   bool tc_hook_created = false;
   bool tc_attached = false;
+};
+
+struct Datapath::LanAttached {
+  std::string device;
+  bool tc_hook_created = false;
 };
 
 Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply)
@@ -128,6 +172,13 @@ void Datapath::load_maps() {
   counters_fd_ = bpf_map__fd(master_->maps.uplink_counters);
   events_fd_ = bpf_map__fd(master_->maps.probe_events);
   limiter_fd_ = bpf_map__fd(master_->maps.icmp_limiter);
+  // The classifier's maps come with its first loaded instance; it also proves the kernel takes it.
+  ::lan_ingress* lan = lan_object(false);
+  cfg_fd_ = bpf_map__fd(lan->maps.classifier_cfg);
+  rules_fd_ = bpf_map__fd(lan->maps.rules);
+  rule_counters_fd_ = bpf_map__fd(lan->maps.rule_counters);
+  policies_fd_ = bpf_map__fd(lan->maps.policies);
+  connected_fd_ = bpf_map__fd(lan->maps.connected);
   ring_ = ring_buffer__new(
       events_fd_,
       [](void* ctx, void* data, size_t size) -> int {
@@ -149,6 +200,11 @@ Datapath::~Datapath() {
   std::vector<uint32_t> ids;
   for (const auto& [id, _] : uplinks_) ids.push_back(id);
   for (uint32_t id : ids) detach(id);
+  std::vector<int> lans;
+  for (const auto& [ifindex, _] : lan_) lans.push_back(ifindex);
+  for (int ifindex : lans) detach_lan(ifindex);
+  if (lan_eth_ != nullptr) lan_ingress__destroy(lan_eth_);
+  if (lan_l3_ != nullptr) lan_ingress__destroy(lan_l3_);
   if (ring_ != nullptr) ring_buffer__free(ring_);
   unpin_all();
   if (master_ != nullptr) uplink_ingress__destroy(master_);
@@ -207,35 +263,27 @@ void Datapath::attach(const AttachOptions& o) {
 
   Attached* raw = a.get();
   uplinks_[o.uplink_id] = std::move(a);
-  if (o.reply_mark != 0) {
-    try {
-      raw->mark = uplink_mark__open();
-      if (raw->mark == nullptr) throw DatapathError("opening the tc marker: " + errno_text(errno));
-      raw->mark->rodata->reply_mark = o.reply_mark;
-      raw->mark->rodata->reply_mark_mask = o.reply_mark_mask;
-      int lerr = uplink_mark__load(raw->mark);
-      if (lerr != 0)
-        throw DatapathError("the kernel refused the tc program uplink_mark: " + errno_text(lerr));
-      LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = o.ifindex, .attach_point = BPF_TC_INGRESS);
-      int herr = bpf_tc_hook_create(&hook);
-      if (herr != 0 && herr != -EEXIST) {
-        throw DatapathError("creating the clsact qdisc on " + o.device + ": " + errno_text(herr));
-      }
-      raw->tc_hook_created = herr == 0;
-      LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = bpf_program__fd(raw->mark->progs.uplink_mark),
-                  .handle = kTcHandle, .priority = kTcPriority);
-      int terr = bpf_tc_attach(&hook, &opts);
-      if (terr != 0) {
-        throw DatapathError("attaching the tc marker to " + o.device + " ingress: " + errno_text(terr));
-      }
-      raw->tc_attached = true;
-      std::string tc_pin = pin_dir_ + "/prog_tc_" + std::to_string(o.uplink_id);
-      unlink(tc_pin.c_str());
-      bpf_obj_pin(bpf_program__fd(raw->mark->progs.uplink_mark), tc_pin.c_str());
-    } catch (...) {
-      detach(o.uplink_id);
-      throw;
-    }
+  try {
+    // wan_ingress: records inbound connections (so their replies leave by this uplink) and turns
+    // the XDP tag of a matched probe reply into a mark, when a reply mark is configured.
+    raw->wan = wan_ingress__open();
+    if (raw->wan == nullptr) throw DatapathError("opening the uplink tc program: " + errno_text(errno));
+    raw->wan->rodata->uplink_id = o.uplink_id;
+    raw->wan->rodata->reply_mark = o.reply_mark;
+    raw->wan->rodata->reply_mark_mask = o.reply_mark != 0 ? o.reply_mark_mask : 0;
+    raw->wan->rodata->l3_only = o.l3_only ? 1 : 0;
+    set_pin_paths(raw->wan->obj, pin_dir_);
+    int lerr = wan_ingress__load(raw->wan);
+    if (lerr != 0) throw DatapathError("the kernel refused the tc program wan_ingress: " + errno_text(lerr));
+    const int fd = bpf_program__fd(raw->wan->progs.wan_ingress);
+    attach_tc_ingress(o.ifindex, o.device, fd, &raw->tc_hook_created);
+    raw->tc_attached = true;
+    std::string tc_pin = pin_dir_ + "/prog_tc_" + std::to_string(o.uplink_id);
+    unlink(tc_pin.c_str());
+    bpf_obj_pin(fd, tc_pin.c_str());
+  } catch (...) {
+    detach(o.uplink_id);
+    throw;
   }
 }
 
@@ -245,17 +293,9 @@ void Datapath::detach(uint32_t uplink_id) {
   Attached& a = *it->second;
   const int ifindex = a.options.ifindex;
   // The device may be gone already: then the kernel dropped the attachments with it.
-  const bool device_alive = if_indextoname(ifindex, std::array<char, IF_NAMESIZE>{}.data()) != nullptr;
-  if (a.tc_attached && device_alive) {
-    LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-    LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
-    bpf_tc_detach(&hook, &opts);
-    if (a.tc_hook_created) {
-      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-      bpf_tc_hook_destroy(&hook);
-    }
-  }
-  if (a.mark != nullptr) uplink_mark__destroy(a.mark);
+  const bool device_alive = device_exists(ifindex);
+  if (a.tc_attached && device_alive) detach_tc_ingress(ifindex, a.tc_hook_created);
+  if (a.wan != nullptr) wan_ingress__destroy(a.wan);
   if (a.xdp != nullptr) {
     if (device_alive) xdp_program__detach(a.xdp, ifindex, a.mode, 0);
     xdp_program__close(a.xdp);
@@ -264,6 +304,77 @@ void Datapath::detach(uint32_t uplink_id) {
   unlink((pin_dir_ + "/prog_xdp_" + std::to_string(uplink_id)).c_str());
   unlink((pin_dir_ + "/prog_tc_" + std::to_string(uplink_id)).c_str());
   uplinks_.erase(it);
+}
+
+::lan_ingress* Datapath::lan_object(bool l3_only) {
+  ::lan_ingress*& obj = l3_only ? lan_l3_ : lan_eth_;
+  if (obj != nullptr) return obj;
+  obj = lan_ingress__open();
+  if (obj == nullptr) throw DatapathError("opening the LAN classifier object: " + errno_text(errno));
+  obj->rodata->l3_only = l3_only ? 1 : 0;
+  set_pin_paths(obj->obj, pin_dir_);
+  int err = lan_ingress__load(obj);
+  if (err != 0) {
+    lan_ingress__destroy(obj);
+    obj = nullptr;
+    throw DatapathError("the kernel refused the tc program lan_ingress: " + errno_text(err) +
+                        " (the verifier log above says why)");
+  }
+  return obj;
+}
+
+void Datapath::attach_lan(int ifindex, const std::string& device, bool l3_only) {
+  if (lan_attached(ifindex)) return;
+  ::lan_ingress* obj = lan_object(l3_only);
+  auto a = std::make_unique<LanAttached>();
+  a->device = device;
+  attach_tc_ingress(ifindex, device, bpf_program__fd(obj->progs.lan_ingress), &a->tc_hook_created);
+  lan_[ifindex] = std::move(a);
+}
+
+void Datapath::detach_lan(int ifindex) {
+  auto it = lan_.find(ifindex);
+  if (it == lan_.end()) return;
+  if (device_exists(ifindex)) detach_tc_ingress(ifindex, it->second->tc_hook_created);
+  lan_.erase(it);
+}
+
+void Datapath::write_classifier_cfg(const classifier_cfg& cfg) {
+  const uint32_t key = 0;
+  bpf_map_update_elem(cfg_fd_, &key, &cfg, BPF_ANY);
+}
+
+void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
+  bpf_map_update_elem(rules_fd_, &index, &rule, BPF_ANY);
+}
+
+void Datapath::write_policy(uint32_t slot, const policy_entry& entry) {
+  bpf_map_update_elem(policies_fd_, &slot, &entry, BPF_ANY);
+}
+
+void Datapath::set_connected(const std::vector<lpm_key>& prefixes) {
+  auto same = [](const lpm_key& a, const lpm_key& b) { return std::memcmp(&a, &b, sizeof a) == 0; };
+  const uint8_t present = 1;
+  // Add before removing, so a prefix that only changed length never leaves a gap.
+  for (const auto& p : prefixes) bpf_map_update_elem(connected_fd_, &p, &present, BPF_ANY);
+  for (const auto& old : connected_) {
+    bool kept = false;
+    for (const auto& p : prefixes) kept = kept || same(old, p);
+    if (!kept) bpf_map_delete_elem(connected_fd_, &old);
+  }
+  connected_ = prefixes;
+}
+
+rule_counter Datapath::rule_counters(uint32_t index) const {
+  const int cpus = libbpf_num_possible_cpus();
+  std::vector<rule_counter> per_cpu(cpus > 0 ? cpus : 1);
+  rule_counter sum{};
+  if (bpf_map_lookup_elem(rule_counters_fd_, &index, per_cpu.data()) != 0) return sum;
+  for (const auto& c : per_cpu) {
+    sum.packets += c.packets;
+    sum.bytes += c.bytes;
+  }
+  return sum;
 }
 
 std::string Datapath::attach_mode(uint32_t uplink_id) const {

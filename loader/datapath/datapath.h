@@ -8,12 +8,14 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "maps/uplinkd_maps.h"
 
 struct ring_buffer;
 struct uplink_ingress;  // bpftool skeletons, global C names
-struct uplink_mark;
+struct wan_ingress;
+struct lan_ingress;
 
 namespace uplinkd::datapath {
 
@@ -60,7 +62,18 @@ class Datapath {
   [[nodiscard]] bool attached(uint32_t uplink_id) const { return uplinks_.count(uplink_id) != 0; }
   [[nodiscard]] std::string attach_mode(uint32_t uplink_id) const;
 
+  // The LAN classifier (tc ingress) on a LAN-side device; idempotent. Throws DatapathError.
+  void attach_lan(int ifindex, const std::string& device, bool l3_only);
+  void detach_lan(int ifindex);
+  [[nodiscard]] bool lan_attached(int ifindex) const { return lan_.count(ifindex) != 0; }
+
   void write_uplink(uint32_t uplink_id, const uplink_record& record);
+  void write_classifier_cfg(const classifier_cfg& cfg);
+  void write_rule(uint32_t index, const rule_entry& rule);
+  void write_policy(uint32_t slot, const policy_entry& entry);
+  // Makes the connected-networks trie hold exactly `prefixes`.
+  void set_connected(const std::vector<lpm_key>& prefixes);
+  [[nodiscard]] rule_counter rule_counters(uint32_t index) const;
   int insert_probe(const probe_key& key, const probe_value& value);  // 0 or -errno
   // Deletes an outstanding probe. Returns true if it was still there (nobody answered it).
   bool remove_probe(const probe_key& key);
@@ -74,15 +87,22 @@ class Datapath {
 
  private:
   struct Attached;
+  struct LanAttached;
   void load_maps();
+  ::lan_ingress* lan_object(bool l3_only);
   void unpin_all();
 
   std::string pin_dir_;
   ReplyHandler on_reply_;
   ::uplink_ingress* master_ = nullptr;
+  ::lan_ingress* lan_eth_ = nullptr;  // one loaded classifier per header kind, attached to many devices
+  ::lan_ingress* lan_l3_ = nullptr;
+  int cfg_fd_ = -1, rules_fd_ = -1, rule_counters_fd_ = -1, policies_fd_ = -1, connected_fd_ = -1;
+  std::vector<lpm_key> connected_;
   struct ring_buffer* ring_ = nullptr;
   int uplinks_fd_ = -1, probes_fd_ = -1, counters_fd_ = -1, events_fd_ = -1, limiter_fd_ = -1;
   std::map<uint32_t, std::unique_ptr<Attached>> uplinks_;
+  std::map<int, std::unique_ptr<LanAttached>> lan_;  // by ifindex
 };
 
 // True when `path` is a mounted BPF filesystem.

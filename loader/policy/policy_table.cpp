@@ -3,13 +3,14 @@
 #include <algorithm>
 #include <bit>
 #include <cstdio>
-#include <limits>
 #include <stdexcept>
+#include <utility>
 
 namespace uplinkd::policy {
 namespace {
 
-constexpr uint32_t kHashMax = std::numeric_limits<uint32_t>::max();
+// ceil_scaled_to_hash_space() is exact below this; 16 members of weight INT_MAX stay under 2^35.
+constexpr uint64_t kMaxTotalWeight = uint64_t{1} << 47;
 
 std::string hex(uint32_t v) {
   char buf[16];
@@ -28,9 +29,8 @@ const config::MemberConfig* find_member(const config::Config& cfg, const std::st
 
 const char* family_word(config::Family f) { return f == config::Family::Ipv4 ? "ipv4" : "ipv6"; }
 
-// ceil(part * 2^32 / total) without overflow for part <= total < 2^47 (16 members of weight up to
-// INT_MAX stay below 2^35), in two 16-bit steps of long division: OpenWrt's 32-bit targets have no
-// 128-bit integer to do it in one.
+// ceil(part * 2^32 / total) without overflow for part <= total < kMaxTotalWeight, in two 16-bit steps of
+// long division: OpenWrt's 32-bit targets have no 128-bit integer to do it in one.
 uint64_t ceil_scaled_to_hash_space(uint64_t part, uint64_t total) {
   const uint64_t step1 = part << 16;
   const uint64_t q1 = step1 / total;
@@ -80,9 +80,10 @@ std::vector<Candidate> lowest_metric_only(const std::vector<Candidate>& candidat
   if (candidates.empty()) {
     return {};
   }
-  const auto lowest = std::min_element(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
-                        return a.member->metric < b.member->metric;
-                      })->member->metric;
+  const auto lowest =
+      std::min_element(candidates.begin(), candidates.end(), [](const auto& a, const auto& b) {
+        return a.member->metric < b.member->metric;
+      })->member->metric;
   std::vector<Candidate> out;
   for (const auto& c : candidates) {
     if (c.member->metric == lowest) {
@@ -113,7 +114,7 @@ void set_shares(std::vector<ActiveMember>& members, uint64_t total_weight) {
 
 PickTable pick_table_for(const std::vector<ActiveMember>& members, uint32_t last_resort_mark) {
   if (members.empty()) {
-    return PickTable{{kHashMax}, {last_resort_mark}};
+    return PickTable{{}, {}, last_resort_mark};
   }
   std::vector<uint64_t> weights;
   std::vector<uint32_t> marks;
@@ -121,7 +122,7 @@ PickTable pick_table_for(const std::vector<ActiveMember>& members, uint32_t last
     weights.push_back(static_cast<uint64_t>(m.weight));
     marks.push_back(m.mark);
   }
-  return build_pick_table(weights, marks);
+  return build_pick_table(weights, marks, last_resort_mark);
 }
 
 size_t members_of_family(const config::Config& cfg, const config::PolicyConfig& policy, config::Family f) {
@@ -141,7 +142,7 @@ size_t members_of_family(const config::Config& cfg, const config::PolicyConfig& 
 
 nlohmann::json member_json(const ActiveMember& m) {
   return {{"interface", m.interface}, {"percent", m.share_pct}, {"member", m.member}, {"id", m.id},
-          {"mark", m.mark},           {"metric", m.metric},    {"weight", m.weight}};
+          {"mark", m.mark},           {"metric", m.metric},     {"weight", m.weight}};
 }
 
 // mwan3 appends the first lowest-metric member to the policy chain and inserts each later one at the top,
@@ -253,16 +254,25 @@ std::optional<uint32_t> builtin_policy_mark(std::string_view use_policy, const M
 
 // ---- pick table ---------------------------------------------------------------------------------
 
-size_t PickTable::index_for(uint32_t flow_hash) const {
+std::optional<size_t> PickTable::index_for(uint32_t flow_hash) const {
+  if (thresholds.empty()) {
+    return std::nullopt;
+  }
   for (size_t i = 0; i < thresholds.size(); ++i) {
     if (flow_hash <= thresholds[i]) {
       return i;
     }
   }
-  return thresholds.size() - 1;  // unreachable: the last threshold is UINT32_MAX
+  return thresholds.size() - 1;  // only for a table without its UINT32_MAX end, as the classifier does
 }
 
-PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vector<uint32_t>& marks) {
+uint32_t PickTable::mark_for(uint32_t flow_hash) const {
+  const std::optional<size_t> i = index_for(flow_hash);
+  return i ? marks[*i] : fallback_mark;
+}
+
+PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vector<uint32_t>& marks,
+                           uint32_t fallback_mark) {
   if (weights.empty() || weights.size() != marks.size()) {
     throw std::invalid_argument("pick table: " + std::to_string(weights.size()) + " weights for " +
                                 std::to_string(marks.size()) + " marks; need as many, at least one");
@@ -275,13 +285,16 @@ PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vect
   for (uint64_t w : weights) {
     total += w;
   }
-  if (total == 0) {
-    throw std::invalid_argument("pick table: weights add up to 0");
+  if (total == 0 || total >= kMaxTotalWeight) {
+    throw std::invalid_argument("pick table: weights add up to " + std::to_string(total) +
+                                "; accepted: 1 to 2^47 - 1");
   }
-  // Member i takes the hashes below ceil(cumulative_i * 2^32 / total), so its count of the 2^32 hashes
-  // is within one of weight_i * 2^32 / total, and any evenly spaced sample splits the same way.
+  // Member i's last hash is ceil(cumulative_i * 2^32 / total) - 1, so its count of the 2^32 hashes is
+  // within one of weight_i * 2^32 / total, any evenly spaced sample splits the same way, and the last
+  // member ends at UINT32_MAX. The ceiling is at least 1 (cumulative >= 1), so nothing wraps.
   PickTable t;
   t.marks = marks;
+  t.fallback_mark = fallback_mark;
   uint64_t cumulative = 0;
   for (uint64_t w : weights) {
     cumulative += w;
@@ -293,10 +306,21 @@ PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vect
 // ---- resolution ---------------------------------------------------------------------------------
 
 const ActiveMember* FamilyPolicy::pick(uint32_t flow_hash) const {
-  if (members.empty()) {
-    return nullptr;
+  const std::optional<size_t> i = table.index_for(flow_hash);
+  return i ? &members[*i] : nullptr;
+}
+
+policy_entry to_policy_entry(const FamilyPolicy& fp) {
+  policy_entry e{};
+  e.n_members = static_cast<__u32>(fp.members.size());
+  e.fallback_mark = fp.last_resort_mark;
+  for (size_t i = 0; i < fp.members.size(); ++i) {
+    e.threshold[i] = fp.table.thresholds[i];
+    e.mark[i] = fp.table.marks[i];
+    // The uplinks map stops at UPLINKD_MAX_UPLINKS (256) ids, well inside 16 bits.
+    e.uplink_id[i] = static_cast<__u16>(fp.members[i].id);
   }
-  return &members[table.index_for(flow_hash)];
+  return e;
 }
 
 const PolicyState* PolicyTable::find(std::string_view name) const {
@@ -376,8 +400,8 @@ nlohmann::json policies_json(const PolicyTable& table) {
 
 std::string format_policies(const nlohmann::json& policies) {
   const auto last_resort = policies.value("last_resort", nlohmann::json::object());
-  std::string out = family_text("Current ipv4 policies:", policies.value("ipv4", nlohmann::json::object()),
-                                last_resort);
+  std::string out =
+      family_text("Current ipv4 policies:", policies.value("ipv4", nlohmann::json::object()), last_resort);
   if (policies.contains("ipv6")) {
     out += family_text("Current ipv6 policies:", policies["ipv6"], last_resort);
   }

@@ -6,22 +6,22 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "config/config.h"
+#include "maps/uplinkd_maps.h"
 
 namespace uplinkd::policy {
 
 // A pick table holds at most this many members per policy and address family: the classifier walks it in
 // a bounded loop, and a policy rarely balances over more than a handful of uplinks. mwan3 has no such cap;
 // check_policy_limits() reports a policy over it as a configuration error.
-inline constexpr size_t kMaxPolicyMembers = 16;
+inline constexpr size_t kMaxPolicyMembers = UPLINKD_POLICY_MAX_MEMBERS;
 
 // mwan3 starts its search for the lowest metric at 256 and skips a member whose metric is above it (with a
 // warning); a member with metric 256 itself is used like any other.
@@ -61,24 +61,25 @@ uint32_t last_resort_mark(LastResort last_resort, const MarkSpace& marks);
 // names before policy names, so a policy called "default" is never reached from a rule. nullopt: a policy.
 std::optional<uint32_t> builtin_policy_mark(std::string_view use_policy, const MarkSpace& marks);
 
-// The per-flow choice among weighted members, in the form the classifier loads. Entry i takes the flow
+// The per-flow choice among weighted members, in the form the classifier loads (struct policy_entry in
+// maps/uplinkd_maps.h): a flow takes the first member i with hash <= thresholds[i], so member i takes the
 // hashes above thresholds[i-1] (from 0 for i = 0) up to and including thresholds[i]; the last threshold is
-// always UINT32_MAX, so every hash finds an entry. Each range is the member's weight share of the 2^32
-// hashes, rounded so every count is within one hash of exact. Never empty: when no member is online it
-// holds one entry, the last_resort mark.
+// always UINT32_MAX. Each member's range is its weight share of the 2^32 hashes, rounded so every count is
+// within one hash of exact. No members (n_members = 0): every flow gets fallback_mark, the last_resort.
 struct PickTable {
-  std::vector<uint32_t> thresholds;  // non-decreasing, at most kMaxPolicyMembers entries
+  std::vector<uint32_t> thresholds;  // non-decreasing, at most kMaxPolicyMembers; the last is UINT32_MAX
   std::vector<uint32_t> marks;       // same length
+  uint32_t fallback_mark = 0;        // the last_resort mark, used when there are no members
 
-  // The entry a flow hash selects: the first whose threshold is >= the hash. The reference for the BPF
-  // classifier's loop.
-  [[nodiscard]] size_t index_for(uint32_t flow_hash) const;
-  [[nodiscard]] uint32_t mark_for(uint32_t flow_hash) const { return marks[index_for(flow_hash)]; }
+  // The member a flow hash selects; nullopt when there are none. The reference for the classifier's loop.
+  [[nodiscard]] std::optional<size_t> index_for(uint32_t flow_hash) const;
+  [[nodiscard]] uint32_t mark_for(uint32_t flow_hash) const;
 };
 
-// Builds the table over weights (each >= 1) and their marks. Throws std::invalid_argument when given no
-// weights, more than kMaxPolicyMembers, or mismatched lengths.
-PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vector<uint32_t>& marks);
+// Builds the table over weights and their marks, in that order. Throws std::invalid_argument when given no
+// weights, more than kMaxPolicyMembers, mismatched lengths, or weights adding up to 0 or to 2^47 or more.
+PickTable build_pick_table(const std::vector<uint64_t>& weights, const std::vector<uint32_t>& marks,
+                           uint32_t fallback_mark = 0);
 
 // One member carrying new flows.
 struct ActiveMember {
@@ -99,7 +100,7 @@ struct FamilyPolicy {
   uint64_t total_weight = 0;          // of `members`
   LastResort last_resort = LastResort::Unreachable;
   uint32_t last_resort_mark = 0;
-  PickTable table;
+  PickTable table;  // over `members`, in their order
 
   [[nodiscard]] bool uses_last_resort() const { return members.empty(); }
   // The member a new flow with this hash goes to; nullptr when the last resort applies.
@@ -107,6 +108,10 @@ struct FamilyPolicy {
   // The mark a new flow with this hash gets: its member's, or the last_resort mark.
   [[nodiscard]] uint32_t mark_for_flow(uint32_t flow_hash) const { return table.mark_for(flow_hash); }
 };
+
+// `fp` as the classifier's policies map value: n_members, fallback_mark, and per member its threshold, mark
+// and uplink id; unused slots are zero.
+policy_entry to_policy_entry(const FamilyPolicy& fp);
 
 struct PolicyState {
   std::string name;

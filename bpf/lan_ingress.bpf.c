@@ -1,0 +1,369 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * lan_ingress: tc ingress on every LAN-side device. Gives each flow the mwan3 mark of the uplink
+ * it should leave by and keeps that decision in `flows`, so policy routing (ip rule fwmark) sends
+ * every packet of the flow the same way. It only marks: the verdict is always TC_ACT_OK.
+ *
+ * A flow's first packet is decided in mwan3's hook order (../shared/reference/mwan3-behaviour.md
+ * section 4): the remembered decision (mwan3 restores the conntrack mark), the uplink a connection
+ * came in on (mwan3 marks traffic arriving on a WAN), connected networks, then the user rules in
+ * order, first match wins, each naming a policy that spreads new flows over its online members by
+ * weight (section 5).
+ *
+ * Stale flows in O(1) (DESIGN.md): a flow stores its uplink's generation; the daemon bumps the
+ * generation once when the uplink goes down, and the flow's next packet finds the mismatch here.
+ */
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps/uplinkd_maps.h"
+#include "lib/classifier_maps.h"
+#include "lib/flow_hash.h"
+#include "lib/flow_parse.h"
+#include "lib/inbound_map.h"
+#include "lib/lpm_key.h"
+#include "lib/parse.h"
+#include "lib/rule_match.h"
+
+/* Load-time configuration, set through the skeleton's rodata before load. */
+const volatile __u32 l3_only = 0; /* 1: no link-layer header (e.g. a WireGuard LAN device) */
+
+#define NS_PER_S 1000000000ULL
+
+/* A decision as it goes into `flows`. An argument of the global classify_flow(), so no implicit
+ * padding (the verifier wants every byte it may read initialised). */
+struct decision {
+	__u32 mark;
+	__u32 generation;
+	__u16 uplink_id;
+	__u16 rule_id;
+	__u8 origin;
+	__u8 pad[3];
+};
+
+/* timeout_s 0 never expires. A time stamp from the future (another CPU's `now` was later than
+ * ours) counts as fresh rather than as ancient. */
+static __always_inline int is_fresh(__u64 last_seen_ns, __u64 now, __u32 timeout_s)
+{
+	return timeout_s == 0 || now <= last_seen_ns || now - last_seen_ns < timeout_s * NS_PER_S;
+}
+
+/* An entry's time stamp is rewritten at most once a second: an established flow costs one map
+ * lookup per packet, not a cache line bouncing between CPUs. */
+static __always_inline void touch(__u64 *last_seen_ns, __u64 now)
+{
+	if (now > *last_seen_ns && now - *last_seen_ns >= UPLINKD_REFRESH_NS)
+		*last_seen_ns = now;
+}
+
+/* A decision that names an uplink holds while that uplink is usable and has not gone down since
+ * (same generation). Uplink 0 (connected, last_resort, unmatched) always holds. */
+static __always_inline int uplink_still_valid(__u16 uplink_id, __u32 generation)
+{
+	struct uplink_record *u;
+
+	if (uplink_id == 0)
+		return 1;
+	u = uplink_lookup(uplink_id);
+	return uplink_usable(u) && u->generation == generation;
+}
+
+static __always_inline __u32 uplink_generation(__u16 uplink_id)
+{
+	struct uplink_record *u;
+
+	if (uplink_id == 0)
+		return 0;
+	u = uplink_lookup(uplink_id);
+	return u ? u->generation : 0;
+}
+
+/* Step 1: the flow's remembered decision. Returns 1 with d filled when it still holds. */
+static __always_inline int reuse_flow(const struct flow_key *key, const struct classifier_cfg *cfg,
+				      __u64 now, struct decision *d)
+{
+	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+
+	if (!v)
+		return 0;
+	if (is_fresh(v->last_seen_ns, now, cfg->flow_timeout_s) &&
+	    uplink_still_valid(v->uplink_id, v->generation)) {
+		d->mark = v->mark;
+		d->generation = v->generation;
+		d->uplink_id = v->uplink_id;
+		d->rule_id = v->rule_id;
+		d->origin = v->origin;
+		touch(&v->last_seen_ns, now);
+		return 1;
+	}
+	/*
+	 * Stale: idle too long, or its uplink went offline or down and up again (generation moved).
+	 * HOOK (stale-flow handling): a TCP flow pinned to a dead uplink gets its RST toward the
+	 * LAN client here (seq = this packet's ack_seq, DESIGN.md "Facts"), before it is classified
+	 * again. Everything else is simply classified again; the new decision replaces this entry
+	 * (the update in store_decision() is the delete).
+	 */
+	return 0;
+}
+
+/* Step 2: the LAN side of a connection that came in on an uplink (port forward): its replies
+ * leave by that uplink. Keyed by the remote endpoint, which DNAT leaves unchanged. */
+static __always_inline int inbound_reply(const struct flow_packet *pkt,
+					 const struct classifier_cfg *cfg, __u64 now,
+					 struct decision *d)
+{
+	struct inbound_key key = {};
+	struct inbound_value *v;
+	struct uplink_record *u;
+
+	if (!pkt->ports_known)
+		return 0;
+	/* A LAN host opening a TCP connection is never replying to one: a remote endpoint that once
+	 * connected in must not capture the LAN's own new connections to it. */
+	if (pkt->key.proto == IPPROTO_TCP && is_bare_syn(pkt->tcp_flags))
+		return 0;
+	copy_bytes16(key.raddr, pkt->key.daddr);
+	key.rport = pkt->key.dport;
+	key.proto = pkt->key.proto;
+	key.family = pkt->key.family;
+	v = bpf_map_lookup_elem(&inbound, &key);
+	if (!v)
+		return 0;
+	/* UDP endpoints are refreshed by every datagram in, so an idle one is over. A TCP endpoint
+	 * is written by the SYN only; its connection can idle for hours and still need its replies
+	 * to go back the same way (and the SYN check above keeps an old entry harmless). */
+	if (pkt->key.proto == IPPROTO_UDP && !is_fresh(v->last_seen_ns, now, cfg->flow_timeout_s))
+		return 0;
+	u = uplink_lookup(v->uplink_id);
+	if (!uplink_usable(u))
+		return 0; /* its uplink is gone, so is the connection: decide like any flow */
+	d->mark = v->mark;
+	d->uplink_id = v->uplink_id;
+	d->generation = u->generation;
+	d->origin = FLOW_ORIGIN_INBOUND;
+	return 1;
+}
+
+/* Step 3: destinations in connected networks use the main table (MMX_DEFAULT). */
+static __always_inline int to_connected(const struct flow_packet *pkt,
+					const struct classifier_cfg *cfg, struct decision *d)
+{
+	struct lpm_key key;
+
+	lpm_key_for_host(&key, pkt->key.daddr, pkt->key.family);
+	if (!bpf_map_lookup_elem(&connected, &key))
+		return 0;
+	d->mark = cfg->default_mark;
+	d->origin = FLOW_ORIGIN_CONNECTED;
+	return 1;
+}
+
+static __always_inline void count_rule(__u32 index, __u32 bytes)
+{
+	struct rule_counter *c = bpf_map_lookup_elem(&rule_counters, &index);
+
+	if (c) {
+		c->packets++;
+		c->bytes += bytes;
+	}
+}
+
+/* The member a flow hash selects: the first with hash <= threshold (the last threshold is
+ * 0xFFFFFFFF); the last member for a malformed table without it. Global so the verifier sees one
+ * unknown index come back rather than following each of UPLINKD_POLICY_MAX_MEMBERS constants
+ * through the rest of the decision. p points at a policies value. */
+__noinline int pick_member(const struct policy_entry *p, __u32 n_members, __u32 hash)
+{
+	if (!p || n_members == 0)
+		return 0;
+	for (__u32 i = 0; i < UPLINKD_POLICY_MAX_MEMBERS; i++) {
+		if (i >= n_members)
+			break;
+		if (hash <= p->threshold[i])
+			return (int)i;
+	}
+	return (int)n_members - 1;
+}
+
+/* -1 when the uplink is not among the policy's current members. */
+static __always_inline int member_of(const struct policy_entry *p, __u32 n_members, __u16 uplink_id)
+{
+	for (__u32 i = 0; i < UPLINKD_POLICY_MAX_MEMBERS; i++) {
+		if (i >= n_members)
+			break;
+		if (p->uplink_id[i] == uplink_id)
+			return (int)i;
+	}
+	return -1;
+}
+
+static __always_inline void sticky_key_for(struct sticky_key *key, const struct flow_packet *pkt,
+					   __u32 rule_id)
+{
+	copy_bytes16(key->saddr, pkt->key.saddr);
+	key->rule_id = rule_id;
+	key->family = pkt->key.family;
+}
+
+/* A sticky rule reuses the uplink it gave this source last, while the entry is within the rule's
+ * timeout, the uplink has not gone down since, and it is still one of the policy's members (mwan3
+ * restores a sticky mark only for interfaces in the policy's current chain). */
+static __always_inline int sticky_reuse(const struct sticky_key *key, const struct rule_entry *rule,
+					const struct policy_entry *p, __u32 n_members, __u64 now,
+					struct decision *d)
+{
+	struct sticky_value *v = bpf_map_lookup_elem(&sticky, key);
+	int member;
+
+	if (!v)
+		return 0;
+	if (!is_fresh(v->last_seen_ns, now, rule->sticky_timeout_s))
+		return 0;
+	if (v->uplink_id == 0 || !uplink_still_valid(v->uplink_id, v->generation))
+		return 0;
+	member = member_of(p, n_members, v->uplink_id);
+	if (member < 0 || member >= UPLINKD_POLICY_MAX_MEMBERS)
+		return 0;
+	d->mark = p->mark[member];
+	d->uplink_id = v->uplink_id;
+	d->generation = v->generation;
+	v->last_seen_ns = now; /* mwan3 re-adds the source with a fresh timeout on each new flow */
+	return 1;
+}
+
+static __always_inline void sticky_store(const struct sticky_key *key, const struct decision *d,
+					 __u64 now)
+{
+	struct sticky_value v = {};
+
+	v.last_seen_ns = now;
+	v.generation = d->generation;
+	v.uplink_id = d->uplink_id;
+	v.mark = d->mark;
+	bpf_map_update_elem(&sticky, key, &v, BPF_ANY);
+}
+
+/* Step 4: rule `index`, the first that matched (first_matching_rule()), decides through its
+ * policy: last_resort when no member is online, else the sticky uplink or the hash's pick. */
+static __always_inline void apply_rule(const struct flow_packet *pkt, __u32 index, __u32 bytes,
+				       __u64 now, struct decision *d)
+{
+	const struct rule_entry *rule;
+	const struct policy_entry *p;
+	struct sticky_key skey = {};
+	__u32 slot, n_members;
+	int member;
+
+	count_rule(index, bytes);
+	d->origin = FLOW_ORIGIN_RULE;
+	d->rule_id = (__u16)(index + 1);
+	rule = bpf_map_lookup_elem(&rules, &index);
+	if (!rule)
+		return;
+	slot = UPLINKD_POLICY_SLOT(rule->policy_id, pkt->key.family);
+	p = bpf_map_lookup_elem(&policies, &slot);
+	if (!p)
+		return; /* a policy id outside the map: unmarked, as if the policy were empty */
+
+	n_members = p->n_members;
+	if (n_members == 0) {
+		d->mark = p->fallback_mark; /* last_resort: unreachable, blackhole or default */
+		return;
+	}
+	if (n_members > UPLINKD_POLICY_MAX_MEMBERS)
+		n_members = UPLINKD_POLICY_MAX_MEMBERS;
+
+	if (rule->sticky) {
+		sticky_key_for(&skey, pkt, index + 1);
+		if (sticky_reuse(&skey, rule, p, n_members, now, d))
+			return;
+	}
+	member = pick_member(p, n_members, flow_hash_words((const __u32 *)&pkt->key));
+	if (member < 0 || member >= UPLINKD_POLICY_MAX_MEMBERS)
+		return;
+	d->mark = p->mark[member];
+	d->uplink_id = p->uplink_id[member];
+	d->generation = uplink_generation(d->uplink_id);
+	if (rule->sticky)
+		sticky_store(&skey, d, now);
+}
+
+/* Steps 2-5 for a flow without a usable decision; fills d (zeroed by the caller). A global
+ * function, verified once: otherwise every way of parsing a packet (VLAN tags, IPv4, IPv6 with
+ * extension headers) would walk these steps again. Returns 0. */
+__noinline int classify_flow(const struct flow_packet *pkt, struct decision *d, __u64 now,
+			     __u32 bytes)
+{
+	const struct classifier_cfg *cfg;
+	__u32 zero = 0, n_rules;
+	int index;
+
+	if (!pkt || !d)
+		return 0;
+	cfg = bpf_map_lookup_elem(&classifier_cfg, &zero);
+	if (!cfg)
+		return 0;
+	if (inbound_reply(pkt, cfg, now, d))
+		return 0;
+	if (to_connected(pkt, cfg, d))
+		return 0;
+	n_rules = cfg->n_rules;
+	if (n_rules > UPLINKD_MAX_RULES)
+		n_rules = UPLINKD_MAX_RULES;
+	index = first_matching_rule(pkt, n_rules);
+	if (index >= 0 && index < UPLINKD_MAX_RULES) {
+		apply_rule(pkt, (__u32)index, bytes, now, d);
+		return 0;
+	}
+	/* Step 5: no rule matched; mwan3 leaves the flow unmarked (main table). */
+	d->origin = FLOW_ORIGIN_UNMATCHED;
+	return 0;
+}
+
+static __always_inline void store_decision(const struct flow_key *key, const struct decision *d,
+					   __u64 now)
+{
+	struct flow_value v = {};
+
+	v.last_seen_ns = now;
+	v.mark = d->mark;
+	v.generation = d->generation;
+	v.uplink_id = d->uplink_id;
+	v.rule_id = d->rule_id;
+	v.origin = d->origin;
+	bpf_map_update_elem(&flows, key, &v, BPF_ANY);
+}
+
+SEC("tc")
+int lan_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct flow_packet pkt = {};
+	struct decision d = {};
+	struct classifier_cfg *cfg;
+	__u32 zero = 0;
+	__u64 now;
+
+	if (parse_flow(data, end, l3_only, &pkt) < 0)
+		return TC_ACT_OK;
+	cfg = bpf_map_lookup_elem(&classifier_cfg, &zero);
+	if (!cfg)
+		return TC_ACT_OK;
+	pkt.ifindex = skb->ingress_ifindex;
+	now = bpf_ktime_get_ns();
+
+	if (!reuse_flow(&pkt.key, cfg, now, &d)) {
+		classify_flow(&pkt, &d, now, skb->len);
+		store_decision(&pkt.key, &d, now);
+	}
+	if (d.mark)
+		skb->mark = (skb->mark & ~cfg->mmx_mask) | (d.mark & cfg->mmx_mask);
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,170 @@
+/* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
+/*
+ * A packet's flow identity as the classifier keys it: struct flow_key (maps/uplinkd_maps.h) plus
+ * what the rules and the inbound check need beside it. Builds on lib/parse.h and keeps its
+ * alignment rule: anything wider than 16 bits is read from the packet a byte at a time.
+ *
+ * Fragments: every fragment of a datagram must land on the same key, and only the first carries
+ * the ports, so any IPv4 fragment (MF set or offset non-zero) and anything behind an IPv6 fragment
+ * header is keyed with ports 0. The flow's first packet decides for all of them.
+ */
+#ifndef UPLINKD_BPF_LIB_FLOW_PARSE_H
+#define UPLINKD_BPF_LIB_FLOW_PARSE_H
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "maps/uplinkd_maps.h"
+#include "lib/parse.h"
+
+/* IPv6 extension headers walked before giving up on the ports (hop-by-hop, routing, destination
+ * options, AH in any order; a fragment header ends the walk). Real traffic carries zero or one. */
+#define UPLINKD_IPV6_MAX_EXT 4
+#define UPLINKD_NEXTHDR_HOP 0
+#define UPLINKD_NEXTHDR_ROUTING 43
+#define UPLINKD_NEXTHDR_FRAGMENT 44
+#define UPLINKD_NEXTHDR_AUTH 51
+#define UPLINKD_NEXTHDR_DEST 60
+
+/* TCP flag bits of header byte 13. */
+#define UPLINKD_FLOW_TCP_SYN 0x02
+#define UPLINKD_FLOW_TCP_ACK 0x10
+
+/* What rule matching reads. Also the argument of the global rule matcher, so its layout has no
+ * implicit padding (the verifier wants every byte a global function may read initialised) and it
+ * is 8-byte aligned (the matcher and the hash read the addresses as 32-bit words). */
+struct flow_packet {
+	struct flow_key key; /* ports in network order, 0 when unknown */
+	__u32 ifindex;       /* skb->ingress_ifindex */
+	__u8 ports_known;    /* TCP or UDP with its ports present: port lists can match */
+	__u8 tcp_flags;      /* header byte 13 of TCP; 0 for anything else */
+	__u16 pad;
+} __attribute__((aligned(8)));
+
+_Static_assert(sizeof(struct flow_packet) == 48, "flow_packet has no implicit padding");
+
+/* A TCP segment that opens a connection: SYN without ACK. */
+static __always_inline int is_bare_syn(__u8 tcp_flags)
+{
+	return (tcp_flags & (UPLINKD_FLOW_TCP_SYN | UPLINKD_FLOW_TCP_ACK)) == UPLINKD_FLOW_TCP_SYN;
+}
+
+static __always_inline int is_ipv6_extension(__u8 proto)
+{
+	return proto == UPLINKD_NEXTHDR_HOP || proto == UPLINKD_NEXTHDR_ROUTING ||
+	       proto == UPLINKD_NEXTHDR_FRAGMENT || proto == UPLINKD_NEXTHDR_AUTH ||
+	       proto == UPLINKD_NEXTHDR_DEST;
+}
+
+/* Moves l3 past IPv6 extension headers to the upper-layer header. A fragment header ends the walk
+ * with its next-header value as the protocol and l3->is_fragment set. A chain cut short, or longer
+ * than UPLINKD_IPV6_MAX_EXT, leaves l4_len 0: no ports. */
+static __always_inline void skip_ipv6_extensions(struct l3_view *l3, void *end)
+{
+	void *pos = l3->l4;
+	__u32 left = l3->l4_len;
+	__u8 proto = l3->proto;
+
+#pragma unroll
+	for (int i = 0; i < UPLINKD_IPV6_MAX_EXT; i++) {
+		__u8 *hdr = pos;
+		__u32 len;
+
+		if (!is_ipv6_extension(proto))
+			break;
+		if ((void *)(hdr + 2) > end || left < 8) {
+			left = 0;
+			break;
+		}
+		if (proto == UPLINKD_NEXTHDR_FRAGMENT) {
+			proto = hdr[0];
+			l3->is_fragment = 1;
+			break;
+		}
+		/* Lengths in 8-byte units not counting the first 8; AH counts 4-byte units, minus 2. */
+		if (proto == UPLINKD_NEXTHDR_AUTH)
+			len = ((__u32)hdr[1] + 2) * 4;
+		else
+			len = ((__u32)hdr[1] + 1) * 8;
+		if (len > left) {
+			left = 0;
+			break;
+		}
+		proto = hdr[0];
+		pos += len;
+		left -= len;
+	}
+	if (is_ipv6_extension(proto) && !l3->is_fragment)
+		left = 0;
+	l3->l4 = pos;
+	l3->l4_len = left;
+	l3->proto = proto;
+}
+
+static __always_inline void read_ports(const struct l3_view *l3, void *end, struct flow_packet *pkt)
+{
+	__be16 *ports = l3->l4;
+	__u8 *tcp = l3->l4;
+
+	if (l3->is_fragment || (l3->proto != IPPROTO_TCP && l3->proto != IPPROTO_UDP))
+		return;
+	if (l3->l4_len < 4 || (void *)(ports + 2) > end)
+		return;
+	pkt->key.sport = ports[0];
+	pkt->key.dport = ports[1];
+	pkt->ports_known = 1;
+	if (l3->proto == IPPROTO_TCP && l3->l4_len >= 14 && (void *)(tcp + 14) <= end)
+		pkt->tcp_flags = tcp[13];
+}
+
+/* Fills pkt from the frame at pos (Ethernet with up to two VLAN tags, or bare IP when l3_only).
+ * Returns 0 for IPv4/IPv6, -1 for anything else or a malformed IP header: pass it untouched. */
+static __always_inline int parse_flow(void *pos, void *end, int l3_only, struct flow_packet *pkt)
+{
+	struct l3_view l3 = {};
+	int err;
+
+	if (l3_only) {
+		err = parse_raw_ip(pos, end, &l3, pkt->key.saddr);
+	} else {
+		__be16 proto = parse_ethernet(&pos, end);
+
+		if (proto == bpf_htons(ETH_P_IP))
+			err = parse_ipv4(pos, end, &l3, pkt->key.saddr);
+		else if (proto == bpf_htons(ETH_P_IPV6))
+			err = parse_ipv6(pos, end, &l3, pkt->key.saddr);
+		else
+			return -1;
+	}
+	if (err)
+		return -1;
+
+	if (l3.is_ipv6) {
+		struct ipv6hdr *ip6 = pos;
+
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		copy_bytes16(pkt->key.daddr, (const __u8 *)&ip6->daddr);
+		pkt->key.family = 6;
+		skip_ipv6_extensions(&l3, end);
+	} else {
+		struct iphdr *ip = pos;
+
+		if ((void *)(ip + 1) > end)
+			return -1;
+		copy_bytes4(pkt->key.daddr, (const __u8 *)&ip->daddr);
+		pkt->key.family = 4;
+	}
+	pkt->key.proto = l3.proto;
+	read_ports(&l3, end, pkt);
+	return 0;
+}
+
+#endif /* UPLINKD_BPF_LIB_FLOW_PARSE_H */

@@ -1,0 +1,858 @@
+// mwan3's iif / unreachable / blackhole rules, table copies of main-table routes, and the connected
+// networks, through libnl-route-3.
+//
+// As in uplink_routes.cpp, each request captures the kernel's errno from its NLMSG_ERROR answer, because
+// libnl folds several errnos into one NLE_* code. Dumps also read the errno the kernel puts in NLMSG_DONE
+// when a dump fails after it started (libnl treats that message as a plain end of dump).
+#include "netlink/policy_rules.h"
+
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <netlink/attr.h>
+#include <netlink/errno.h>
+#include <netlink/msg.h>
+#include <netlink/netlink.h>
+#include <netlink/route/nexthop.h>
+#include <netlink/route/route.h>
+#include <netlink/route/rule.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+
+#include "config/config.h"
+
+namespace uplinkd::netlink {
+namespace {
+
+using Route = PolicyRules::Route;
+using Nexthop = PolicyRules::Nexthop;
+using Rule = PolicyRules::Rule;
+using RuleKind = PolicyRules::RuleKind;
+
+struct NlSocketCloser {
+  void operator()(nl_sock* sock) const { nl_socket_free(sock); }
+};
+struct NlAddrPutter {
+  void operator()(nl_addr* addr) const { nl_addr_put(addr); }
+};
+struct RoutePutter {
+  void operator()(rtnl_route* route) const { rtnl_route_put(route); }
+};
+struct RulePutter {
+  void operator()(rtnl_rule* rule) const { rtnl_rule_put(rule); }
+};
+struct MessageFreer {
+  void operator()(nl_msg* message) const { nlmsg_free(message); }
+};
+using SocketPtr = std::unique_ptr<nl_sock, NlSocketCloser>;
+using AddrPtr = std::unique_ptr<nl_addr, NlAddrPutter>;
+using RoutePtr = std::unique_ptr<rtnl_route, RoutePutter>;
+using RulePtr = std::unique_ptr<rtnl_rule, RulePutter>;
+using MessagePtr = std::unique_ptr<nl_msg, MessageFreer>;
+
+SocketPtr connect_route_socket() {
+  SocketPtr sock(nl_socket_alloc());
+  if (sock && nl_connect(sock.get(), NETLINK_ROUTE) < 0) {
+    sock.reset();
+  }
+  return sock;
+}
+
+// For failures that happen before the kernel answers (no memory, socket trouble).
+int nle_to_errno(int nle) {
+  switch (nle) {
+    case NLE_NOMEM:
+      return ENOMEM;
+    case NLE_INVAL:
+    case NLE_RANGE:
+      return EINVAL;
+    case NLE_BAD_SOCK:
+      return EBADF;
+    case NLE_AF_NOSUPPORT:
+      return EAFNOSUPPORT;
+    case NLE_PERM:
+      return EPERM;
+    case NLE_NODEV:
+      return ENODEV;
+    default:
+      return EIO;
+  }
+}
+
+int remember_kernel_errno(sockaddr_nl*, nlmsgerr* answer, void* kernel_errno) {
+  *static_cast<int*>(kernel_errno) = -answer->error;
+  return NL_STOP;
+}
+
+// Sends one request and waits for the kernel's acknowledgment: 0 or -errno.
+int send_request(nl_sock* sock, nl_msg* message) {
+  int kernel_errno = 0;
+  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &kernel_errno);
+  int err = nl_send_auto(sock, message);
+  if (err >= 0) {
+    err = nl_wait_for_ack(sock);
+  }
+  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);  // `kernel_errno` dies here
+  if (err >= 0) {
+    return 0;
+  }
+  return kernel_errno != 0 ? -kernel_errno : -nle_to_errno(-err);
+}
+
+std::string errno_text(int negative_errno) {
+  return std::string(std::strerror(-negative_errno)) + " (errno " + std::to_string(-negative_errno) + ")";
+}
+
+std::string hex(uint32_t value) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%x", value);
+  return text;
+}
+
+const char* family_name(int family) { return family == AF_INET ? "IPv4" : "IPv6"; }
+
+std::string device_name(int ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (ifindex > 0 && if_indextoname(static_cast<unsigned int>(ifindex), name) != nullptr) {
+    return name;
+  }
+  return "ifindex " + std::to_string(ifindex);
+}
+
+std::string table_name(uint32_t table) { return table == RT_TABLE_MAIN ? "main" : std::to_string(table); }
+
+size_t address_size(int family) { return family == AF_INET ? 4 : 16; }
+
+AddrPtr to_nl_addr(const IpAddress& address, int prefixlen) {
+  AddrPtr addr(nl_addr_build(address.family, address.bytes.data(), address_size(address.family)));
+  if (addr) {
+    nl_addr_set_prefixlen(addr.get(), prefixlen);
+  }
+  return addr;
+}
+
+// An address of `family` from libnl; an absent or empty one (a default route's destination) is all zero.
+IpAddress from_nl_addr(nl_addr* addr, int family) {
+  IpAddress result;
+  result.family = family;
+  if (addr != nullptr && nl_addr_get_family(addr) == family &&
+      nl_addr_get_len(addr) == address_size(family)) {
+    std::memcpy(result.bytes.data(), nl_addr_get_binary_addr(addr), address_size(family));
+  }
+  return result;
+}
+
+std::optional<IpAddress> optional_address(nl_addr* addr, int family) {
+  if (addr == nullptr || nl_addr_get_len(addr) != address_size(family)) {
+    return std::nullopt;
+  }
+  return from_nl_addr(addr, family);
+}
+
+RoutePrefix destination_of(rtnl_route* route, int family) {
+  nl_addr* dst = rtnl_route_get_dst(route);
+  return RoutePrefix{from_nl_addr(dst, family),
+                     dst != nullptr ? static_cast<int>(nl_addr_get_prefixlen(dst)) : 0};
+}
+
+// ---- reading tables ---------------------------------------------------------------------------
+
+struct TableDump {
+  int family = 0;
+  uint32_t table = 0;
+  std::vector<RoutePtr> routes;
+  int kernel_errno = 0;  // from NLMSG_ERROR or NLMSG_DONE
+};
+
+int collect_route(nl_msg* message, void* context) {
+  auto* dump = static_cast<TableDump*>(context);
+  rtnl_route* parsed = nullptr;
+  if (rtnl_route_parse(nlmsg_hdr(message), &parsed) < 0) {
+    return NL_OK;
+  }
+  RoutePtr route(parsed);
+  // Kernels without strict checking send every table; cached (cloned) routes are not table entries.
+  if (rtnl_route_get_family(route.get()) == dump->family &&
+      rtnl_route_get_table(route.get()) == dump->table &&
+      (rtnl_route_get_flags(route.get()) & RTM_F_CLONED) == 0) {
+    dump->routes.push_back(std::move(route));
+  }
+  return NL_OK;
+}
+
+// A dump that fails after it started ends with NLMSG_DONE carrying the negative errno.
+int remember_done_errno(nl_msg* message, void* context) {
+  nlmsghdr* header = nlmsg_hdr(message);
+  if (nlmsg_datalen(header) >= static_cast<int>(sizeof(int))) {
+    int code = 0;
+    std::memcpy(&code, nlmsg_data(header), sizeof code);
+    if (code < 0) {
+      static_cast<TableDump*>(context)->kernel_errno = -code;
+    }
+  }
+  return NL_STOP;
+}
+
+int dump_table_once(nl_sock* sock, TableDump* dump) {
+  // With strict checking the kernel sends only the table asked for (RTA_TABLE), so a router that holds a
+  // full BGP table elsewhere is not walked for every route change.
+  int strict = 1;
+  setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &strict, sizeof strict);
+  MessagePtr message(nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_DUMP));
+  if (!message) {
+    return -ENOMEM;
+  }
+  rtmsg request{};
+  request.rtm_family = static_cast<unsigned char>(dump->family);
+  request.rtm_table = static_cast<unsigned char>(dump->table < 256 ? dump->table : RT_TABLE_UNSPEC);
+  if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0 ||
+      nla_put_u32(message.get(), RTA_TABLE, dump->table) < 0) {
+    return -ENOMEM;
+  }
+  dump->routes.clear();
+  dump->kernel_errno = 0;
+  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump->kernel_errno);
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_route, dump);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno, dump);
+  int err = nl_send_auto(sock, message.get());
+  if (err >= 0) {
+    err = nl_recvmsgs_default(sock);
+  }
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);
+  if (dump->kernel_errno == ENOENT) {
+    dump->routes.clear();  // "FIB table does not exist": a table that never held a route is empty
+    return 0;
+  }
+  if (dump->kernel_errno != 0) {
+    return -dump->kernel_errno;
+  }
+  if (err == -NLE_DUMP_INTR) {
+    return -EINTR;
+  }
+  return err >= 0 ? 0 : -nle_to_errno(-err);
+}
+
+// Every route of `table` and `family`. A route change during the dump makes the kernel flag it
+// inconsistent; a fresh dump then gives a true picture.
+int dump_table(nl_sock* sock, int family, uint32_t table, std::vector<RoutePtr>* routes) {
+  constexpr int kAttempts = 3;
+  TableDump dump{family, table, {}, 0};
+  int err = -EINTR;
+  for (int attempt = 0; attempt < kAttempts && err == -EINTR; ++attempt) {
+    err = dump_table_once(sock, &dump);
+  }
+  if (err == 0) {
+    *routes = std::move(dump.routes);
+  }
+  return err;
+}
+
+// ---- routes as the kernel matches them --------------------------------------------------------
+
+constexpr uint32_t kCopiedNexthopFlags = RTNH_F_ONLINK;  // dead/linkdown/offload are the kernel's to set
+
+bool copyable_type(uint8_t type) {
+  return type == RTN_UNICAST || type == RTN_BLACKHOLE || type == RTN_UNREACHABLE || type == RTN_PROHIBIT ||
+         type == RTN_THROW;
+}
+
+// nullopt for routes a copy could not reproduce: source-specific IPv6 routes, other route types.
+std::optional<Route> route_from_nl(rtnl_route* nl, int family) {
+  nl_addr* source = rtnl_route_get_src(nl);  // (rtnl_route_get_src_len is declared but not exported)
+  if ((source != nullptr && nl_addr_get_prefixlen(source) > 0) || !copyable_type(rtnl_route_get_type(nl))) {
+    return std::nullopt;
+  }
+  Route r;
+  r.family = family;
+  r.dst = destination_of(nl, family);
+  r.tos = rtnl_route_get_tos(nl);
+  r.priority = rtnl_route_get_priority(nl);
+  r.type = rtnl_route_get_type(nl);
+  r.scope = rtnl_route_get_scope(nl);
+  r.protocol = rtnl_route_get_protocol(nl);
+  r.prefsrc = optional_address(rtnl_route_get_pref_src(nl), family);
+  const int count = rtnl_route_get_nnexthops(nl);
+  for (int i = 0; i < count; ++i) {
+    rtnl_nexthop* hop = rtnl_route_nexthop_n(nl, i);
+    Nexthop n;
+    n.ifindex = rtnl_route_nh_get_ifindex(hop);
+    n.gateway = optional_address(rtnl_route_nh_get_gateway(hop), family);
+    n.weight = count > 1 ? rtnl_route_nh_get_weight(hop) : 0;
+    // A single nexthop's flags travel in the route header.
+    uint32_t flags = rtnl_route_nh_get_flags(hop) | (count == 1 ? rtnl_route_get_flags(nl) : 0);
+    n.flags = flags & kCopiedNexthopFlags;
+    r.nexthops.push_back(n);
+  }
+  for (int metric = 1; metric <= RTAX_MAX; ++metric) {
+    uint32_t value = 0;
+    if (rtnl_route_get_metric(nl, metric, &value) == 0) {
+      r.metrics.emplace_back(metric, value);
+    }
+  }
+  return r;
+}
+
+RoutePtr route_to_nl(const Route& r, uint32_t table) {
+  RoutePtr nl(rtnl_route_alloc());
+  AddrPtr dst = to_nl_addr(r.dst.address, r.dst.prefixlen);
+  if (!nl || !dst) {
+    return nullptr;
+  }
+  rtnl_route_set_family(nl.get(), static_cast<uint8_t>(r.family));
+  rtnl_route_set_table(nl.get(), table);
+  rtnl_route_set_dst(nl.get(), dst.get());
+  rtnl_route_set_tos(nl.get(), r.tos);
+  rtnl_route_set_priority(nl.get(), r.priority);
+  rtnl_route_set_type(nl.get(), r.type);
+  rtnl_route_set_scope(nl.get(), r.scope);
+  rtnl_route_set_protocol(nl.get(), r.protocol);
+  if (r.prefsrc) {
+    AddrPtr src = to_nl_addr(*r.prefsrc, static_cast<int>(address_size(r.family)) * 8);
+    if (!src) {
+      return nullptr;
+    }
+    rtnl_route_set_pref_src(nl.get(), src.get());
+  }
+  for (const auto& [metric, value] : r.metrics) {
+    rtnl_route_set_metric(nl.get(), metric, value);
+  }
+  for (const Nexthop& n : r.nexthops) {
+    rtnl_nexthop* hop = rtnl_route_nh_alloc();
+    if (hop == nullptr) {
+      return nullptr;
+    }
+    rtnl_route_nh_set_ifindex(hop, n.ifindex);
+    if (n.gateway) {
+      AddrPtr via = to_nl_addr(*n.gateway, static_cast<int>(address_size(r.family)) * 8);
+      if (!via) {
+        rtnl_route_nh_free(hop);
+        return nullptr;
+      }
+      rtnl_route_nh_set_gateway(hop, via.get());
+    }
+    rtnl_route_nh_set_weight(hop, n.weight);
+    rtnl_route_nh_set_flags(hop, n.flags);
+    rtnl_route_add_nexthop(nl.get(), hop);  // the route owns the nexthop from here
+  }
+  if (r.nexthops.size() == 1 && r.nexthops[0].flags != 0) {
+    rtnl_route_set_flags(nl.get(), r.nexthops[0].flags);
+  }
+  return nl;
+}
+
+const char* type_word(uint8_t type) {
+  switch (type) {
+    case RTN_BLACKHOLE:
+      return "blackhole ";
+    case RTN_UNREACHABLE:
+      return "unreachable ";
+    case RTN_PROHIBIT:
+      return "prohibit ";
+    case RTN_THROW:
+      return "throw ";
+    default:
+      return "";
+  }
+}
+
+// "IPv4 route 203.0.113.0/24 via 192.0.2.1 dev wan1 metric 0", in `ip route` order.
+std::string describe_route(const Route& r) {
+  std::string s = std::string(family_name(r.family)) + " route " + type_word(r.type) + r.dst.str();
+  for (const Nexthop& n : r.nexthops) {
+    if (n.gateway) {
+      s += " via " + n.gateway->str();
+    }
+    s += " dev " + device_name(n.ifindex);
+  }
+  return s + " metric " + std::to_string(r.priority);
+}
+
+int send_route(nl_sock* sock, const Route& r, uint32_t table, bool add) {
+  RoutePtr nl = route_to_nl(r, table);
+  if (!nl) {
+    return -ENOMEM;
+  }
+  nl_msg* raw = nullptr;
+  // NLM_F_EXCL: a route the kernel counts as the same (destination, tos, metric) that uplinkd did not
+  // add is never replaced.
+  int err = add ? rtnl_route_build_add_request(nl.get(), NLM_F_EXCL, &raw)
+                : rtnl_route_build_del_request(nl.get(), 0, &raw);
+  if (err < 0) {
+    return -nle_to_errno(-err);
+  }
+  MessagePtr message(raw);
+  return send_request(sock, message.get());
+}
+
+bool contains(const std::vector<Route>& routes, const Route& r) {
+  return std::find(routes.begin(), routes.end(), r) != routes.end();
+}
+
+bool contains(const std::vector<int>& list, int value) {
+  return std::find(list.begin(), list.end(), value) != list.end();
+}
+
+bool is_ipv6_link_local_net(const Route& r) {
+  return r.family == AF_INET6 && r.dst.prefixlen == 64 && r.dst.address.bytes[0] == 0xfe &&
+         r.dst.address.bytes[1] == 0x80 &&
+         std::all_of(r.dst.address.bytes.begin() + 2, r.dst.address.bytes.end(),
+                     [](uint8_t b) { return b == 0; });
+}
+
+// mwan3rtmon's choice of main-table routes for the table of the uplink on `ifindex`.
+bool belongs_in_uplink_table(const Route& r, int ifindex, const std::vector<int>& other_uplinks) {
+  if (r.dst.prefixlen == 0) {
+    return false;  // the default route is UplinkRoutes' job
+  }
+  bool through_uplink = false;
+  for (const Nexthop& n : r.nexthops) {
+    if (contains(other_uplinks, n.ifindex)) {
+      return false;
+    }
+    through_uplink = through_uplink || n.ifindex == ifindex;
+  }
+  if (through_uplink) {
+    return true;
+  }
+  if (r.type == RTN_UNICAST && r.nexthops.empty()) {
+    return false;  // a nexthop-object route (nhid): nothing here to copy it with
+  }
+  return !is_ipv6_link_local_net(r);  // each device's fe80::/64 stays out of the others' tables
+}
+
+// The non-default routes of `table` that a copy can describe.
+int read_routes(nl_sock* sock, int family, uint32_t table, std::vector<Route>* out) {
+  std::vector<RoutePtr> routes;
+  int err = dump_table(sock, family, table, &routes);
+  if (err != 0) {
+    return err;
+  }
+  out->clear();
+  for (const RoutePtr& nl : routes) {
+    std::optional<Route> r = route_from_nl(nl.get(), family);
+    if (r && r->dst.prefixlen > 0) {
+      out->push_back(std::move(*r));
+    }
+  }
+  return 0;
+}
+
+bool is_reserved_table(uint32_t table) {
+  return table == RT_TABLE_UNSPEC || table == RT_TABLE_COMPAT || table == RT_TABLE_DEFAULT ||
+         table == RT_TABLE_MAIN || table == RT_TABLE_LOCAL;
+}
+
+// ---- rules ------------------------------------------------------------------------------------
+
+int add_rule(nl_sock* sock, rtnl_rule* rule) {
+  nl_msg* raw = nullptr;
+  // NLM_F_EXCL: an identical rule is refused (EEXIST) rather than added a second time.
+  int err = rtnl_rule_build_add_request(rule, NLM_F_EXCL, &raw);
+  if (err < 0) {
+    return -nle_to_errno(-err);
+  }
+  MessagePtr message(raw);
+  return send_request(sock, message.get());
+}
+
+int delete_rule(nl_sock* sock, rtnl_rule* rule) {
+  nl_msg* raw = nullptr;
+  int err = rtnl_rule_build_delete_request(rule, 0, &raw);
+  if (err < 0) {
+    return -nle_to_errno(-err);
+  }
+  MessagePtr message(raw);
+  return send_request(sock, message.get());
+}
+
+RulePtr build_rule(const Rule& r) {
+  RulePtr rule(rtnl_rule_alloc());
+  if (!rule) {
+    return nullptr;
+  }
+  rtnl_rule_set_family(rule.get(), r.family);
+  rtnl_rule_set_prio(rule.get(), r.pref);
+  switch (r.kind) {
+    case RuleKind::IifLookup:
+      if (rtnl_rule_set_iif(rule.get(), r.iif.c_str()) < 0) {
+        return nullptr;
+      }
+      rtnl_rule_set_table(rule.get(), r.table);
+      rtnl_rule_set_action(rule.get(), FR_ACT_TO_TBL);
+      break;
+    case RuleKind::FwmarkUnreachable:
+    case RuleKind::FwmarkBlackhole:
+      rtnl_rule_set_mark(rule.get(), r.mark);
+      rtnl_rule_set_mask(rule.get(), r.mask);
+      rtnl_rule_set_action(rule.get(),
+                           r.kind == RuleKind::FwmarkUnreachable ? FR_ACT_UNREACHABLE : FR_ACT_BLACKHOLE);
+      break;
+  }
+  return rule;
+}
+
+// "IPv4 rule pref 1001 iif wan1 lookup 1", "IPv4 rule pref 3001 fwmark 0x100/0x3f00 unreachable", as
+// `ip rule` words them.
+std::string describe_rule(const Rule& r) {
+  std::string s = std::string(family_name(r.family)) + " rule pref " + std::to_string(r.pref);
+  switch (r.kind) {
+    case RuleKind::IifLookup:
+      return s + " iif " + r.iif + " lookup " + std::to_string(r.table);
+    case RuleKind::FwmarkUnreachable:
+      return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " unreachable";
+    case RuleKind::FwmarkBlackhole:
+      return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " blackhole";
+  }
+  return s;
+}
+
+// mwan3's ids from mmx_mask (common.sh): mmdefault = 2^bits - 1, blackhole = mmdefault - 2, unreachable =
+// mmdefault - 1.
+struct GeneralIds {
+  uint32_t blackhole = 0;
+  uint32_t unreachable = 0;
+};
+
+std::optional<GeneralIds> general_ids(uint32_t mmx_mask) {
+  const int bits = std::popcount(mmx_mask);
+  if (bits < 3) {
+    return std::nullopt;
+  }
+  const uint64_t mmdefault = (uint64_t{1} << bits) - 1;
+  return GeneralIds{static_cast<uint32_t>(mmdefault - 2), static_cast<uint32_t>(mmdefault - 1)};
+}
+
+}  // namespace
+
+// ---- RoutePrefix ------------------------------------------------------------------------------
+
+std::string RoutePrefix::str() const { return address.str() + "/" + std::to_string(prefixlen); }
+
+bool RoutePrefix::operator<(const RoutePrefix& other) const {
+  if (address.family != other.address.family) {
+    return address.family < other.address.family;
+  }
+  if (address.bytes != other.address.bytes) {
+    return address.bytes < other.address.bytes;
+  }
+  return prefixlen < other.prefixlen;
+}
+
+int connected_networks(int family, std::vector<RoutePrefix>* networks, std::string* error) {
+  auto fail = [&](int err, const std::string& what) {
+    if (error != nullptr) {
+      *error = what + ": " + errno_text(err);
+    }
+    return err;
+  };
+  if (family != AF_INET && family != AF_INET6) {
+    return fail(-EAFNOSUPPORT, "reading connected networks of family " + std::to_string(family));
+  }
+  SocketPtr sock = connect_route_socket();
+  if (!sock) {
+    return fail(-ENOTCONN,
+                std::string("reading the ") + family_name(family) + " main table (no rtnetlink socket)");
+  }
+  std::vector<RoutePrefix> found;
+  for (uint32_t table : {uint32_t{RT_TABLE_MAIN}, uint32_t{RT_TABLE_LOCAL}}) {
+    std::vector<RoutePtr> routes;
+    int err = dump_table(sock.get(), family, table, &routes);
+    if (err != 0) {
+      return fail(err, std::string("reading the ") + family_name(family) + " " +
+                           (table == RT_TABLE_MAIN ? "main" : "local") + " table");
+    }
+    for (const RoutePtr& route : routes) {
+      RoutePrefix dst = destination_of(route.get(), family);
+      if (dst.prefixlen > 0) {
+        found.push_back(dst);
+      }
+    }
+  }
+  if (family == AF_INET) {
+    found.push_back(RoutePrefix{*IpAddress::parse("224.0.0.0"), 3});  // multicast and class E, as mwan3
+  }
+  std::sort(found.begin(), found.end());
+  found.erase(std::unique(found.begin(), found.end()), found.end());
+  *networks = std::move(found);
+  return 0;
+}
+
+// ---- PolicyRules ------------------------------------------------------------------------------
+
+PolicyRules::PolicyRules() : sock_(connect_route_socket().release()) {}
+
+PolicyRules::~PolicyRules() {
+  remove_all();
+  if (sock_ != nullptr) {
+    nl_socket_free(sock_);
+  }
+}
+
+int PolicyRules::apply_rules(uint32_t owner, int family, const std::vector<Rule>& wanted,
+                             std::string* error) {
+  for (const Rule& w : wanted) {
+    bool present = std::any_of(rules_.begin(), rules_.end(), [&](const InstalledRule& installed) {
+      return installed.owner == owner && installed.rule == w;
+    });
+    if (present) {
+      continue;
+    }
+    RulePtr rule = build_rule(w);
+    int err = rule ? add_rule(sock_, rule.get()) : -ENOMEM;
+    if (err != 0 && err != -EEXIST) {
+      if (error != nullptr) {
+        *error = "adding " + describe_rule(w) + ": " + errno_text(err);
+      }
+      return err;
+    }
+    // EEXIST: someone else's identical rule already does this; it stays theirs.
+    rules_.push_back(InstalledRule{owner, w, err == 0});
+  }
+  // The owner's rules that are not wanted any more (another device or mark), removed after the new ones
+  // are in place so that traffic never finds neither.
+  for (auto it = rules_.begin(); it != rules_.end();) {
+    if (it->owner == owner && it->rule.family == family &&
+        std::find(wanted.begin(), wanted.end(), it->rule) == wanted.end()) {
+      delete_installed(*it);
+      it = rules_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return 0;
+}
+
+void PolicyRules::delete_installed(const InstalledRule& installed) {
+  if (!installed.owned || sock_ == nullptr) {
+    return;
+  }
+  RulePtr rule = build_rule(installed.rule);
+  if (rule) {
+    delete_rule(sock_, rule.get());  // ENOENT: someone removed it already; nothing else to act on
+  }
+}
+
+void PolicyRules::remove_rules(uint32_t owner, int family) {
+  for (auto it = rules_.begin(); it != rules_.end();) {
+    if (it->owner == owner && it->rule.family == family) {
+      delete_installed(*it);
+      it = rules_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+int PolicyRules::install_uplink(uint32_t id, const std::string& device, int family, uint32_t mark,
+                                uint32_t mask, std::string* error) {
+  const Rule iif{RuleKind::IifLookup, family, kIifRulePrefBase + id, device, id, 0, 0};
+  const Rule unreachable{
+      RuleKind::FwmarkUnreachable, family, kUnreachableRulePrefBase + id, "", 0, mark, mask};
+  auto fail = [&](int err, const std::string& why) {
+    if (error != nullptr) {
+      *error = "adding " + describe_rule(iif) + " and " + describe_rule(unreachable) + ": " + why + ": " +
+               errno_text(err);
+    }
+    return err;
+  };
+  if (family != AF_INET && family != AF_INET6) {
+    return fail(-EAFNOSUPPORT, "family " + std::to_string(family));
+  }
+  // Prefs 1000+id and 3000+id must stay inside their own thousand.
+  if (id == 0 || id >= 1000) {
+    return fail(-EINVAL, "uplink id " + std::to_string(id) + " is outside 1 to 999");
+  }
+  if (device.empty() || device.size() >= IF_NAMESIZE) {
+    return fail(-EINVAL, "device name '" + device + "' is not 1 to 15 characters");
+  }
+  if (mark == 0 || (mark & ~mask) != 0) {
+    return fail(-EINVAL, "mark " + hex(mark) + " is not a non-zero mark within mask " + hex(mask));
+  }
+  if (sock_ == nullptr) {
+    return fail(-ENOTCONN, "no rtnetlink socket");
+  }
+  return apply_rules(id, family, {iif, unreachable}, error);
+}
+
+void PolicyRules::remove_uplink(uint32_t id, int family) {
+  if (id != kGeneralOwner) {
+    remove_rules(id, family);
+  }
+}
+
+int PolicyRules::install_general(int family, uint32_t mmx_mask, std::string* error) {
+  auto fail = [&](int err, const std::string& what) {
+    if (error != nullptr) {
+      *error = what + ": " + errno_text(err);
+    }
+    return err;
+  };
+  if (family != AF_INET && family != AF_INET6) {
+    return fail(-EAFNOSUPPORT,
+                "adding the blackhole and unreachable rules of family " + std::to_string(family));
+  }
+  std::optional<GeneralIds> ids = general_ids(mmx_mask);
+  if (!ids) {
+    return fail(-EINVAL, std::string("adding the ") + family_name(family) +
+                             " blackhole and unreachable rules: mmx_mask " + hex(mmx_mask) +
+                             " has fewer than 3 bits set");
+  }
+  if (sock_ == nullptr) {
+    return fail(-ENOTCONN, std::string("adding the ") + family_name(family) +
+                               " blackhole and unreachable rules (no rtnetlink socket)");
+  }
+  const Rule blackhole{RuleKind::FwmarkBlackhole,
+                       family,
+                       kFwmarkRulePrefBase + ids->blackhole,
+                       "",
+                       0,
+                       config::mark_for_id(ids->blackhole, mmx_mask),
+                       mmx_mask};
+  const Rule unreachable{RuleKind::FwmarkUnreachable,
+                         family,
+                         kFwmarkRulePrefBase + ids->unreachable,
+                         "",
+                         0,
+                         config::mark_for_id(ids->unreachable, mmx_mask),
+                         mmx_mask};
+  return apply_rules(kGeneralOwner, family, {blackhole, unreachable}, error);
+}
+
+void PolicyRules::remove_general(int family) { remove_rules(kGeneralOwner, family); }
+
+int PolicyRules::sync_table(uint32_t table, int ifindex, int family, const std::vector<int>& other_uplinks,
+                            std::string* error, int* added, int* removed) {
+  int added_count = 0;
+  int removed_count = 0;
+  int first_error = 0;
+  auto note = [&](int err, const std::string& what) {
+    if (first_error == 0) {
+      first_error = err;
+      if (error != nullptr) {
+        *error = what + ": " + errno_text(err);
+      }
+    }
+  };
+  auto finish = [&] {
+    if (added != nullptr) {
+      *added = added_count;
+    }
+    if (removed != nullptr) {
+      *removed = removed_count;
+    }
+    return first_error;
+  };
+  const std::string into = " into table " + std::to_string(table) + " (device " + device_name(ifindex) + ")";
+  if (family != AF_INET && family != AF_INET6) {
+    note(-EAFNOSUPPORT, "copying routes of family " + std::to_string(family) + into);
+    return finish();
+  }
+  if (is_reserved_table(table)) {
+    note(-EINVAL, std::string("copying ") + family_name(family) + " routes" + into +
+                      ": a system table, not an uplink's");
+    return finish();
+  }
+  if (sock_ == nullptr) {
+    note(-ENOTCONN,
+         std::string("copying ") + family_name(family) + " routes" + into + " (no rtnetlink socket)");
+    return finish();
+  }
+
+  std::vector<Route> main_routes;
+  int err = read_routes(sock_, family, RT_TABLE_MAIN, &main_routes);
+  if (err != 0) {
+    note(err, std::string("reading the ") + family_name(family) + " main table to copy it" + into);
+    return finish();
+  }
+  std::vector<Route> wanted;
+  for (Route& r : main_routes) {
+    if (belongs_in_uplink_table(r, ifindex, other_uplinks)) {
+      wanted.push_back(std::move(r));
+    }
+  }
+  std::vector<Route> current;
+  err = read_routes(sock_, family, table, &current);
+  if (err != 0) {
+    note(err, std::string("reading ") + family_name(family) + " table " + table_name(table));
+    return finish();
+  }
+
+  // Copies this object added: keep those still wanted and present; remove the unwanted; forget those
+  // already gone (a device that went away takes its routes with it).
+  for (auto it = routes_.begin(); it != routes_.end();) {
+    if (it->table != table || it->route.family != family) {
+      ++it;
+      continue;
+    }
+    const bool present = contains(current, it->route);
+    if (present && contains(wanted, it->route)) {
+      ++it;
+      continue;
+    }
+    if (present) {
+      err = send_route(sock_, it->route, table, /*add=*/false);
+      if (err != 0 && err != -ENOENT && err != -ESRCH) {
+        note(err, "removing " + describe_route(it->route) + " from table " + table_name(table));
+        ++it;
+        continue;
+      }
+      ++removed_count;
+    }
+    it = routes_.erase(it);
+  }
+  for (const Route& r : wanted) {
+    if (contains(current, r)) {
+      continue;  // ours from before, or the same route put there by someone else
+    }
+    err = send_route(sock_, r, table, /*add=*/true);
+    if (err == -EEXIST) {
+      note(err, "copying " + describe_route(r) + " from table main to table " + table_name(table) +
+                    ": table " + table_name(table) + " holds another route to " + r.dst.str() +
+                    " with that metric, which uplinkd did not add");
+      continue;
+    }
+    if (err != 0) {
+      note(err, "copying " + describe_route(r) + " from table main to table " + table_name(table));
+      continue;
+    }
+    routes_.push_back(CopiedRoute{table, r});
+    ++added_count;
+  }
+  return finish();
+}
+
+void PolicyRules::remove_table(uint32_t table, int family) {
+  for (auto it = routes_.begin(); it != routes_.end();) {
+    if (it->table == table && it->route.family == family) {
+      if (sock_ != nullptr) {
+        send_route(sock_, it->route, table, /*add=*/false);  // ENOENT: gone with its device already
+      }
+      it = routes_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void PolicyRules::remove_all() {
+  for (const InstalledRule& installed : rules_) {
+    delete_installed(installed);
+  }
+  rules_.clear();
+  for (const CopiedRoute& copy : routes_) {
+    if (sock_ != nullptr) {
+      send_route(sock_, copy.route, copy.table, /*add=*/false);
+    }
+  }
+  routes_.clear();
+}
+
+}  // namespace uplinkd::netlink
