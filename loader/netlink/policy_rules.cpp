@@ -26,6 +26,7 @@
 #include <memory>
 
 #include "config/config.h"
+#include "netlink/nl_util.h"
 
 namespace uplinkd::netlink {
 namespace {
@@ -34,80 +35,6 @@ using Route = PolicyRules::Route;
 using Nexthop = PolicyRules::Nexthop;
 using Rule = PolicyRules::Rule;
 using RuleKind = PolicyRules::RuleKind;
-
-struct NlSocketCloser {
-  void operator()(nl_sock* sock) const { nl_socket_free(sock); }
-};
-struct NlAddrPutter {
-  void operator()(nl_addr* addr) const { nl_addr_put(addr); }
-};
-struct RoutePutter {
-  void operator()(rtnl_route* route) const { rtnl_route_put(route); }
-};
-struct RulePutter {
-  void operator()(rtnl_rule* rule) const { rtnl_rule_put(rule); }
-};
-struct MessageFreer {
-  void operator()(nl_msg* message) const { nlmsg_free(message); }
-};
-using SocketPtr = std::unique_ptr<nl_sock, NlSocketCloser>;
-using AddrPtr = std::unique_ptr<nl_addr, NlAddrPutter>;
-using RoutePtr = std::unique_ptr<rtnl_route, RoutePutter>;
-using RulePtr = std::unique_ptr<rtnl_rule, RulePutter>;
-using MessagePtr = std::unique_ptr<nl_msg, MessageFreer>;
-
-SocketPtr connect_route_socket() {
-  SocketPtr sock(nl_socket_alloc());
-  if (sock && nl_connect(sock.get(), NETLINK_ROUTE) < 0) {
-    sock.reset();
-  }
-  return sock;
-}
-
-// For failures that happen before the kernel answers (no memory, socket trouble).
-int nle_to_errno(int nle) {
-  switch (nle) {
-    case NLE_NOMEM:
-      return ENOMEM;
-    case NLE_INVAL:
-    case NLE_RANGE:
-      return EINVAL;
-    case NLE_BAD_SOCK:
-      return EBADF;
-    case NLE_AF_NOSUPPORT:
-      return EAFNOSUPPORT;
-    case NLE_PERM:
-      return EPERM;
-    case NLE_NODEV:
-      return ENODEV;
-    default:
-      return EIO;
-  }
-}
-
-int remember_kernel_errno(sockaddr_nl*, nlmsgerr* answer, void* kernel_errno) {
-  *static_cast<int*>(kernel_errno) = -answer->error;
-  return NL_STOP;
-}
-
-// Sends one request and waits for the kernel's acknowledgment: 0 or -errno.
-int send_request(nl_sock* sock, nl_msg* message) {
-  int kernel_errno = 0;
-  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &kernel_errno);
-  int err = nl_send_auto(sock, message);
-  if (err >= 0) {
-    err = nl_wait_for_ack(sock);
-  }
-  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);  // `kernel_errno` dies here
-  if (err >= 0) {
-    return 0;
-  }
-  return kernel_errno != 0 ? -kernel_errno : -nle_to_errno(-err);
-}
-
-std::string errno_text(int negative_errno) {
-  return std::string(std::strerror(-negative_errno)) + " (errno " + std::to_string(-negative_errno) + ")";
-}
 
 std::string hex(uint32_t value) {
   char text[16];
@@ -126,8 +53,6 @@ std::string device_name(int ifindex) {
 }
 
 std::string table_name(uint32_t table) { return table == RT_TABLE_MAIN ? "main" : std::to_string(table); }
-
-size_t address_size(int family) { return family == AF_INET ? 4 : 16; }
 
 AddrPtr to_nl_addr(const IpAddress& address, int prefixlen) {
   AddrPtr addr(nl_addr_build(address.family, address.bytes.data(), address_size(address.family)));
@@ -383,13 +308,9 @@ int send_route(nl_sock* sock, const Route& r, uint32_t table, bool add) {
   nl_msg* raw = nullptr;
   // NLM_F_EXCL: a route the kernel counts as the same (destination, tos, metric) that uplinkd did not
   // add is never replaced.
-  int err = add ? rtnl_route_build_add_request(nl.get(), NLM_F_EXCL, &raw)
-                : rtnl_route_build_del_request(nl.get(), 0, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
+  const int built = add ? rtnl_route_build_add_request(nl.get(), NLM_F_EXCL, &raw)
+                        : rtnl_route_build_del_request(nl.get(), 0, &raw);
+  return send_built(sock, built, raw);
 }
 
 bool contains(const std::vector<Route>& routes, const Route& r) {
@@ -448,29 +369,6 @@ int read_routes(nl_sock* sock, int family, uint32_t table, std::vector<Route>* o
 bool is_reserved_table(uint32_t table) {
   return table == RT_TABLE_UNSPEC || table == RT_TABLE_COMPAT || table == RT_TABLE_DEFAULT ||
          table == RT_TABLE_MAIN || table == RT_TABLE_LOCAL;
-}
-
-// ---- rules ------------------------------------------------------------------------------------
-
-int add_rule(nl_sock* sock, rtnl_rule* rule) {
-  nl_msg* raw = nullptr;
-  // NLM_F_EXCL: an identical rule is refused (EEXIST) rather than added a second time.
-  int err = rtnl_rule_build_add_request(rule, NLM_F_EXCL, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
-}
-
-int delete_rule(nl_sock* sock, rtnl_rule* rule) {
-  nl_msg* raw = nullptr;
-  int err = rtnl_rule_build_delete_request(rule, 0, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
 }
 
 RulePtr build_rule(const Rule& r) {

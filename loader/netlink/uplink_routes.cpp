@@ -1,8 +1,5 @@
-// Table N's default route and the fwmark rule of one uplink, through libnl-route-3.
-//
-// libnl reports kernel errors as its own NLE_* codes, and several errnos share one code (ENOENT
-// and ESRCH both become NLE_OBJ_NOTFOUND). Each request here therefore captures the kernel's
-// errno from the NLMSG_ERROR answer itself, so callers and error sentences get the real one.
+// Table N's default route and the fwmark rule of one uplink, through libnl-route-3. Requests report
+// the kernel's own errno (see nl_util.h).
 #include "netlink/uplink_routes.h"
 
 #include <linux/fib_rules.h>
@@ -22,82 +19,13 @@
 #include <cstring>
 #include <memory>
 
+#include "netlink/nl_util.h"
+
 namespace uplinkd::netlink {
 namespace {
 
-struct NlSocketCloser {
-  void operator()(nl_sock* sock) const { nl_socket_free(sock); }
-};
-struct NlAddrPutter {
-  void operator()(nl_addr* addr) const { nl_addr_put(addr); }
-};
-struct RoutePutter {
-  void operator()(rtnl_route* route) const { rtnl_route_put(route); }
-};
-struct RulePutter {
-  void operator()(rtnl_rule* rule) const { rtnl_rule_put(rule); }
-};
-struct MessageFreer {
-  void operator()(nl_msg* message) const { nlmsg_free(message); }
-};
-using SocketPtr = std::unique_ptr<nl_sock, NlSocketCloser>;
-using AddrPtr = std::unique_ptr<nl_addr, NlAddrPutter>;
-using RoutePtr = std::unique_ptr<rtnl_route, RoutePutter>;
-using RulePtr = std::unique_ptr<rtnl_rule, RulePutter>;
-using MessagePtr = std::unique_ptr<nl_msg, MessageFreer>;
-
 // Routes uplinkd writes say so in their protocol field; `static` keeps `ip route` readable.
 constexpr uint8_t kRouteProtocol = RTPROT_STATIC;
-
-SocketPtr connect_route_socket() {
-  SocketPtr sock(nl_socket_alloc());
-  if (sock && nl_connect(sock.get(), NETLINK_ROUTE) < 0) {
-    sock.reset();
-  }
-  return sock;
-}
-
-// For failures that happen before the kernel answers (no memory, socket trouble).
-int nle_to_errno(int nle) {
-  switch (nle) {
-    case NLE_NOMEM:
-      return ENOMEM;
-    case NLE_INVAL:
-      return EINVAL;
-    case NLE_BAD_SOCK:
-      return EBADF;
-    case NLE_AF_NOSUPPORT:
-      return EAFNOSUPPORT;
-    case NLE_PERM:
-      return EPERM;
-    case NLE_NODEV:
-      return ENODEV;
-    default:
-      return EIO;
-  }
-}
-
-int remember_kernel_errno(sockaddr_nl*, nlmsgerr* answer, void* kernel_errno) {
-  *static_cast<int*>(kernel_errno) = -answer->error;
-  return NL_STOP;
-}
-
-// Sends one request and waits for the kernel's acknowledgment: 0 or -errno.
-int send_request(nl_sock* sock, nl_msg* message) {
-  int kernel_errno = 0;
-  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &kernel_errno);
-  int err = nl_send_auto(sock, message);
-  if (err >= 0) {
-    err = nl_wait_for_ack(sock);
-  }
-  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);  // `kernel_errno` dies here
-  if (err >= 0) {
-    return 0;
-  }
-  return kernel_errno != 0 ? -kernel_errno : -nle_to_errno(-err);
-}
-
-size_t address_size(int family) { return family == AF_INET ? 4 : 16; }
 
 AddrPtr to_nl_addr(const IpAddress& address) {
   return AddrPtr(nl_addr_build(address.family, address.bytes.data(), address.family == AF_INET ? 4 : 16));
@@ -171,47 +99,17 @@ RulePtr fwmark_rule(int family, uint32_t table, uint32_t mark, uint32_t mask, ui
 }
 
 int add_route(nl_sock* sock, rtnl_route* route) {
-  nl_msg* raw = nullptr;
   // NLM_F_REPLACE: the table belongs to this uplink; an older default route in it (a previous
   // gateway) is swapped out in one step, so the table is never empty in between.
-  int err = rtnl_route_build_add_request(route, NLM_F_REPLACE, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
+  nl_msg* raw = nullptr;
+  const int built = rtnl_route_build_add_request(route, NLM_F_REPLACE, &raw);
+  return send_built(sock, built, raw);
 }
 
 int delete_route(nl_sock* sock, rtnl_route* route) {
   nl_msg* raw = nullptr;
-  int err = rtnl_route_build_del_request(route, 0, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
-}
-
-// NLM_F_EXCL makes the kernel refuse a rule identical to an existing one (EEXIST) instead of
-// adding a duplicate, which `ip rule` would show twice and removal would have to delete twice.
-int add_rule(nl_sock* sock, rtnl_rule* rule) {
-  nl_msg* raw = nullptr;
-  int err = rtnl_rule_build_add_request(rule, NLM_F_EXCL, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
-}
-
-int delete_rule(nl_sock* sock, rtnl_rule* rule) {
-  nl_msg* raw = nullptr;
-  int err = rtnl_rule_build_delete_request(rule, 0, &raw);
-  if (err < 0) {
-    return -nle_to_errno(-err);
-  }
-  MessagePtr message(raw);
-  return send_request(sock, message.get());
+  const int built = rtnl_route_build_del_request(route, 0, &raw);
+  return send_built(sock, built, raw);
 }
 
 bool device_exists(int ifindex) {
@@ -225,10 +123,6 @@ std::string device_name(int ifindex) {
     return name;
   }
   return "ifindex " + std::to_string(ifindex);
-}
-
-std::string errno_text(int negative_errno) {
-  return std::string(std::strerror(-negative_errno)) + " (errno " + std::to_string(-negative_errno) + ")";
 }
 
 std::string hex(uint32_t value) {

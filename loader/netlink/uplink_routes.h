@@ -29,8 +29,8 @@ class UplinkRoutes {
   // Installs (or replaces) the default route of `table` through ifindex/gateway (no gateway:
   // a link-scope route) for `family`, and the fwmark rule. Returns 0 or a negative errno;
   // `error` gets a sentence naming what failed.
-  int install(uint32_t table, int ifindex, int family, const std::optional<IpAddress>& gateway,
-              uint32_t mark, uint32_t mask, uint32_t rule_pref, std::string* error);
+  int install(uint32_t table, int ifindex, int family, const std::optional<IpAddress>& gateway, uint32_t mark,
+              uint32_t mask, uint32_t rule_pref, std::string* error);
   // Removes what install() added for this table and family.
   void remove(uint32_t table, int family);
   void remove_all();
