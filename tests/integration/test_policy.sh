@@ -4,6 +4,9 @@
 #   - a rule for one destination (203.0.113.3 -> wan2 only) overrides the default rule;
 #   - policy `blocked` (no member online, last_resort unreachable) for 203.0.113.2: the client gets
 #     an ICMP unreachable at once;
+#   - a sticky rule (UDP to port 4433) keeps the client's new flows on one uplink;
+#   - a port forward on the backup uplink (wan2:8080 -> LAN 10.10.0.2:8080) is answered via wan2,
+#     although the main table's default route is wan1;
 #   - failover: when wan1 goes offline, new flows of `balanced` all leave by wan2, and move back
 #     when it returns;
 #   - stopping uplinkd leaves the router's rules and routes exactly as they were before it started.
@@ -71,6 +74,13 @@ config policy 'blocked'
 	list use_member 'wan3_only'
 	option last_resort 'unreachable'
 
+config rule 'sticky_4433'
+	option proto 'udp'
+	option dest_port '4433'
+	option sticky '1'
+	option timeout '600'
+	option use_policy 'balanced'
+
 config rule 'to_core3'
 	option dest_ip '203.0.113.3'
 	option use_policy 'backup'
@@ -90,25 +100,35 @@ ip netns exec "$P-rtr" nft -f - <<'NFT' || fail "cannot add the counting table"
 table inet ulcount {
   counter wan1 { }
   counter wan2 { }
+  counter fwd_wan1 { }
+  counter fwd_wan2 { }
   chain post {
     type filter hook postrouting priority 0;
-    oifname "wan1" udp dport 9999 counter name "wan1"
-    oifname "wan2" udp dport 9999 counter name "wan2"
+    oifname "wan1" udp dport { 9999, 4433 } counter name "wan1"
+    oifname "wan2" udp dport { 9999, 4433 } counter name "wan2"
+    oifname "wan1" tcp sport 8080 counter name "fwd_wan1"
+    oifname "wan2" tcp sport 8080 counter name "fwd_wan2"
+  }
+}
+table ip ulfwd {
+  chain pre {
+    type nat hook prerouting priority -100;
+    iifname "wan2" tcp dport 8080 dnat to 10.10.0.2:8080
   }
 }
 NFT
 count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
 reset_counts() { ip netns exec "$P-rtr" nft reset counters table inet ulcount >/dev/null; }
-# flows <n> <dest> <first source port>: n new UDP flows from the LAN client, one datagram each.
+# flows <n> <dest> <first source port> [dest port]: n new UDP flows from the LAN client, one datagram each.
 flows() {
   ip netns exec "$P-lan" timeout 60 python3 -c '
 import socket, sys
-n, dest, port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+n, dest, port, dport = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 for i in range(n):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.bind(("10.10.0.2", port + i))
-    s.sendto(b"x", (dest, 9999))
-    s.close()' "$1" "$2" "$3"
+    s.sendto(b"x", (dest, dport))
+    s.close()' "$1" "$2" "$3" "${4:-9999}"
   sleep 0.5
 }
 
@@ -136,6 +156,37 @@ out=$(ip netns exec "$P-lan" ping -c 1 -W 2 203.0.113.2 2>&1) && fail "ping to a
 grep -qi "unreachable" <<<"$out" || fail "no ICMP unreachable for the last_resort destination: $out"
 pass "last_resort unreachable: the client gets '$(grep -io 'destination [a-z ]*unreachable' <<<"$out" | head -n1)'"
 
+reset_counts
+flows 200 203.0.113.4 60000 4433
+w1=$(count wan1) w2=$(count wan2)
+info "sticky rule: 200 new flows from one client: wan1 $w1, wan2 $w2"
+((w1 + w2 == 200)) || fail "sticky: expected 200 flows, saw $((w1 + w2))"
+((w1 == 0 || w2 == 0)) || fail "sticky: the client's flows were split ($w1 / $w2), not kept on one uplink"
+pass "sticky rule keeps one client's new flows on one uplink (200 of 200)"
+
+# The port forward: a LAN server, and a client in the internet core connecting to wan2's address.
+ip netns exec "$P-lan" timeout 60 python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("10.10.0.2", 8080)); s.listen(8)
+for _ in range(3):
+    c, _ = s.accept(); c.sendall(c.recv(64).upper()); c.close()' &
+ul_bg_add $!
+sleep 0.3
+# Three connections (three source ports): without the inbound memory each reply would be balanced
+# 3:2 by the default rule, so all three leaving by wan2 by chance has a probability of 6 %.
+answer=$(ip netns exec "$P-core" timeout 20 python3 -c '
+import socket
+for _ in range(3):
+    c = socket.create_connection(("198.51.100.2", 8080), timeout=5)
+    c.sendall(b"hello"); a = c.recv(64).decode(); c.close()
+print(a)') || fail "the port forward on wan2 did not answer"
+fw1=$(count fwd_wan1) fw2=$(count fwd_wan2)
+info "port forward answer '$answer'; reply packets out of wan1 $fw1, out of wan2 $fw2"
+[[ $answer == HELLO ]] || fail "unexpected answer through the port forward: '$answer'"
+((fw2 > 0 && fw1 == 0)) || fail "the LAN server's replies left by wan1 ($fw1) instead of wan2 ($fw2)"
+pass "a port forward on the backup uplink is answered via the backup (main default is wan1)"
+
 seen=$(hook_count)
 lab_outage "$P" isp1 on
 wait_hook disconnected wan1 "$seen" 10 >/dev/null || fail "wan1 not disconnected after the outage"
@@ -155,6 +206,7 @@ pass "failback: new flows use wan1 again ($w1 of 500)"
 
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 ip netns exec "$P-rtr" nft delete table inet ulcount
+ip netns exec "$P-rtr" nft delete table ip ulfwd
 after=$(rtr_routing_snapshot "$P")
 if [[ $before != "$after" ]]; then
   diff <(echo "$before") <(echo "$after") | sed 's/^/    /'
