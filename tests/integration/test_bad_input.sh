@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # uplinkd refuses bad input with a message a person can act on, and leaves nothing behind:
 #   - a malformed config line: non-zero exit, message with <file>:<line> and the option name
+#     (interface options, a rule with ports but no proto, a rule naming an unknown policy)
 #   - a missing config file: message naming the file
 #   - not root (uid 65534, no capabilities): message mentioning root / CAP_NET_ADMIN
 #   - no bpffs at /sys/fs/bpf (an empty tmpfs there): message with `mount -t bpf bpf /sys/fs/bpf`
@@ -77,6 +78,23 @@ run_refused "config: invalid track_ip address" "${UPLINKD_IN_RTR[@]}" --config "
 expect_text "config: invalid track_ip address" "$BAD2:$L2"
 expect_text "config: invalid track_ip address" "track_ip"
 after_refusal "config: invalid track_ip address"
+
+BAD3=$UL_TMP/bad-rule.conf
+cp "$GOOD" "$BAD3"
+printf "\nconfig policy 'p'\n\nconfig rule 'https'\n\toption dest_port '443'\n\toption use_policy 'p'\n" >>"$BAD3"
+L3=$(grep -n "option dest_port '443'" "$BAD3" | cut -d: -f1)
+run_refused "config: rule with ports but no proto" "${UPLINKD_IN_RTR[@]}" --config "$BAD3"
+expect_text "config: rule with ports but no proto" "$BAD3:$L3"
+expect_text "config: rule with ports but no proto" "dest_port"
+after_refusal "config: rule with ports but no proto"
+
+BAD4=$UL_TMP/bad-policy.conf
+cp "$GOOD" "$BAD4"
+printf "\nconfig rule 'r1'\n\toption use_policy 'no_such_policy'\n" >>"$BAD4"
+run_refused "config: rule naming an unknown policy" "${UPLINKD_IN_RTR[@]}" --config "$BAD4"
+expect_text "config: rule naming an unknown policy" "use_policy"
+expect_text "config: rule naming an unknown policy" "no_such_policy"
+after_refusal "config: rule naming an unknown policy"
 
 # 2. a missing file
 run_refused "config: missing file" "${UPLINKD_IN_RTR[@]}" --config "$UL_TMP/no-such.conf"
