@@ -288,8 +288,6 @@ struct MarkCase {
   uint32_t mask;
   uint32_t mark;
 };
-// ctest lists parameterised tests by this, not by a byte dump of the row.
-void PrintTo(const MarkCase& row, std::ostream* os) { *os << "id " << row.id << " mask " << row.mask; }
 
 TEST(MarkForId, SpreadsIdBitsOverMaskBits) {
   const MarkCase cases[] = {
@@ -375,8 +373,6 @@ struct ErrorCase {
   std::optional<std::string> network = std::nullopt;
   std::string file = "mwan3";
 };
-// ctest lists parameterised tests by this, not by a byte dump of the row.
-void PrintTo(const ErrorCase& row, std::ostream* os) { *os << row.name; }
 
 void expect_error(const ErrorCase& c) {
   SCOPED_TRACE(c.name);
