@@ -642,8 +642,9 @@ std::vector<Case> AllCases() {
        .sticky_after = {{kHostA, 1, kWan}, {kHostA, 2, kWanb, 1, Stamp::Kept}}},
       {.name = "StickyExpired",
        .description = "an entry older than the rule's timeout is picked afresh and overwritten",
-       .rules = {R(kWanFirst).sticky(600)},
-       .sticky = {{kHostA, 1, kWanb, 1, 601 * kSecondNs}},
+       // Short timeout and age: a stamp cannot predate boot, and CI may run soon after one.
+       .rules = {R(kWanFirst).sticky(2)},
+       .sticky = {{kHostA, 1, kWanb, 1, 3 * kSecondNs}},
        .steps = {to(tcp_pkt(kHostA, 40000, kWeb, 443), kWan, 1)},
        .counters = {{0, 1}},
        .sticky_after = {{kHostA, 1, kWan}}},
@@ -732,8 +733,9 @@ std::vector<Case> AllCases() {
        .steps = {to(tcp_pkt(kHostA, 40000, kWeb, 443, kTcpAck), kWanb, 1)}},
       {.name = "FlowIdleTimeout",
        .description = "a flow idle longer than flow_timeout_s is classified again",
+       .cfg = {kMmxMask, 0, kDefaultMark, 2},
        .rules = {R(kWanOnly)},
-       .flows = {{.key = tcp_pkt(kHostA, 40000, kWeb, 443).key, .uplink = kWanb, .age_ns = 301 * kSecondNs}},
+       .flows = {{.key = tcp_pkt(kHostA, 40000, kWeb, 443).key, .uplink = kWanb, .age_ns = 3 * kSecondNs}},
        .steps = {to(tcp_pkt(kHostA, 40000, kWeb, 443, kTcpAck), kWan, 1)},
        .counters = {{0, 1}}},
       {.name = "FlowTimeoutZeroNeverExpires",
@@ -784,8 +786,9 @@ std::vector<Case> AllCases() {
        .steps = {Step{udp_pkt(kHostA, 5060, kPeer, 5060), mark_of(kWanb), inbound_flow(kWanb)}}},
       {.name = "InboundUdpIdle",
        .description = "a UDP endpoint idle longer than flow_timeout_s no longer steers",
+       .cfg = {kMmxMask, 0, kDefaultMark, 2},
        .rules = {R(kWanOnly)},
-       .inbound = {{kPeer, 5060, IPPROTO_UDP, kWanb, 301 * kSecondNs}},
+       .inbound = {{kPeer, 5060, IPPROTO_UDP, kWanb, 3 * kSecondNs}},
        .steps = {to(udp_pkt(kHostA, 5060, kPeer, 5060), kWan, 1)},
        .counters = {{0, 1}}},
       {.name = "InboundUplinkOffline",
@@ -996,9 +999,13 @@ class LanProgram {
     close(trie);  // the outer map holds its own reference
     return err;
   }
+  // A stamp `age` before `now`, but never before boot: CLOCK_MONOTONIC starts at boot, so on a
+  // machine (or VM) up for less than `age` the subtraction would wrap into the far future.
+  static uint64_t stamp_aged(uint64_t now, uint64_t age) { return now > age ? now - age : 0; }
+
   int add_flow(const FlowRow& f, uint64_t now) {
     flow_value v{};
-    v.last_seen_ns = now - f.age_ns;
+    v.last_seen_ns = stamp_aged(now, f.age_ns);
     v.mark = f.mark.value_or(mark_of(f.uplink));
     v.generation = f.generation;
     v.uplink_id = f.uplink;
@@ -1009,7 +1016,7 @@ class LanProgram {
   int add_sticky(const StickyRow& s, uint64_t now) {
     const sticky_key key = sticky_key_of(s.src, s.rule_id);
     sticky_value v{};
-    v.last_seen_ns = now - s.age_ns;
+    v.last_seen_ns = stamp_aged(now, s.age_ns);
     v.generation = s.generation;
     v.uplink_id = s.uplink;
     v.mark = mark_of(s.uplink);
@@ -1022,7 +1029,7 @@ class LanProgram {
     key.proto = in.proto;
     key.family = is_v6(in.raddr) ? 6 : 4;
     inbound_value v{};
-    v.last_seen_ns = now - in.age_ns;
+    v.last_seen_ns = stamp_aged(now, in.age_ns);
     v.mark = mark_of(in.uplink);
     v.uplink_id = in.uplink;
     return bpf_map_update_elem(fd(skel_->maps.inbound), &key, &v, BPF_NOEXIST);
