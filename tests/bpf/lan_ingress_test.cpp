@@ -33,6 +33,7 @@
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
 #include "packet_builder.h"
+#include "test_run.h"
 #include "wan_ingress.skel.h"
 
 namespace {
@@ -889,26 +890,15 @@ struct RunResult {
 
 RunResult run_tc(int prog_fd, const Bytes& frame, uint32_t ifindex, uint32_t mark_in) {
   RunResult r;
-  r.data_out.resize(frame.size() + 64);
   __sk_buff ctx_in{};
   ctx_in.mark = mark_in;
   ctx_in.ingress_ifindex = ifindex;
   __sk_buff ctx_out{};
-  bpf_test_run_opts opts{};
-  opts.sz = sizeof opts;
-  opts.data_in = frame.data();
-  opts.data_size_in = static_cast<uint32_t>(frame.size());
-  opts.data_out = r.data_out.data();
-  opts.data_size_out = static_cast<uint32_t>(r.data_out.size());
-  opts.ctx_in = &ctx_in;
-  opts.ctx_size_in = sizeof ctx_in;
-  opts.ctx_out = &ctx_out;
-  opts.ctx_size_out = sizeof ctx_out;
-  opts.repeat = 1;
-  r.err = bpf_prog_test_run_opts(prog_fd, &opts) != 0 ? errno : 0;
-  r.retval = opts.retval;
+  TestRun run = test_run_once(prog_fd, frame, ctx_in, &ctx_out, 64);
+  r.err = run.err != 0 ? run.saved_errno : 0;
+  r.retval = run.retval;
   r.mark = ctx_out.mark;
-  r.data_out.resize(std::min<size_t>(opts.data_size_out, r.data_out.size()));
+  r.data_out = std::move(run.data_out);
   return r;
 }
 

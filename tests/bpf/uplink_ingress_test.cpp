@@ -33,6 +33,7 @@
 
 #include "maps/uplinkd_maps.h"
 #include "packet_builder.h"
+#include "test_run.h"
 #include "uplink_ingress.skel.h"
 
 namespace {
@@ -491,27 +492,16 @@ class IngressProgram {
 
   RunResult run(const Bytes& packet) {
     RunResult r;
-    r.data_out.resize(packet.size() + 256);
     xdp_md ctx_in{};
     ctx_in.data_end = static_cast<uint32_t>(packet.size());
     ctx_in.ingress_ifindex = if_nametoindex("lo");
     xdp_md ctx_out{};
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = packet.data();
-    opts.data_size_in = static_cast<uint32_t>(packet.size());
-    opts.data_out = r.data_out.data();
-    opts.data_size_out = static_cast<uint32_t>(r.data_out.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = 1;
-    r.err = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.uplink_ingress), &opts);
-    r.verdict = opts.retval;
+    TestRun run = test_run_once(bpf_program__fd(skel_->progs.uplink_ingress), packet, ctx_in, &ctx_out);
+    r.err = run.err;
+    r.verdict = run.retval;
     // The kernel copies data_out from data_meta and reports data relative to it.
     r.meta_len = ctx_out.data - ctx_out.data_meta;
-    r.data_out.resize(std::min<size_t>(opts.data_size_out, r.data_out.size()));
+    r.data_out = std::move(run.data_out);
     return r;
   }
 
@@ -572,23 +562,11 @@ bool KernelReportsXdpMeta() {
       return false;
     }
     const Bytes packet = reply_v4();
-    Bytes out(packet.size() + 64);
     xdp_md ctx_in{}, ctx_out{};
     ctx_in.data_end = static_cast<uint32_t>(packet.size());
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = packet.data();
-    opts.data_size_in = static_cast<uint32_t>(packet.size());
-    opts.data_out = out.data();
-    opts.data_size_out = static_cast<uint32_t>(out.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = 1;
-    const int err = bpf_prog_test_run_opts(fd, &opts);
+    const TestRun run = test_run_once(fd, packet, ctx_in, &ctx_out, 64);
     close(fd);
-    return err == 0 && ctx_out.data - ctx_out.data_meta == 8 && opts.data_size_out == packet.size() + 8;
+    return run.err == 0 && ctx_out.data - ctx_out.data_meta == 8 && run.data_out.size() == packet.size() + 8;
   }();
   return reported;
 }

@@ -38,6 +38,7 @@
 
 #include "maps/uplinkd_maps.h"
 #include "packet_builder.h"
+#include "test_run.h"
 #include "uplink_ingress.skel.h"
 #include "wan_ingress.skel.h"
 
@@ -256,24 +257,12 @@ class WanProgram {
 
   // Returns errno of the run (0 on success); *mark_out gets ctx_out's mark.
   int run(const Bytes& frame, uint32_t mark_in, uint32_t* retval, uint32_t* mark_out) {
-    Bytes out(frame.size() + 64);
     __sk_buff ctx_in{}, ctx_out{};
     ctx_in.mark = mark_in;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = frame.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.size());
-    opts.data_out = out.data();
-    opts.data_size_out = static_cast<uint32_t>(out.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = 1;
-    const int err = bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.wan_ingress), &opts) != 0 ? errno : 0;
-    *retval = opts.retval;
+    const TestRun run = test_run_once(bpf_program__fd(skel_->progs.wan_ingress), frame, ctx_in, &ctx_out, 64);
+    *retval = run.retval;
     *mark_out = ctx_out.mark;
-    return err;
+    return run.err != 0 ? run.saved_errno : 0;
   }
 
  private:
