@@ -137,12 +137,20 @@ struct lpm_key {
 	__u8 addr[16];
 };
 
-/* classifier_cfg[0]: settings the daemon can change without reloading programs. */
+/* classifier_cfg.flags */
+#define UPLINKD_CFG_RESET_STALE_TCP (1U << 0) /* answer a packet on a stale TCP flow with a RST */
+
+/* classifier_cfg[0]: settings the daemon can change without reloading programs. Idle flows are
+ * classified again after the timeout of their protocol; 0 never expires. */
 struct classifier_cfg {
-	__u32 mmx_mask;       /* mwan3 mask; only these bits of skb->mark are ours */
-	__u32 n_rules;        /* rules[0 .. n_rules-1] are live */
-	__u32 default_mark;   /* MMX_DEFAULT: the main table (connected networks, policy `default`) */
-	__u32 flow_timeout_s; /* idle flows older than this are classified again */
+	__u32 mmx_mask;           /* mwan3 mask; only these bits of skb->mark are ours */
+	__u32 n_rules;            /* rules[0 .. n_rules-1] are live */
+	__u32 default_mark;       /* MMX_DEFAULT: the main table (connected networks, policy `default`) */
+	__u32 flow_timeout_s;     /* protocols other than TCP and UDP */
+	__u32 flow_timeout_tcp_s; /* TCP */
+	__u32 flow_timeout_udp_s; /* UDP */
+	__u32 flags;              /* UPLINKD_CFG_* */
+	__u32 pad;                /* 0 */
 };
 
 struct addr_match {
@@ -260,6 +268,83 @@ struct inbound_value {
 	__u16 pad;
 };
 
+/* ---- Stale flows (failover hygiene) ----------------------------------------------------------- */
+
+#define UPLINKD_MAX_TCP_SEEN UPLINKD_MAX_FLOWS /* LRU, like flows */
+
+#define UPLINKD_MAP_TCP_SEEN "tcp_seen"
+#define UPLINKD_MAP_FLOW_COUNTERS "flow_counters"
+
+/* tcp_seen: what LAN egress last sent toward the LAN client of a TCP flow that has an uplink
+ * (flows entry with uplink_id != 0), keyed by that flow's struct flow_key (client = saddr). It is
+ * what the daemon needs to reset an idle client's socket at failover without waiting for the
+ * client to send: the client's RCV.NXT and how to reach it. */
+struct tcp_seen {
+	__u64 last_seen_ns;
+	__u32 next_seq;     /* host order: seq + payload (+1 for SYN, +1 for FIN) of the last segment */
+	__u32 ifindex;      /* LAN device it left by */
+	__u8 client_mac[6]; /* its destination MAC; zero on a device without link-layer header */
+	__u8 router_mac[6]; /* its source MAC */
+	__u8 l3_only;       /* 1: the device has no link-layer header */
+	__u8 pad[3];
+};
+
+/* flow_counters[0]: per-CPU counters of the classifier's stale-flow handling (the daemon sums CPUs
+ * and adds its own: proactive resets, expiry sweeps). */
+struct flow_counters {
+	__u64 created;          /* flows decided (first packet, or again after stale/idle) */
+	__u64 stale_tcp_reset;  /* stale TCP packets answered with a RST to the client and dropped */
+	__u64 stale_tcp_refused; /* stale TCP packets not TCP-valid for a RST (no ACK, RST, options...) */
+	__u64 reclassified;     /* stale flows (uplink down or gone since) decided again */
+	__u64 idle_reclassified; /* flows idle beyond their timeout decided again */
+	__u64 pad[3];
+};
+
+/* ---- WireGuard endpoint steering (tc egress on uplinks) ---------------------------------------- */
+
+#define UPLINKD_MAX_WG_ENDPOINTS 1024
+
+#define UPLINKD_MAP_WG_ENDPOINTS "wg_endpoints"
+#define UPLINKD_MAP_WG_COUNTERS "wg_counters"
+#define UPLINKD_MAP_UPLINK_EGRESS "uplink_egress"
+
+/* wg_endpoints: a WireGuard peer endpoint (hash map), written by the daemon. */
+struct wg_endpoint_key {
+	__u8 addr[16]; /* IPv4 in the first 4 bytes, the rest zero */
+	__u16 port;    /* network order */
+	__u8 family;   /* 4 or 6 */
+	__u8 pad;
+};
+
+struct wg_endpoint_value {
+	__u32 policy_id;   /* the policy whose active uplink the endpoint follows (per-family slot) */
+	__u32 endpoint_id; /* index into wg_counters, < UPLINKD_MAX_WG_ENDPOINTS */
+};
+
+/* wg_counters[endpoint_id]: per-CPU. */
+struct wg_counters {
+	__u64 steered_packets; /* rewritten to the active uplink and redirected */
+	__u64 steered_bytes;
+	__u64 passed_packets;  /* already leaving by the active uplink, or none online */
+	__u64 failed_packets;  /* rewrite or redirect failed; left alone */
+};
+
+/* uplink_egress[id]: how to send by uplink `id` (array map), written by the daemon while the
+ * uplink's device is up. A family whose has_* bit is clear cannot be steered to this uplink. */
+#define UPLINK_EGRESS_HAS_V4 (1U << 0)
+#define UPLINK_EGRESS_HAS_V6 (1U << 1)
+#define UPLINK_EGRESS_HAS_GW4 (1U << 2) /* gw4 set: redirect through it; else to the destination */
+#define UPLINK_EGRESS_HAS_GW6 (1U << 3)
+
+struct uplink_egress {
+	__u32 ifindex;
+	__u32 flags;     /* UPLINK_EGRESS_* */
+	__u8 src4[4];    /* the uplink's IPv4 source address */
+	__u8 gw4[4];     /* its IPv4 gateway */
+	__u8 src6[16];
+	__u8 gw6[16];
+};
+
 #define UPLINKD_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
 #ifdef __cplusplus
 #undef UPLINKD_STATIC_ASSERT
@@ -274,7 +359,7 @@ UPLINKD_STATIC_ASSERT(sizeof(struct uplink_counters) == 48, "uplink_counters lay
 UPLINKD_STATIC_ASSERT(sizeof(struct icmp_limiter_state) == 8, "icmp_limiter_state layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct probe_reply_meta) == 8, "probe_reply_meta layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct lpm_key) == 20, "lpm_key layout");
-UPLINKD_STATIC_ASSERT(sizeof(struct classifier_cfg) == 16, "classifier_cfg layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct classifier_cfg) == 32, "classifier_cfg layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct addr_match) == 20, "addr_match layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct port_range) == 4, "port_range layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct rule_entry) == 404, "rule_entry layout");
@@ -286,5 +371,11 @@ UPLINKD_STATIC_ASSERT(sizeof(struct sticky_key) == 24, "sticky_key layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct sticky_value) == 24, "sticky_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct inbound_key) == 20, "inbound_key layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct inbound_value) == 16, "inbound_value layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct tcp_seen) == 32, "tcp_seen layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct flow_counters) == 64, "flow_counters layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_key) == 20, "wg_endpoint_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_value) == 8, "wg_endpoint_value layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct wg_counters) == 32, "wg_counters layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct uplink_egress) == 48, "uplink_egress layout");
 
 #endif /* UPLINKD_MAPS_H */
