@@ -2,7 +2,8 @@
 /*
  * lan_ingress: tc ingress on every LAN-side device. Gives each flow the mwan3 mark of the uplink
  * it should leave by and keeps that decision in `flows`, so policy routing (ip rule fwmark) sends
- * every packet of the flow the same way. It only marks: the verdict is always TC_ACT_OK.
+ * every packet of the flow the same way. It marks: the verdict is TC_ACT_OK, except for the RST
+ * answering a stale TCP flow (below).
  *
  * A flow's first packet is decided in mwan3's hook order (../shared/reference/mwan3-behaviour.md
  * section 4): the remembered decision (mwan3 restores the conntrack mark), the uplink a connection
@@ -12,6 +13,10 @@
  *
  * Stale flows in O(1) (DESIGN.md): a flow stores its uplink's generation; the daemon bumps the
  * generation once when the uplink goes down, and the flow's next packet finds the mismatch here.
+ * With UPLINKD_CFG_RESET_STALE_TCP, that packet of a TCP flow comes back to the client as a RST
+ * (lib/tcp_reset.h) and is not forwarded: the verdict is then a redirect out of the LAN device it
+ * came in by. Everything else stale, and flows idle beyond their protocol's timeout, is simply
+ * classified again.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -28,6 +33,7 @@
 #include "lib/lpm_key.h"
 #include "lib/parse.h"
 #include "lib/rule_match.h"
+#include "lib/tcp_reset.h"
 
 /* Load-time configuration, set through the skeleton's rodata before load. */
 const volatile __u32 l3_only = 0; /* 1: no link-layer header (e.g. a WireGuard LAN device) */
@@ -82,32 +88,47 @@ static __always_inline __u32 uplink_generation(__u16 uplink_id)
 	return u ? u->generation : 0;
 }
 
-/* Step 1: the flow's remembered decision. Returns 1 with d filled when it still holds. */
-static __always_inline int reuse_flow(const struct flow_key *key, const struct classifier_cfg *cfg,
-				      __u64 now, struct decision *d)
-{
-	struct flow_value *v = bpf_map_lookup_elem(&flows, key);
+/* What the flow's remembered decision is worth for this packet. */
+enum flow_state {
+	FLOW_NEW = 0, /* no entry */
+	FLOW_HELD,    /* the decision holds */
+	FLOW_STALE,   /* its uplink is not usable any more, or went down since (generation moved) */
+	FLOW_IDLE,    /* idle beyond its protocol's timeout */
+};
 
+/* Idle timeout of a flow by its protocol; 0 never expires. */
+static __always_inline __u32 flow_timeout_s(const struct classifier_cfg *cfg, __u8 proto)
+{
+	if (proto == IPPROTO_TCP)
+		return cfg->flow_timeout_tcp_s;
+	if (proto == IPPROTO_UDP)
+		return cfg->flow_timeout_udp_s;
+	return cfg->flow_timeout_s;
+}
+
+/* Staleness first: a flow that is both stale and idle is still a connection pinned to a dead
+ * uplink, and its client is better served by a RST than by a silent new route. */
+static __always_inline enum flow_state
+flow_state_of(const struct flow_value *v, const struct classifier_cfg *cfg, __u8 proto, __u64 now)
+{
 	if (!v)
-		return 0;
-	if (is_fresh(v->last_seen_ns, now, cfg->flow_timeout_s) &&
-	    uplink_still_valid(v->uplink_id, v->generation)) {
-		d->mark = v->mark;
-		d->generation = v->generation;
-		d->uplink_id = v->uplink_id;
-		d->rule_id = v->rule_id;
-		d->origin = v->origin;
-		touch(&v->last_seen_ns, now);
-		return 1;
-	}
-	/*
-	 * Stale: idle too long, or its uplink went offline or down and up again (generation moved).
-	 * HOOK (stale-flow handling): a TCP flow pinned to a dead uplink gets its RST toward the
-	 * LAN client here (seq = this packet's ack_seq, DESIGN.md "Facts"), before it is classified
-	 * again. Everything else is simply classified again; the new decision replaces this entry
-	 * (the update in store_decision() is the delete).
-	 */
-	return 0;
+		return FLOW_NEW;
+	if (!uplink_still_valid(v->uplink_id, v->generation))
+		return FLOW_STALE;
+	if (!is_fresh(v->last_seen_ns, now, flow_timeout_s(cfg, proto)))
+		return FLOW_IDLE;
+	return FLOW_HELD;
+}
+
+/* Step 1: the flow's remembered decision, while it holds. */
+static __always_inline void reuse_flow(struct flow_value *v, __u64 now, struct decision *d)
+{
+	d->mark = v->mark;
+	d->generation = v->generation;
+	d->uplink_id = v->uplink_id;
+	d->rule_id = v->rule_id;
+	d->origin = v->origin;
+	touch(&v->last_seen_ns, now);
 }
 
 /* Step 2: the LAN side of a connection that came in on an uplink (port forward): its replies
@@ -136,7 +157,8 @@ static __always_inline int inbound_reply(const struct flow_packet *pkt,
 	/* UDP endpoints are refreshed by every datagram in, so an idle one is over. A TCP endpoint
 	 * is written by the SYN only; its connection can idle for hours and still need its replies
 	 * to go back the same way (and the SYN check above keeps an old entry harmless). */
-	if (pkt->key.proto == IPPROTO_UDP && !is_fresh(v->last_seen_ns, now, cfg->flow_timeout_s))
+	if (pkt->key.proto == IPPROTO_UDP &&
+	    !is_fresh(v->last_seen_ns, now, cfg->flow_timeout_udp_s))
 		return 0;
 	u = uplink_lookup(v->uplink_id);
 	if (!uplink_usable(u))
@@ -338,6 +360,62 @@ static __always_inline void store_decision(const struct flow_key *key, const str
 	bpf_map_update_elem(&flows, key, &v, BPF_ANY);
 }
 
+/* A global function, verified once whatever path led to it: rewrites the packet into a RST to the
+ * client when it is safe to (lib/tcp_reset.h). Returns an enum tcp_reset_result. The caller uses
+ * no packet pointer after it (it may change the packet's data). */
+__noinline int answer_stale_tcp(struct __sk_buff *skb)
+{
+	if (!skb)
+		return TCP_RESET_REFUSED;
+	return tcp_reset_in_place(skb, l3_only);
+}
+
+/* The packet's flow is stale and TCP: no entry of it may survive (a RST ends the connection; a
+ * refused segment is classified afresh, its new decision replacing the flows entry). */
+static __always_inline void forget_tcp_flow(const struct flow_key *key)
+{
+	bpf_map_delete_elem(&flows, key);
+	bpf_map_delete_elem(&tcp_seen, key);
+}
+
+/* A flow whose decision does not hold (stale, idle or new), before it is decided again: counts
+ * why, and answers a stale TCP flow's packet with a RST when the daemon asks for that. Returns 1
+ * with *verdict set when the packet is done with (sent back as the RST, or dropped), 0 when it is
+ * to be classified like a new flow. */
+static __always_inline int answer_undecided(struct __sk_buff *skb, const struct flow_key *key,
+					    const struct classifier_cfg *cfg, enum flow_state state,
+					    struct flow_counters *counters, int *verdict)
+{
+	int reset;
+
+	if (state == FLOW_IDLE && counters)
+		counters->idle_reclassified++;
+	if (state != FLOW_STALE)
+		return 0;
+	if (key->proto != IPPROTO_TCP || !(cfg->flags & UPLINKD_CFG_RESET_STALE_TCP)) {
+		if (counters)
+			counters->reclassified++;
+		return 0;
+	}
+
+	reset = answer_stale_tcp(skb);
+	forget_tcp_flow(key);
+	if (reset == TCP_RESET_SENT) {
+		if (counters)
+			counters->stale_tcp_reset++;
+		/* Out of the LAN device it came in by: the client is behind it. */
+		*verdict = bpf_redirect(skb->ifindex, 0);
+		return 1;
+	}
+	if (reset == TCP_RESET_FAILED) {
+		*verdict = TC_ACT_SHOT; /* half rewritten: neither the segment nor a RST */
+		return 1;
+	}
+	if (counters)
+		counters->stale_tcp_refused++;
+	return 0;
+}
+
 SEC("tc")
 int lan_ingress(struct __sk_buff *skb)
 {
@@ -346,6 +424,10 @@ int lan_ingress(struct __sk_buff *skb)
 	struct flow_packet pkt = {};
 	struct decision d = {};
 	struct classifier_cfg *cfg;
+	struct flow_counters *counters;
+	struct flow_value *v;
+	enum flow_state state;
+	int verdict = TC_ACT_OK;
 	__u32 zero = 0;
 	__u64 now;
 
@@ -356,10 +438,19 @@ int lan_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	pkt.ifindex = skb->ingress_ifindex;
 	now = bpf_ktime_get_ns();
+	counters = flow_counters_here();
 
-	if (!reuse_flow(&pkt.key, cfg, now, &d)) {
+	v = bpf_map_lookup_elem(&flows, &pkt.key);
+	state = flow_state_of(v, cfg, pkt.key.proto, now);
+	if (state == FLOW_HELD && v) {
+		reuse_flow(v, now, &d);
+	} else {
+		if (answer_undecided(skb, &pkt.key, cfg, state, counters, &verdict))
+			return verdict;
 		classify_flow(&pkt, &d, now, skb->len);
 		store_decision(&pkt.key, &d, now);
+		if (counters)
+			counters->created++;
 	}
 	if (d.mark)
 		skb->mark = (skb->mark & ~cfg->mmx_mask) | (d.mark & cfg->mmx_mask);

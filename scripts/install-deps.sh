@@ -7,7 +7,7 @@ packages=(
   # build
   cmake make g++ clang llvm pkg-config
   libbpf-dev bpftool libxdp-dev libelf-dev zlib1g-dev
-  libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libnl-nf-3-dev
+  libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libnl-nf-3-dev libnftables-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev
   # runtime and test tools

@@ -11,10 +11,11 @@
 #include <bpf/bpf_helpers.h>
 
 #include "maps/uplinkd_maps.h"
+#include "lib/flow_maps.h" /* flows, tcp_seen, flow_counters (shared with lan_egress) */
 #include "lib/inbound_map.h"
 #include "lib/uplink_maps.h"
 
-/* classifier_cfg[0]: mmx_mask, live rule count, MMX_DEFAULT, flow idle timeout. */
+/* classifier_cfg[0]: mmx_mask, live rule count, MMX_DEFAULT, idle timeouts per protocol, flags. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -45,14 +46,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct policy_entry);
 } policies SEC(".maps");
-
-/* flows: the decision of every flow seen, by its LAN-side 5-tuple. LRU: idle flows make room. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, UPLINKD_MAX_FLOWS);
-	__type(key, struct flow_key);
-	__type(value, struct flow_value);
-} flows SEC(".maps");
 
 /* sticky: (source address, rule) -> the uplink a sticky rule chose for that source last. */
 struct {

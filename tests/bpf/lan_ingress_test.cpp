@@ -53,6 +53,12 @@ constexpr uint32_t kFlowTimeoutS = 300;
 constexpr uint16_t kWan = 1, kWanb = 2, kLte = 3;
 constexpr uint32_t mark_of(uint16_t uplink) { return static_cast<uint32_t>(uplink) << 8; }
 
+// A classifier_cfg with one idle timeout for TCP, UDP and the rest (0: never) and UPLINKD_CFG_*
+// flags (none: stale TCP flows are classified again, not reset). The rows' loader sets n_rules.
+constexpr classifier_cfg cfg_of(uint32_t mmx_mask, uint32_t n_rules, uint32_t timeout_s, uint32_t flags = 0) {
+  return classifier_cfg{mmx_mask, n_rules, kDefaultMark, timeout_s, timeout_s, timeout_s, flags, 0};
+}
+
 // Policy ids. 0-2 are the builtin use_policy words, as the rule compiler assigns them.
 constexpr uint32_t kPolicyDefault = 0, kPolicyUnreachable = 1, kPolicyBlackhole = 2;
 constexpr uint32_t kWanOnly = 3;           // wan
@@ -414,7 +420,7 @@ struct Case {
   const char* name;
   const char* description;
   bool l3_only = false;
-  classifier_cfg cfg{kMmxMask, 0, kDefaultMark, kFlowTimeoutS};  // n_rules: rules.size() unless set
+  classifier_cfg cfg = cfg_of(kMmxMask, 0, kFlowTimeoutS);  // n_rules: rules.size() unless set
   std::optional<uint32_t> n_rules;
   std::vector<UplinkRow> uplinks = default_uplinks();
   std::vector<rule_entry> rules;
@@ -734,14 +740,14 @@ std::vector<Case> AllCases() {
        .steps = {to(tcp_pkt(kHostA, 40000, kWeb, 443, kTcpAck), kWanb, 1)}},
       {.name = "FlowIdleTimeout",
        .description = "a flow idle longer than flow_timeout_s is classified again",
-       .cfg = {kMmxMask, 0, kDefaultMark, 2},
+       .cfg = cfg_of(kMmxMask, 0, 2),
        .rules = {R(kWanOnly)},
        .flows = {{.key = tcp_pkt(kHostA, 40000, kWeb, 443).key, .uplink = kWanb, .age_ns = 3 * kSecondNs}},
        .steps = {to(tcp_pkt(kHostA, 40000, kWeb, 443, kTcpAck), kWan, 1)},
        .counters = {{0, 1}}},
       {.name = "FlowTimeoutZeroNeverExpires",
        .description = "flow_timeout_s 0: an entry a day old still holds",
-       .cfg = {kMmxMask, 0, kDefaultMark, 0},
+       .cfg = cfg_of(kMmxMask, 0, 0),
        .rules = {R(kWanOnly)},
        .flows = {{.key = tcp_pkt(kHostA, 40000, kWeb, 443).key,
                   .uplink = kWanb,
@@ -787,7 +793,7 @@ std::vector<Case> AllCases() {
        .steps = {Step{udp_pkt(kHostA, 5060, kPeer, 5060), mark_of(kWanb), inbound_flow(kWanb)}}},
       {.name = "InboundUdpIdle",
        .description = "a UDP endpoint idle longer than flow_timeout_s no longer steers",
-       .cfg = {kMmxMask, 0, kDefaultMark, 2},
+       .cfg = cfg_of(kMmxMask, 0, 2),
        .rules = {R(kWanOnly)},
        .inbound = {{kPeer, 5060, IPPROTO_UDP, kWanb, 3 * kSecondNs}},
        .steps = {to(udp_pkt(kHostA, 5060, kPeer, 5060), kWan, 1)},
@@ -872,7 +878,7 @@ std::vector<Case> AllCases() {
        .counters = {{0, 1}}},
       {.name = "MmxMaskNarrower",
        .description = "mmx_mask 0x0f00: only those four bits change, 0x3000 of the old mark survives",
-       .cfg = {0x0f00, 0, kDefaultMark, kFlowTimeoutS},
+       .cfg = cfg_of(0x0f00, 0, kFlowTimeoutS),
        .rules = {R(kLteOnly)},
        .steps = {Step{tcp_pkt(kHostA, 40000, kWeb, 443), 0xf0f0f3f0u, by_rule(1, kLte), kLanIf, 0xf0f0fff0u}},
        .counters = {{0, 1}}},
@@ -1062,6 +1068,34 @@ class LanProgram {
     }
     return n;
   }
+  int add_seen(const flow_key& key, uint32_t next_seq) {
+    tcp_seen v{};
+    v.last_seen_ns = monotonic_ns();
+    v.next_seq = next_seq;
+    v.ifindex = kLanIf;
+    return bpf_map_update_elem(fd(skel_->maps.tcp_seen), &key, &v, BPF_NOEXIST);
+  }
+  bool has_seen(const flow_key& key) {
+    tcp_seen v{};
+    return bpf_map_lookup_elem(fd(skel_->maps.tcp_seen), &key, &v) == 0;
+  }
+  // flow_counters[0] summed over CPUs, as the daemon reads it.
+  flow_counters stale_counters() {
+    const int cpus = libbpf_num_possible_cpus();
+    std::vector<flow_counters> per_cpu(static_cast<size_t>(cpus));
+    flow_counters sum{};
+    uint32_t zero = 0;
+    if (bpf_map_lookup_elem(fd(skel_->maps.flow_counters), &zero, per_cpu.data()) == 0) {
+      for (const flow_counters& c : per_cpu) {
+        sum.created += c.created;
+        sum.stale_tcp_reset += c.stale_tcp_reset;
+        sum.stale_tcp_refused += c.stale_tcp_refused;
+        sum.reclassified += c.reclassified;
+        sum.idle_reclassified += c.idle_reclassified;
+      }
+    }
+    return sum;
+  }
   rule_counter counter(uint32_t index) {
     const int cpus = libbpf_num_possible_cpus();
     std::vector<rule_counter> per_cpu(static_cast<size_t>(cpus));
@@ -1216,7 +1250,7 @@ std::map<uint16_t, int> spread(const std::vector<Member>& members, int flows) {
   }
   EXPECT_EQ(prog.set_policy(PolicyRow{kPolicy, policy, policy}), 0);
   EXPECT_EQ(prog.set_rule(0, R(kPolicy)), 0);
-  EXPECT_EQ(prog.set_cfg({kMmxMask, 1, kDefaultMark, kFlowTimeoutS}), 0);
+  EXPECT_EQ(prog.set_cfg(cfg_of(kMmxMask, 1, kFlowTimeoutS)), 0);
   int mismatches = 0;
   for (int i = 0; i < flows; i++) {
     char src[32];
@@ -1281,7 +1315,7 @@ TEST(LanIngressSticky, SecondFlowFollowsFirst) {
     }
     ASSERT_EQ(prog.set_policy(PolicyRow{kPolicy, half, half}), 0);
     ASSERT_EQ(prog.set_rule(0, sticky ? static_cast<rule_entry>(R(kPolicy).sticky()) : R(kPolicy)), 0);
-    ASSERT_EQ(prog.set_cfg({kMmxMask, 1, kDefaultMark, kFlowTimeoutS}), 0);
+    ASSERT_EQ(prog.set_cfg(cfg_of(kMmxMask, 1, kFlowTimeoutS)), 0);
     EXPECT_EQ(run_tc(prog.prog_fd(), tcp_pkt(kHostA, *to_wanb, kWeb, 443).frame, kLanIf, 0).mark,
               mark_of(kWanb));
     EXPECT_EQ(run_tc(prog.prog_fd(), tcp_pkt(kHostA, *to_wan, kWeb, 443).frame, kLanIf, 0).mark,
@@ -1332,7 +1366,7 @@ TEST(LanIngressProgram, TwoHundredFiftySixRules) {
     }
     ASSERT_EQ(prog.set_rule(i, r), 0);
   }
-  ASSERT_EQ(prog.set_cfg({kMmxMask, UPLINKD_MAX_RULES, kDefaultMark, kFlowTimeoutS}), 0);
+  ASSERT_EQ(prog.set_cfg(cfg_of(kMmxMask, UPLINKD_MAX_RULES, kFlowTimeoutS)), 0);
 
   const Pkt p = tcp_pkt(kHostA, 40000, kWeb, 443);
   const RunResult r = run_tc(prog.prog_fd(), p.frame, kLanIf, 0);
@@ -1389,6 +1423,10 @@ TEST(LanIngressProgram, MapsMatchTheAbi) {
       {s->maps.sets, UPLINKD_MAP_SETS, BPF_MAP_TYPE_ARRAY_OF_MAPS, UPLINKD_MAX_SETS, 4, 4},
       {s->maps.uplinks, UPLINKD_MAP_UPLINKS, BPF_MAP_TYPE_ARRAY, UPLINKD_MAX_UPLINKS, 4,
        sizeof(uplink_record)},
+      {s->maps.tcp_seen, UPLINKD_MAP_TCP_SEEN, BPF_MAP_TYPE_LRU_HASH, UPLINKD_MAX_TCP_SEEN, sizeof(flow_key),
+       sizeof(tcp_seen)},
+      {s->maps.flow_counters, UPLINKD_MAP_FLOW_COUNTERS, BPF_MAP_TYPE_PERCPU_ARRAY, 1, 4,
+       sizeof(flow_counters)},
   };
   for (const Expected& m : maps) {
     SCOPED_TRACE(m.name);
@@ -1424,6 +1462,497 @@ TEST(LanIngressProgram, MapsMatchTheAbi) {
   EXPECT_EQ(bpf_map__value_size(wan->maps.inbound), bpf_map__value_size(s->maps.inbound));
   EXPECT_EQ(bpf_map__max_entries(wan->maps.uplinks), bpf_map__max_entries(s->maps.uplinks));
   wan_ingress__destroy(wan);
+}
+
+// ---- stale flows: a RST back to the client, or classified again ---------------------------------
+//
+// One packet on a flow the map already holds (on wanb, generation 1 unless the row says otherwise;
+// TCP flows also with a tcp_seen entry), per row. The uplink record says whether the flow is stale
+// (wanb offline, or its generation moved) or idle; the row says what must come of the packet: a
+// RST sent back out the LAN device (TC_ACT_REDIRECT, the output data is the RST), classified again
+// (TC_ACT_OK, packet unchanged, the only rule sends it by wan), or the decision held.
+//
+// The redirect target is skb->ifindex. BPF_PROG_TEST_RUN takes it from ctx_in.ifindex, which must
+// name an existing device (the kernel answers ENODEV otherwise; 0 and 1 are the loopback); these
+// fixtures leave it 0, and LanIngressStaleCtx checks that contract. A test run sends nothing, so
+// only the verdict shows the redirect.
+
+constexpr Mac kClientMac{{0x02, 0x00, 0x00, 0x00, 0x0c, 0x01}};
+constexpr Mac kRouterMac{{0x02, 0x00, 0x00, 0x00, 0x0a, 0x01}};
+
+// A LAN client's TCP segment on its flow to kWeb:443 (or kWeb6), as the row shapes it.
+struct ClientSegment {
+  const char* src = kHostA;
+  const char* dst = kWeb;
+  uint8_t flags = kTcpAck | kTcpPsh;
+  TcpSegment tcp{tcp_timestamps(1000, 2000), Bytes(100, 0x5a)};
+  std::vector<VlanTag> tags;
+  Ipv4Options ip4;
+  bool hop_by_hop = false;  // IPv6: a hop-by-hop header in front of TCP
+  size_t padding = 0;       // bytes after the IP packet (Ethernet padding the IP length excludes)
+  bool l3_only = false;
+};
+
+constexpr uint16_t kClientPort = 40000, kServerPort = 443;
+constexpr uint32_t kClientSeq = 0x11223344, kClientAck = 0xdeadbeef;
+
+Pkt client_segment(const ClientSegment& c) {
+  const Bytes l4 = tcp_segment(kClientPort, kServerPort, kClientSeq, kClientAck, c.flags, c.tcp);
+  Bytes l3;
+  if (is_v6(c.src)) {
+    l3 = c.hop_by_hop ? ipv6_ext(c.src, c.dst, {ipv6_hop_by_hop()}, IPPROTO_TCP, l4)
+                      : ipv6(c.src, c.dst, IPPROTO_TCP, l4);
+  } else {
+    l3 = ipv4(c.src, c.dst, IPPROTO_TCP, l4, c.ip4);
+  }
+  l3.resize(l3.size() + c.padding, 0);
+  const bool fragment = (c.ip4.frag_off & 0x3fff) != 0;
+  const uint16_t sport = fragment ? 0 : kClientPort, dport = fragment ? 0 : kServerPort;
+  Bytes frame =
+      c.l3_only ? l3 : ethernet(is_v6(c.src) ? ETH_P_IPV6 : ETH_P_IP, l3, c.tags, kRouterMac, kClientMac);
+  return Pkt{std::move(frame), make_key(c.src, c.dst, IPPROTO_TCP, sport, dport)};
+}
+
+enum class Outcome { Reset, Classified, Held };
+
+// flow_counters as the rows state them: created, stale_tcp_reset, stale_tcp_refused,
+// reclassified, idle_reclassified.
+struct Counts {
+  uint64_t created, reset, refused, reclassified, idle;
+  bool operator==(const Counts&) const = default;
+};
+std::ostream& operator<<(std::ostream& os, const Counts& c) {
+  return os << "{created " << c.created << ", reset " << c.reset << ", refused " << c.refused
+            << ", reclassified " << c.reclassified << ", idle " << c.idle << "}";
+}
+constexpr Counts kNoCounts{0, 0, 0, 0, 0};
+constexpr Counts kCountedReset{0, 1, 0, 0, 0};
+constexpr Counts kCountedRefused{1, 0, 1, 0, 0};
+constexpr Counts kCountedReclassified{1, 0, 0, 1, 0};
+constexpr Counts kCountedIdle{1, 0, 0, 0, 1};
+
+struct StaleRow {
+  const char* name;
+  const char* description;
+  ClientSegment seg;
+  std::optional<Pkt> other;  // a packet other than the TCP segment (UDP, ICMP)
+  uint32_t flags = UPLINKD_CFG_RESET_STALE_TCP;
+  uint32_t tcp_timeout_s = kFlowTimeoutS;
+  uint32_t udp_timeout_s = kFlowTimeoutS;
+  uint32_t other_timeout_s = kFlowTimeoutS;
+  UplinkRow wanb{kWanb, UPLINK_STATE_OFFLINE, 1};  // the flow's uplink as it is now
+  uint32_t flow_generation = 1;
+  uint64_t flow_age_ns = 5 * kSecondNs;
+  Outcome outcome = Outcome::Reset;
+  Counts counts = kCountedReset;
+};
+
+void PrintTo(const StaleRow& r, std::ostream* os) { *os << r.name << ": " << r.description; }
+
+ClientSegment v6_segment() {
+  ClientSegment c;
+  c.src = kHostA6;
+  c.dst = kWeb6;
+  return c;
+}
+
+std::vector<StaleRow> StaleRows() {
+  const VlanTag q{ETH_P_8021Q, 100}, ad{ETH_P_8021AD, 200};
+  const UplinkRow wanb_up{kWanb, UPLINK_STATE_ONLINE, 1};
+  auto seg = [](auto&& shape) {
+    ClientSegment c;
+    shape(c);
+    return c;
+  };
+  auto refused = [](const char* name, const char* description, ClientSegment c) {
+    return StaleRow{.name = name,
+                    .description = description,
+                    .seg = std::move(c),
+                    .outcome = Outcome::Classified,
+                    .counts = kCountedRefused};
+  };
+  return {
+      // ---- answered with a RST ----
+      {.name = "Ipv4Reset",
+       .description = "the client's data segment on a flow whose uplink is offline becomes the RST"},
+      {.name = "Ipv6Reset", .description = "the same over IPv6", .seg = v6_segment()},
+      {.name = "VlanTagsKept",
+       .description = "a QinQ-tagged frame: the RST keeps both tags as they were",
+       .seg = seg([&](ClientSegment& c) {
+         c.tags = {ad, q};
+       })},
+      {.name = "L3OnlyDevice",
+       .description = "a device without link layer: the RST starts at the IP header, no MACs",
+       .seg = seg([](ClientSegment& c) { c.l3_only = true; })},
+      {.name = "L3OnlyDeviceIpv6",
+       .description = "the same over IPv6",
+       .seg =
+           [] {
+             ClientSegment c = v6_segment();
+             c.l3_only = true;
+             return c;
+           }()},
+      {.name = "FinAck",
+       .description = "a FIN with ACK carries the client's RCV.NXT like any segment: answered",
+       .seg = seg([](ClientSegment& c) { c.flags = kTcpFin | kTcpAck; })},
+      {.name = "BareAckNothingToTrim",
+       .description = "a bare ACK without options is already header-only: rewritten without a cut",
+       .seg = seg([](ClientSegment& c) {
+         c.flags = kTcpAck;
+         c.tcp = TcpSegment{};
+       })},
+      {.name = "EthernetPaddingTrimmed",
+       .description = "a short segment padded to the Ethernet minimum: the padding is cut off",
+       .seg = seg([](ClientSegment& c) {
+         c.flags = kTcpAck;
+         c.tcp = TcpSegment{};
+         c.padding = 6;
+       })},
+      {.name = "UplinkBackWithNewGeneration",
+       .description = "wanb went down and came back (generation 1 -> 2): the flow is still stale",
+       .wanb = {kWanb, UPLINK_STATE_ONLINE, 2}},
+      {.name = "GenerationWrap",
+       .description = "generation 0xFFFFFFFF -> 0 is a move like any other (plain inequality)",
+       .wanb = {kWanb, UPLINK_STATE_ONLINE, 0},
+       .flow_generation = 0xffffffffu},
+      {.name = "StaleBeforeIdle",
+       .description = "stale and idle at once: the RST, not a silent new route",
+       .tcp_timeout_s = 2,
+       .flow_age_ns = 3 * kSecondNs},
+
+      // ---- held ----
+      {.name = "FreshFlowUntouched",
+       .description = "uplink online, same generation: TC_ACT_OK, the flow's mark, packet unchanged",
+       .wanb = wanb_up,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+      {.name = "SameGenerationAtMax",
+       .description = "generation 0xFFFFFFFF on both sides holds",
+       .wanb = {kWanb, UPLINK_STATE_ONLINE, 0xffffffffu},
+       .flow_generation = 0xffffffffu,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+      {.name = "DisconnectingHeld",
+       .description = "a disconnecting uplink still carries its flows (mwan3 uses it until offline)",
+       .wanb = {kWanb, UPLINK_STATE_DISCONNECTING, 1},
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+
+      // ---- not TCP: classified again ----
+      {.name = "UdpReclassified",
+       .description = "a stale UDP flow moves to the policy's current member (wan)",
+       .other = udp_pkt(kHostA, 5000, kDns, 53),
+       .outcome = Outcome::Classified,
+       .counts = kCountedReclassified},
+      {.name = "IcmpReclassified",
+       .description = "a stale ICMP flow likewise",
+       .other = icmp_pkt(kHostA, kWeb),
+       .outcome = Outcome::Classified,
+       .counts = kCountedReclassified},
+      {.name = "FlagOffNoReset",
+       .description = "without UPLINKD_CFG_RESET_STALE_TCP a stale TCP flow is classified again",
+       .flags = 0,
+       .outcome = Outcome::Classified,
+       .counts = kCountedReclassified},
+
+      // ---- stale TCP that must never be answered ----
+      refused("NoAck", "no ACK flag: no RCV.NXT to aim at", seg([](ClientSegment& c) { c.flags = kTcpPsh; })),
+      refused("ClientRst", "the client's own RST (with ACK) is never answered",
+              seg([](ClientSegment& c) { c.flags = kTcpRst | kTcpAck; })),
+      refused("ClientRstNoAck", "the client's own RST without ACK",
+              seg([](ClientSegment& c) { c.flags = kTcpRst; })),
+      refused("BareSyn", "a bare SYN on a reused tuple is a new connection: classified like one",
+              seg([](ClientSegment& c) {
+                c.flags = kTcpSyn;
+                c.tcp = TcpSegment{};
+              })),
+      refused("LanServerSynAck", "a LAN server's SYN-ACK is still in its handshake",
+              seg([](ClientSegment& c) { c.flags = kTcpSyn | kTcpAck; })),
+      refused("DataOffsetBelowFive", "doff 4 is not a TCP header",
+              seg([](ClientSegment& c) { c.tcp.doff = 4; })),
+      refused("DataOffsetBeyondPacket", "doff 15 (60 bytes) in a 32-byte segment", seg([](ClientSegment& c) {
+                c.tcp.payload = {};
+                c.tcp.doff = 15;
+              })),
+      refused("DataOffsetIntoPadding",
+              "doff 8 reaches into Ethernet padding beyond the IP length: the header is not in the packet",
+              seg([](ClientSegment& c) {
+                c.flags = kTcpAck;
+                c.tcp = TcpSegment{.doff = 8};
+                c.padding = 12;
+              })),
+      refused("Ipv4Options", "IPv4 with options (ihl 6)", seg([](ClientSegment& c) { c.ip4.ihl = 6; })),
+      refused("Ipv4FirstFragment", "an IPv4 fragment (MF set), keyed without ports",
+              seg([](ClientSegment& c) { c.ip4.frag_off = 0x2000; })),
+      refused("Ipv6ExtensionHeader", "IPv6 with a hop-by-hop header before TCP",
+              [] {
+                ClientSegment c = v6_segment();
+                c.hop_by_hop = true;
+                return c;
+              }()),
+
+      // ---- idle expiry per protocol (the uplink is fine) ----
+      {.name = "TcpIdle",
+       .description = "a TCP flow idle beyond flow_timeout_tcp_s is classified again, not reset",
+       .tcp_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Classified,
+       .counts = kCountedIdle},
+      {.name = "TcpKeptByItsOwnTimeout",
+       .description = "the UDP and other timeouts do not expire a TCP flow",
+       .udp_timeout_s = 2,
+       .other_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+      {.name = "TcpTimeoutZero",
+       .description = "flow_timeout_tcp_s 0 never expires: a day-old flow holds",
+       .tcp_timeout_s = 0,
+       .wanb = wanb_up,
+       .flow_age_ns = 86400 * kSecondNs,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+      {.name = "UdpIdle",
+       .description = "a UDP flow idle beyond flow_timeout_udp_s",
+       .other = udp_pkt(kHostA, 5000, kDns, 53),
+       .udp_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Classified,
+       .counts = kCountedIdle},
+      {.name = "UdpKeptByItsOwnTimeout",
+       .description = "the TCP timeout does not expire a UDP flow",
+       .other = udp_pkt(kHostA, 5000, kDns, 53),
+       .tcp_timeout_s = 2,
+       .other_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+      {.name = "OtherIdle",
+       .description = "ICMP follows flow_timeout_s",
+       .other = icmp_pkt(kHostA, kWeb),
+       .other_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Classified,
+       .counts = kCountedIdle},
+      {.name = "OtherKeptByItsOwnTimeout",
+       .description = "the TCP and UDP timeouts do not expire an ICMP flow",
+       .other = icmp_pkt(kHostA, kWeb),
+       .tcp_timeout_s = 2,
+       .udp_timeout_s = 2,
+       .wanb = wanb_up,
+       .flow_age_ns = 3 * kSecondNs,
+       .outcome = Outcome::Held,
+       .counts = kNoCounts},
+  };
+}
+
+// The one's-complement sum of n bytes, folded (not inverted): a header whose checksum is right sums
+// to 0xffff. Written here rather than taken from the packet builder or the program.
+uint16_t folded_sum(const uint8_t* p, size_t n, uint32_t sum = 0) {
+  for (size_t i = 0; i < n; i++) {
+    sum += (i % 2 == 0) ? static_cast<uint32_t>(p[i]) << 8 : p[i];
+  }
+  while (sum > 0xffff) {
+    sum = (sum & 0xffff) + (sum >> 16);
+  }
+  return static_cast<uint16_t>(sum);
+}
+
+uint16_t be16_at(const Bytes& b, size_t at) { return static_cast<uint16_t>(b[at] << 8 | b[at + 1]); }
+uint32_t be32_at(const Bytes& b, size_t at) {
+  return static_cast<uint32_t>(be16_at(b, at)) << 16 | be16_at(b, at + 2);
+}
+
+// Checks `out` is exactly the RST that answers the client's segment `in`, field by field.
+void expect_rst(const Bytes& in, const Bytes& out, const ClientSegment& seg) {
+  const bool v6 = is_v6(seg.src);
+  const size_t l2 = seg.l3_only ? 0 : 14 + 4 * seg.tags.size();
+  const size_t ip_len = v6 ? 40 : 20;
+  const size_t l4 = l2 + ip_len;
+  ASSERT_EQ(out.size(), l4 + 20) << "the RST is its headers, nothing after (data cut off)";
+  if (!seg.l3_only) {
+    EXPECT_TRUE(std::equal(out.begin(), out.begin() + 6, in.begin() + 6)) << "to the client's MAC";
+    EXPECT_TRUE(std::equal(out.begin() + 6, out.begin() + 12, in.begin())) << "from the router's MAC";
+    EXPECT_TRUE(std::equal(out.begin() + 12, out.begin() + static_cast<std::ptrdiff_t>(l2), in.begin() + 12))
+        << "VLAN tags and ethertype as they were";
+  }
+  const size_t in_ip_len = v6 ? 40 : static_cast<size_t>(in[l2] & 0x0f) * 4;
+  const size_t in_l4 = l2 + in_ip_len;
+  Bytes pseudo;
+  if (v6) {
+    EXPECT_EQ(be32_at(out, l2), 6u << 28) << "version 6, traffic class and flow label 0";
+    EXPECT_EQ(be16_at(out, l2 + 4), 20u) << "payload length";
+    EXPECT_EQ(out[l2 + 6], IPPROTO_TCP);
+    EXPECT_EQ(out[l2 + 7], 64) << "hop limit";
+    EXPECT_TRUE(std::equal(out.begin() + l2 + 8, out.begin() + l2 + 24, in.begin() + l2 + 24))
+        << "from the server";
+    EXPECT_TRUE(std::equal(out.begin() + l2 + 24, out.begin() + l2 + 40, in.begin() + l2 + 8))
+        << "to the client";
+    pseudo.assign(out.begin() + l2 + 8, out.begin() + l2 + 40);
+    put32(pseudo, 20);
+    put32(pseudo, IPPROTO_TCP);
+  } else {
+    EXPECT_EQ(out[l2], 0x45) << "IPv4, no options";
+    EXPECT_EQ(out[l2 + 1], 0) << "tos";
+    EXPECT_EQ(be16_at(out, l2 + 2), 40u) << "total length";
+    EXPECT_EQ(be16_at(out, l2 + 4), 0u) << "id";
+    EXPECT_EQ(be16_at(out, l2 + 6), 0x4000u) << "DF, offset 0";
+    EXPECT_EQ(out[l2 + 8], 64) << "TTL";
+    EXPECT_EQ(out[l2 + 9], IPPROTO_TCP);
+    EXPECT_TRUE(std::equal(out.begin() + l2 + 12, out.begin() + l2 + 16, in.begin() + l2 + 16))
+        << "from the server";
+    EXPECT_TRUE(std::equal(out.begin() + l2 + 16, out.begin() + l2 + 20, in.begin() + l2 + 12))
+        << "to the client";
+    EXPECT_EQ(folded_sum(&out[l2], 20), 0xffff) << "IPv4 header checksum";
+    pseudo.assign(out.begin() + l2 + 12, out.begin() + l2 + 20);
+    put16(pseudo, IPPROTO_TCP);
+    put16(pseudo, 20);
+  }
+  EXPECT_EQ(be16_at(out, l4), be16_at(in, in_l4 + 2)) << "source port: the server's";
+  EXPECT_EQ(be16_at(out, l4 + 2), be16_at(in, in_l4)) << "destination port: the client's";
+  EXPECT_EQ(be32_at(out, l4 + 4), kClientAck) << "seq = the segment's ack (the client's RCV.NXT)";
+  EXPECT_EQ(be32_at(out, l4 + 8), 0u) << "ack";
+  EXPECT_EQ(out[l4 + 12], 5 << 4) << "data offset 5, no options";
+  EXPECT_EQ(out[l4 + 13], kTcpRst) << "RST alone";
+  EXPECT_EQ(be16_at(out, l4 + 14), 0u) << "window";
+  EXPECT_EQ(be16_at(out, l4 + 18), 0u) << "urgent pointer";
+  EXPECT_EQ(folded_sum(&out[l4], 20, folded_sum(pseudo.data(), pseudo.size())), 0xffff)
+      << "TCP checksum over the pseudo header";
+}
+
+class LanIngressStale : public ::testing::TestWithParam<StaleRow> {};
+
+TEST_P(LanIngressStale, Row) {
+  const StaleRow& row = GetParam();
+  SCOPED_TRACE(row.description);
+  LanProgram prog(row.seg.l3_only);
+  ASSERT_TRUE(prog.ok()) << "loading lan_ingress: " << strerror(-prog.load_err()) << " (run as root)";
+  for (const UplinkRow& u : {UplinkRow{kWan}, row.wanb, UplinkRow{kLte}}) {
+    ASSERT_EQ(prog.set_uplink(u), 0);
+  }
+  for (const PolicyRow& p : default_policies()) {
+    ASSERT_EQ(prog.set_policy(p), 0);
+  }
+  ASSERT_EQ(prog.set_rule(0, R(kWanOnly)), 0);
+  ASSERT_EQ(prog.set_cfg(classifier_cfg{kMmxMask, 1, kDefaultMark, row.other_timeout_s, row.tcp_timeout_s,
+                                        row.udp_timeout_s, row.flags, 0}),
+            0);
+  const Pkt p = row.other ? *row.other : client_segment(row.seg);
+  const bool tcp = p.key.proto == IPPROTO_TCP;
+  ASSERT_EQ(
+      prog.add_flow(
+          FlowRow{
+              .key = p.key, .uplink = kWanb, .generation = row.flow_generation, .age_ns = row.flow_age_ns},
+          monotonic_ns()),
+      0);
+  if (tcp) {
+    ASSERT_EQ(prog.add_seen(p.key, 0x12345), 0);
+  }
+
+  const RunResult r = run_tc(prog.prog_fd(), p.frame, kLanIf, 0);
+  ASSERT_EQ(r.err, 0) << strerror(r.err);
+  const std::optional<flow_value> flow = prog.flow(p.key);
+  switch (row.outcome) {
+    case Outcome::Reset:
+      EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_REDIRECT));
+      expect_rst(p.frame, r.data_out, row.seg);
+      EXPECT_FALSE(flow.has_value()) << "the flows entry of a reset connection is gone";
+      EXPECT_FALSE(prog.has_seen(p.key)) << "and its tcp_seen entry";
+      break;
+    case Outcome::Classified:
+      EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+      EXPECT_EQ(r.data_out, p.frame) << "the packet passes unchanged";
+      EXPECT_EQ(r.mark, mark_of(kWan)) << "classified again: the rule's policy now says wan";
+      ASSERT_TRUE(flow.has_value());
+      EXPECT_EQ(flow->uplink_id, kWan);
+      EXPECT_EQ(flow->generation, 1u);
+      if (tcp) {
+        EXPECT_EQ(prog.has_seen(p.key), row.counts.refused == 0)
+            << "a refused stale segment drops tcp_seen with the flow; otherwise it stays";
+      }
+      break;
+    case Outcome::Held:
+      EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+      EXPECT_EQ(r.data_out, p.frame) << "the packet passes unchanged";
+      EXPECT_EQ(r.mark, mark_of(kWanb)) << "the flow's own mark";
+      ASSERT_TRUE(flow.has_value());
+      EXPECT_EQ(flow->uplink_id, kWanb);
+      EXPECT_EQ(flow->generation, row.flow_generation);
+      if (tcp) {
+        EXPECT_TRUE(prog.has_seen(p.key));
+      }
+      break;
+  }
+  const flow_counters c = prog.stale_counters();
+  EXPECT_EQ((Counts{c.created, c.stale_tcp_reset, c.stale_tcp_refused, c.reclassified, c.idle_reclassified}),
+            row.counts);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rows, LanIngressStale, ::testing::ValuesIn(StaleRows()),
+                         [](const ::testing::TestParamInfo<StaleRow>& info) {
+                           return std::string(info.param.name);
+                         });
+
+// Counters add up over packets: a new flow counts `created`, a held one nothing, and after wanb
+// goes down the next segment is reset and the one after (no entry left) is a new flow again.
+TEST(LanIngressStaleSequence, CountersOverAConnection) {
+  LanProgram prog;
+  ASSERT_TRUE(prog.ok());
+  for (const UplinkRow& u : default_uplinks()) {
+    ASSERT_EQ(prog.set_uplink(u), 0);
+  }
+  for (const PolicyRow& p : default_policies()) {
+    ASSERT_EQ(prog.set_policy(p), 0);
+  }
+  ASSERT_EQ(prog.set_rule(0, R(kWanbOnly)), 0);
+  ASSERT_EQ(prog.set_cfg(cfg_of(kMmxMask, 1, kFlowTimeoutS, UPLINKD_CFG_RESET_STALE_TCP)), 0);
+  const Pkt syn = client_segment({.flags = kTcpSyn, .tcp = {}});
+  const Pkt data = client_segment({});
+
+  EXPECT_EQ(run_tc(prog.prog_fd(), syn.frame, kLanIf, 0).mark, mark_of(kWanb));
+  EXPECT_EQ(run_tc(prog.prog_fd(), data.frame, kLanIf, 0).retval, static_cast<uint32_t>(TC_ACT_OK));
+  ASSERT_EQ(prog.set_uplink({kWanb, UPLINK_STATE_OFFLINE, 2}), 0);  // the daemon: down, generation bumped
+  EXPECT_EQ(run_tc(prog.prog_fd(), data.frame, kLanIf, 0).retval, static_cast<uint32_t>(TC_ACT_REDIRECT));
+  // The client's socket is gone; a retransmission it had in flight finds no entry: a new flow,
+  // classified by wanb-only's last_resort (no member online), never a second RST.
+  ASSERT_EQ(prog.set_policy(both_families(kWanbOnly, last_resort_entry(kUnreachableMark))), 0);
+  const RunResult again = run_tc(prog.prog_fd(), data.frame, kLanIf, 0);
+  EXPECT_EQ(again.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(again.mark, kUnreachableMark);
+  const flow_counters c = prog.stale_counters();
+  EXPECT_EQ((Counts{c.created, c.stale_tcp_reset, c.stale_tcp_refused, c.reclassified, c.idle_reclassified}),
+            (Counts{2, 1, 0, 0, 0}));
+}
+
+// The redirect goes to skb->ifindex; in a test run that is ctx_in.ifindex, which must name an
+// existing device: 1 (the loopback, in every namespace) works, an unused index is refused.
+TEST(LanIngressStaleCtx, IfindexMustNameADevice) {
+  LanProgram prog;
+  ASSERT_TRUE(prog.ok());
+  __sk_buff ctx_in{}, ctx_out{};
+  ctx_in.ifindex = 1;
+  TestRun run = test_run_once(prog.prog_fd(), arp_pkt().frame, ctx_in, &ctx_out);
+  EXPECT_EQ(run.err, 0) << strerror(run.saved_errno);
+  ctx_in.ifindex = 0x7ffffff0;
+  run = test_run_once(prog.prog_fd(), arp_pkt().frame, ctx_in, &ctx_out);
+  EXPECT_NE(run.err, 0);
+  EXPECT_EQ(run.saved_errno, ENODEV);
+}
+
+// The stale path (answer_stale_tcp is a global function, verified once) keeps the program far
+// below the 1M-instruction limit on the l3_only and Ethernet builds alike.
+TEST(LanIngressProgram, StaleResetVerifies) {
+  for (bool l3_only : {false, true}) {
+    LanProgram prog(l3_only);
+    ASSERT_TRUE(prog.ok()) << strerror(-prog.load_err());
+    std::printf("lan_ingress (%s) verified_insns: %u\n", l3_only ? "l3_only" : "ethernet",
+                verified_insns(prog.prog_fd()));
+  }
 }
 
 }  // namespace

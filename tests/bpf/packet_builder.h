@@ -302,6 +302,44 @@ inline Bytes tcp(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uin
   return b;
 }
 
+constexpr uint8_t kTcpFin = 0x01, kTcpPsh = 0x08;
+
+// A TCP segment beyond tcp(): options (padded with NOPs to a multiple of 4 bytes), a payload, and a
+// data offset that may lie (doff set: the header claims that many 32-bit words whatever follows).
+struct TcpSegment {
+  Bytes options;
+  Bytes payload;
+  std::optional<uint8_t> doff;
+  uint16_t window = 65535;
+};
+
+inline Bytes tcp_segment(uint16_t sport, uint16_t dport, uint32_t seq, uint32_t ack, uint8_t flags,
+                         const TcpSegment& s) {
+  Bytes options = s.options;
+  while (options.size() % 4 != 0) {
+    options.push_back(0x01);  // NOP
+  }
+  Bytes b;
+  put16(b, sport);
+  put16(b, dport);
+  put32(b, seq);
+  put32(b, ack);
+  b.push_back(static_cast<uint8_t>(s.doff.value_or(static_cast<uint8_t>(5 + options.size() / 4)) << 4));
+  b.push_back(flags);
+  put16(b, s.window);
+  put16(b, 0);
+  put16(b, 0);
+  return concat(concat(std::move(b), options), s.payload);
+}
+
+// The TCP timestamps option (kind 8) as Linux sends it on every segment, with two NOPs in front.
+inline Bytes tcp_timestamps(uint32_t value, uint32_t echo) {
+  Bytes b{0x01, 0x01, 8, 10};
+  put32(b, value);
+  put32(b, echo);
+  return b;
+}
+
 inline Bytes udp(uint16_t sport, uint16_t dport, const Bytes& payload) {
   Bytes b;
   put16(b, sport);

@@ -1,0 +1,528 @@
+#include "daemon/flow_hygiene.h"
+
+#include <arpa/inet.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "common/log.h"
+#include "health/monitor.h"
+#include "netlink/conntrack.h"
+#include "netlink/ct_mark.h"
+
+namespace uplinkd {
+namespace {
+
+constexpr size_t kEthHeader = 14;
+constexpr size_t kIpv4Header = 20;
+constexpr size_t kIpv6Header = 40;
+constexpr size_t kTcpHeader = 20;
+constexpr uint8_t kTcpRst = 0x04;
+constexpr uint8_t kHopLimit = 64;
+constexpr int64_t kNsPerS = 1000000000LL;
+
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
+void put32(uint8_t* p, uint32_t v) {
+  put16(p, static_cast<uint16_t>(v >> 16));
+  put16(p + 2, static_cast<uint16_t>(v));
+}
+
+// One's-complement sum of big-endian 16-bit words (RFC 1071), not yet folded.
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t sum = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n % 2 != 0) sum += static_cast<uint32_t>(p[n - 1] << 8);
+  return sum;
+}
+
+uint16_t fold(uint32_t sum) {
+  while (sum >> 16 != 0) sum = (sum & 0xFFFF) + (sum >> 16);
+  return static_cast<uint16_t>(~sum);
+}
+
+// The TCP header of the RST; its checksum is filled by the caller (pseudo-header differs by family).
+void write_tcp_rst(uint8_t* tcp, const flow_key& key, uint32_t seq) {
+  std::memcpy(tcp, &key.dport, 2);      // from the remote's port (network order already)
+  std::memcpy(tcp + 2, &key.sport, 2);  // to the client's port
+  put32(tcp + 4, seq);
+  put32(tcp + 8, 0);  // no ACK: RST alone, as RFC 5961 section 3.2 expects at RCV.NXT
+  tcp[12] = static_cast<uint8_t>((kTcpHeader / 4) << 4);
+  tcp[13] = kTcpRst;
+  put16(tcp + 14, 0);  // window
+  put16(tcp + 16, 0);  // checksum, below
+  put16(tcp + 18, 0);  // urgent pointer
+}
+
+void build_ipv4(uint8_t* ip, const flow_key& key, uint32_t seq) {
+  ip[0] = 0x45;
+  ip[1] = 0;
+  put16(ip + 2, static_cast<uint16_t>(kIpv4Header + kTcpHeader));
+  put16(ip + 4, 0);       // id
+  put16(ip + 6, 0x4000);  // DF
+  ip[8] = kHopLimit;
+  ip[9] = IPPROTO_TCP;
+  put16(ip + 10, 0);
+  std::memcpy(ip + 12, key.daddr, 4);  // from the remote
+  std::memcpy(ip + 16, key.saddr, 4);  // to the client
+  put16(ip + 10, fold(sum16(ip, kIpv4Header)));
+  uint8_t* tcp = ip + kIpv4Header;
+  write_tcp_rst(tcp, key, seq);
+  uint32_t pseudo = sum16(ip + 12, 8);
+  pseudo += IPPROTO_TCP + kTcpHeader;
+  put16(tcp + 16, fold(sum16(tcp, kTcpHeader, pseudo)));
+}
+
+void build_ipv6(uint8_t* ip, const flow_key& key, uint32_t seq) {
+  put32(ip, 0x60000000);
+  put16(ip + 4, static_cast<uint16_t>(kTcpHeader));
+  ip[6] = IPPROTO_TCP;
+  ip[7] = kHopLimit;
+  std::memcpy(ip + 8, key.daddr, 16);
+  std::memcpy(ip + 24, key.saddr, 16);
+  uint8_t* tcp = ip + kIpv6Header;
+  write_tcp_rst(tcp, key, seq);
+  uint32_t pseudo = sum16(ip + 8, 32);
+  pseudo += IPPROTO_TCP + kTcpHeader;
+  put16(tcp + 16, fold(sum16(tcp, kTcpHeader, pseudo)));
+}
+
+}  // namespace
+
+size_t FlowKeyHash::operator()(const flow_key& k) const noexcept {
+  // FNV-1a over the key's bytes (padding is zero in map keys).
+  const auto* p = reinterpret_cast<const uint8_t*>(&k);
+  uint64_t h = 1469598103934665603ULL;
+  for (size_t i = 0; i < sizeof k; ++i) h = (h ^ p[i]) * 1099511628211ULL;
+  return static_cast<size_t>(h);
+}
+
+bool FlowKeyEqual::operator()(const flow_key& a, const flow_key& b) const noexcept {
+  return std::memcmp(&a, &b, sizeof a) == 0;
+}
+
+namespace {
+
+int family_of(const flow_key& key) { return key.family == 6 ? AF_INET6 : AF_INET; }
+
+std::string hex(uint32_t v) {
+  char b[16];
+  std::snprintf(b, sizeof b, "0x%x", v);
+  return b;
+}
+
+}  // namespace
+
+std::vector<uint8_t> build_client_reset(const flow_key& key, const tcp_seen& seen) {
+  if (key.proto != IPPROTO_TCP || (key.family != 4 && key.family != 6)) return {};
+  const size_t l2 = seen.l3_only != 0 ? 0 : kEthHeader;
+  const size_t l3 = key.family == 4 ? kIpv4Header : kIpv6Header;
+  std::vector<uint8_t> packet(l2 + l3 + kTcpHeader, 0);
+  if (l2 != 0) {
+    std::memcpy(packet.data(), seen.client_mac, 6);
+    std::memcpy(packet.data() + 6, seen.router_mac, 6);
+    put16(packet.data() + 12, key.family == 4 ? ETH_P_IP : ETH_P_IPV6);
+  }
+  if (key.family == 4) {
+    build_ipv4(packet.data() + l2, key, seen.next_seq);
+  } else {
+    build_ipv6(packet.data() + l2, key, seen.next_seq);
+  }
+  return packet;
+}
+
+ResetSender::~ResetSender() {
+  for (int fd : {raw_fd_, dgram_fd_}) {
+    if (fd >= 0) close(fd);
+  }
+}
+
+int ResetSender::send(const std::vector<uint8_t>& packet, const tcp_seen& seen, int family) {
+  if (packet.empty()) return -EINVAL;
+  const bool l3 = seen.l3_only != 0;
+  int& fd = l3 ? dgram_fd_ : raw_fd_;
+  if (fd < 0) {
+    // Protocol 0: a send-only socket, it never receives a copy of the LAN's traffic.
+    fd = socket(AF_PACKET, (l3 ? SOCK_DGRAM : SOCK_RAW) | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+  }
+  sockaddr_ll to{};
+  to.sll_family = AF_PACKET;
+  to.sll_ifindex = static_cast<int>(seen.ifindex);
+  to.sll_protocol = htons(family == AF_INET6 ? ETH_P_IPV6 : ETH_P_IP);
+  to.sll_halen = 6;
+  std::memcpy(to.sll_addr, seen.client_mac, 6);
+  ssize_t sent =
+      sendto(fd, packet.data(), packet.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  return sent == static_cast<ssize_t>(packet.size()) ? 0 : -errno;
+}
+
+std::string ct_mark_table_name(const std::string& instance) {
+  if (instance.empty() || instance == "default") return "uplinkd";
+  std::string name = "uplinkd_";
+  for (char c : instance) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-' || c == '.';
+    name += ok ? c : '_';
+  }
+  return name;
+}
+
+FlowHygiene::FlowHygiene(const config::Config& cfg, datapath::Datapath& dp, Options options)
+    : cfg_(cfg), dp_(dp), options_(std::move(options)) {
+  if (!options_.ct_table.empty()) {
+    try {
+      ct_marks_ =
+          std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_marks());
+    } catch (const std::exception& e) {
+      throw std::runtime_error("installing nft table inet " + options_.ct_table +
+                               " (copies the uplink mark into the conntrack mark): " + e.what());
+    }
+  }
+}
+
+FlowHygiene::~FlowHygiene() = default;
+
+std::vector<uint32_t> FlowHygiene::enabled_marks() const {
+  std::vector<uint32_t> marks;
+  for (const auto& i : cfg_.interfaces) {
+    const uint32_t mark = config::mark_for_id(i.id, cfg_.globals.mmx_mask);
+    if (i.enabled && mark != 0) marks.push_back(mark);
+  }
+  return marks;
+}
+
+void FlowHygiene::reconfigure() {
+  if (!ct_marks_) return;
+  try {
+    // A changed mmx_mask needs a new table: the rules' mask is fixed at construction.
+    ct_marks_.reset();
+    ct_marks_ =
+        std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_marks());
+  } catch (const std::exception& e) {
+    log::error("nft table inet " + options_.ct_table + ": " + e.what() +
+               "; conntrack entries are not marked, so deleting them by mark finds none");
+  }
+}
+
+std::string FlowHygiene::name_of(uint32_t id) const {
+  for (const auto& i : cfg_.interfaces) {
+    if (i.id == id) return i.name;
+  }
+  return "id " + std::to_string(id);
+}
+
+uint32_t FlowHygiene::timeout_s(uint8_t proto) const {
+  if (proto == IPPROTO_TCP) return cfg_.globals.flow_timeout_tcp_s;
+  if (proto == IPPROTO_UDP) return cfg_.globals.flow_timeout_udp_s;
+  return cfg_.globals.flow_timeout_s;
+}
+
+// A tcp_seen entry older than the TCP flow timeout describes a connection conntrack has likely
+// forgotten; its sequence number is no longer worth a RST.
+bool FlowHygiene::seen_is_fresh(const tcp_seen& seen, int64_t now_ns) const {
+  const uint64_t timeout = cfg_.globals.flow_timeout_tcp_s;
+  const auto now = static_cast<uint64_t>(now_ns);
+  return timeout == 0 || now <= seen.last_seen_ns || now - seen.last_seen_ns < timeout * kNsPerS;
+}
+
+bool FlowHygiene::reset_one(const flow_key& key, int64_t now_ns) {
+  const std::optional<tcp_seen> seen = dp_.lookup_tcp_seen(key);
+  return seen && reset_with(key, *seen, now_ns);
+}
+
+bool FlowHygiene::reset_with(const flow_key& key, const tcp_seen& seen, int64_t now_ns) {
+  if (!seen_is_fresh(seen, now_ns) || seen.ifindex == 0) return false;
+  // The flow goes first, so lan_egress does not record the RST itself as the flow's latest segment.
+  dp_.delete_flow(key);
+  const int err = sender_.send(build_client_reset(key, seen), seen, family_of(key));
+  dp_.delete_tcp_seen(key);
+  if (err != 0) {
+    ++proactive_failed_;
+    log::debug("reset toward a LAN client on ifindex " + std::to_string(seen.ifindex) + ": " +
+               std::strerror(-err));
+    return false;
+  }
+  return true;
+}
+
+size_t FlowHygiene::reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns) {
+  if (!cfg_.globals.reset_stale_tcp || uplink_id == 0) return 0;
+  // Two batch walks and a join here, instead of one lookup syscall per stale flow: tcp_seen holds
+  // only TCP flows with an uplink that the remote has sent on, usually far fewer than `flows`.
+  std::unordered_map<flow_key, tcp_seen, FlowKeyHash, FlowKeyEqual> seen;
+  datapath::MapCursor seen_walk;
+  dp_.walk_tcp_seen(seen_walk, 2 * static_cast<size_t>(UPLINKD_MAX_TCP_SEEN),
+                    [&](const flow_key& key, const tcp_seen& value) {
+                      seen.emplace(key, value);
+                      return true;
+                    });
+  std::vector<std::pair<flow_key, tcp_seen>> stale;
+  if (!seen.empty()) {
+    dp_.for_each_flow([&](const flow_key& key, const flow_value& value) {
+      if (key.proto != IPPROTO_TCP || value.uplink_id != uplink_id || value.generation == generation)
+        return true;
+      auto it = seen.find(key);
+      if (it != seen.end()) stale.emplace_back(key, it->second);
+      return true;
+    });
+  }
+  size_t sent = 0;
+  for (const auto& [key, value] : stale) sent += reset_with(key, value, now_ns) ? 1 : 0;
+  proactive_resets_ += sent;
+  per_uplink_[uplink_id].proactive_resets += sent;
+  return sent;
+}
+
+size_t FlowHygiene::delete_conntrack_by_mark(uint32_t id, uint32_t mark, const char* why) {
+  // Mark 0 or an unknown id would match every unmarked entry: a global flush in disguise.
+  if (id == 0 || mark == 0 || (mark & cfg_.globals.mmx_mask) == 0) return 0;
+  try {
+    const netlink::ConntrackDeleteResult r = netlink::conntrack_delete_by_mark(mark, cfg_.globals.mmx_mask);
+    conntrack_deleted_ += r.deleted;
+    conntrack_failed_ += r.failed;
+    per_uplink_[id].conntrack_deleted += r.deleted;
+    if (r.failed != 0) {
+      log::warn("interface " + name_of(id) + ": " + std::to_string(r.failed) + " of " +
+                std::to_string(r.matched) + " conntrack entries with mark " + hex(mark) +
+                " could not be deleted (" + why + ")");
+    }
+    return r.deleted;
+  } catch (const std::exception& e) {
+    log::error("interface " + name_of(id) + ": deleting conntrack entries with mark " + hex(mark) + "/" +
+               hex(cfg_.globals.mmx_mask) + " (" + why + "): " + e.what());
+    return 0;
+  }
+}
+
+void FlowHygiene::on_disconnected(uint32_t id, uint32_t mark, uint32_t generation, int64_t now_ns) {
+  const int64_t start = now_ns;
+  const size_t resets = reset_stale_tcp(id, generation, now_ns);
+  const bool by_mark = cfg_.globals.conntrack_by_mark;
+  const size_t deleted = by_mark ? delete_conntrack_by_mark(id, mark, "disconnected") : 0;
+  const int64_t took_us = (health::monotonic_ns() - start) / 1000;
+  log::notice("interface " + name_of(id) + " offline: " + std::to_string(resets) +
+              " idle TCP client(s) reset, " +
+              (by_mark ? std::to_string(deleted) + " conntrack entries with mark " + hex(mark) + " deleted"
+                       : std::string("conntrack left alone (conntrack_by_mark 0)")) +
+              " in " + std::to_string(took_us) + " us");
+}
+
+void FlowHygiene::on_event(uint32_t id, uint32_t mark, std::string_view event) {
+  const config::InterfaceConfig* iface = nullptr;
+  for (const auto& i : cfg_.interfaces) {
+    if (i.id == id) iface = &i;
+  }
+  if (iface == nullptr) return;
+  const auto& events = iface->flush_conntrack;
+  if (std::find(events.begin(), events.end(), event) == events.end()) return;
+  // on_disconnected() has done it already.
+  if (event == "disconnected" && cfg_.globals.conntrack_by_mark) return;
+  const std::string why = "flush_conntrack " + std::string(event);
+  const size_t deleted = delete_conntrack_by_mark(id, mark, why.c_str());
+  log::info("interface " + iface->name + ": " + why + ": " + std::to_string(deleted) +
+            " conntrack entries with its mark deleted (uplinkd never flushes the whole table)");
+}
+
+void FlowHygiene::on_connected(uint32_t id, const policy::OnlineInterfaces& online, int64_t now_ns) {
+  const policy::PolicyTable table = policy::resolve_policies(cfg_, online);
+  // Per move policy: the uplinks that carry its new flows now, per family, when `id` is one of them.
+  std::map<std::string, std::pair<std::set<uint32_t>, std::set<uint32_t>>> moving;
+  for (const auto& p : cfg_.policies) {
+    if (!p.failback_move) continue;
+    const policy::PolicyState* state = table.find(p.name);
+    if (state == nullptr) continue;
+    std::set<uint32_t> v4, v6;
+    for (const auto& m : state->ipv4.members) v4.insert(m.id);
+    for (const auto& m : state->ipv6.members) v6.insert(m.id);
+    if (v4.count(id) != 0 || v6.count(id) != 0) moving[p.name] = {v4, v6};
+  }
+  if (moving.empty()) return;
+  // rules[i] is cfg.rules[i] (rule_id = i + 1).
+  std::vector<const std::pair<std::set<uint32_t>, std::set<uint32_t>>*> by_rule(cfg_.rules.size(), nullptr);
+  for (size_t i = 0; i < cfg_.rules.size(); ++i) {
+    auto it = moving.find(cfg_.rules[i].use_policy);
+    if (it != moving.end()) by_rule[i] = &it->second;
+  }
+  std::vector<std::pair<flow_key, flow_value>> moved;
+  dp_.for_each_flow([&](const flow_key& key, const flow_value& value) {
+    if (value.origin != FLOW_ORIGIN_RULE || value.rule_id == 0 || value.rule_id > by_rule.size() ||
+        value.uplink_id == 0) {
+      return true;
+    }
+    const auto* active = by_rule[value.rule_id - 1];
+    if (active == nullptr) return true;
+    const auto& ids = key.family == 6 ? active->second : active->first;
+    // Only flows of the family the returning uplink serves move; others stay where they are.
+    if (ids.count(id) != 0 && ids.count(value.uplink_id) == 0) moved.emplace_back(key, value);
+    return true;
+  });
+  size_t resets = 0, ct = 0;
+  for (const auto& [key, value] : moved) {
+    // A generation from the past never becomes current again (generations only grow).
+    dp_.set_flow_generation(key, value.generation - 1);
+    if (key.proto == IPPROTO_TCP && cfg_.globals.reset_stale_tcp && reset_one(key, now_ns)) ++resets;
+    try {
+      // Masquerade keeps the original tuple: it is the LAN-side key.
+      const int family = key.family == 6 ? AF_INET6 : AF_INET;
+      if (netlink::conntrack_delete_tuple(family, key.proto, key.saddr, key.daddr, key.sport, key.dport))
+        ++ct;
+    } catch (const std::invalid_argument&) {
+      // ICMP and other protocols without ports: nothing to delete by tuple.
+    } catch (const std::exception& e) {
+      log::debug(std::string("failback conntrack delete: ") + e.what());
+    }
+    ++per_uplink_[value.uplink_id].failback_moved;
+  }
+  failback_moved_ += moved.size();
+  proactive_resets_ += resets;
+  per_uplink_[id].proactive_resets += resets;
+  conntrack_deleted_ += ct;
+  log::notice("interface " + name_of(id) + " online: failback 'move': " + std::to_string(moved.size()) +
+              " flow(s) moved back, " + std::to_string(resets) + " TCP client(s) reset, " +
+              std::to_string(ct) + " conntrack entries deleted");
+}
+
+void FlowHygiene::sweep(int64_t now_ns) {
+  sweep_flows(now_ns);
+  sweep_tcp_seen();
+}
+
+void FlowHygiene::sweep_flows(int64_t now_ns) {
+  if (flow_cursor_.done) flow_cursor_ = {};
+  const auto now = static_cast<uint64_t>(now_ns);
+  std::vector<flow_key> idle;
+  dp_.walk_flows(flow_cursor_, options_.sweep_batch, [&](const flow_key& key, const flow_value& value) {
+    ++pass_tracked_;
+    if (value.uplink_id != 0) ++pass_per_uplink_[value.uplink_id];
+    const uint64_t timeout = timeout_s(key.proto);
+    if (timeout != 0 && now > value.last_seen_ns && now - value.last_seen_ns >= timeout * kNsPerS) {
+      idle.push_back(key);
+    }
+    return true;
+  });
+  for (const auto& key : idle) {
+    // Read again: a packet may have refreshed the flow since the batch was read.
+    const std::optional<flow_value> value = dp_.lookup_flow(key);
+    if (!value || now <= value->last_seen_ns || now - value->last_seen_ns < timeout_s(key.proto) * kNsPerS)
+      continue;
+    if (dp_.delete_flow(key)) ++expired_;
+  }
+  if (flow_cursor_.done) {
+    tracked_ = pass_tracked_;
+    tracked_known_ = true;
+    tracked_at_ns_ = now_ns;
+    for (auto& [id, u] : per_uplink_) u.tracked = 0;
+    for (const auto& [id, n] : pass_per_uplink_) per_uplink_[id].tracked = n;
+    pass_tracked_ = 0;
+    pass_per_uplink_.clear();
+  }
+}
+
+void FlowHygiene::sweep_tcp_seen() {
+  if (seen_cursor_.done) seen_cursor_ = {};
+  std::vector<flow_key> orphans;
+  dp_.walk_tcp_seen(seen_cursor_, options_.sweep_batch, [&](const flow_key& key, const tcp_seen&) {
+    orphans.push_back(key);
+    return true;
+  });
+  for (const auto& key : orphans) {
+    if (dp_.lookup_flow(key)) continue;
+    if (dp_.delete_tcp_seen(key)) ++tcp_seen_pruned_;
+  }
+}
+
+nlohmann::json FlowHygiene::counters_json() const {
+  const datapath::FlowCounters dp = dp_.flow_counters();
+  const int64_t now = health::monotonic_ns();
+  nlohmann::json uplinks = nlohmann::json::array();
+  for (const auto& i : cfg_.interfaces) {
+    if (!i.enabled) continue;
+    auto it = per_uplink_.find(i.id);
+    const PerUplink u = it != per_uplink_.end() ? it->second : PerUplink{};
+    uplinks.push_back({{"name", i.name},
+                       {"id", i.id},
+                       {"tracked", u.tracked},
+                       {"proactive_resets", u.proactive_resets},
+                       {"conntrack_deleted", u.conntrack_deleted},
+                       {"failback_moved", u.failback_moved}});
+  }
+  return {{"tracked", tracked_},
+          {"tracked_known", tracked_known_},
+          {"tracked_age_s", tracked_known_ ? static_cast<double>(now - tracked_at_ns_) / 1e9 : 0.0},
+          {"created", dp.created},
+          {"stale_resets", {{"active", dp.stale_tcp_reset}, {"proactive", proactive_resets_}}},
+          {"proactive_failed", proactive_failed_},
+          {"refused", dp.stale_tcp_refused},
+          {"reclassified", dp.reclassified},
+          {"idle_reclassified", dp.idle_reclassified},
+          {"expired", expired_},
+          {"tcp_seen_pruned", tcp_seen_pruned_},
+          {"conntrack_deleted", conntrack_deleted_},
+          {"conntrack_failed", conntrack_failed_},
+          {"failback_moved", failback_moved_},
+          {"reset_stale_tcp", cfg_.globals.reset_stale_tcp},
+          {"conntrack_by_mark", cfg_.globals.conntrack_by_mark},
+          {"timeouts_s",
+           {{"tcp", cfg_.globals.flow_timeout_tcp_s},
+            {"udp", cfg_.globals.flow_timeout_udp_s},
+            {"other", cfg_.globals.flow_timeout_s}}},
+          {"interfaces", uplinks}};
+}
+
+std::string format_flows(const nlohmann::json& f) {
+  std::ostringstream out;
+  char buf[256];
+  out << "Flows:\n";
+  if (f.value("tracked_known", false)) {
+    std::snprintf(buf, sizeof buf, " tracked %llu (counted by the sweep %.0f s ago)\n",
+                  f.value("tracked", 0ULL), f.value("tracked_age_s", 0.0));
+  } else {
+    std::snprintf(buf, sizeof buf, " tracked: not counted yet (the first sweep pass is under way)\n");
+  }
+  out << buf;
+  const auto resets = f.value("stale_resets", nlohmann::json::object());
+  std::snprintf(buf, sizeof buf, " stale TCP resets: %llu active, %llu proactive, %llu refused\n",
+                resets.value("active", 0ULL), resets.value("proactive", 0ULL), f.value("refused", 0ULL));
+  out << buf;
+  std::snprintf(buf, sizeof buf,
+                " decided %llu, reclassified %llu (uplink down), %llu (idle), expired %llu\n",
+                f.value("created", 0ULL), f.value("reclassified", 0ULL), f.value("idle_reclassified", 0ULL),
+                f.value("expired", 0ULL));
+  out << buf;
+  std::snprintf(
+      buf, sizeof buf, " conntrack entries deleted %llu (%llu failed), moved back by failback %llu\n",
+      f.value("conntrack_deleted", 0ULL), f.value("conntrack_failed", 0ULL), f.value("failback_moved", 0ULL));
+  out << buf;
+  const auto t = f.value("timeouts_s", nlohmann::json::object());
+  std::snprintf(
+      buf, sizeof buf,
+      " idle timeouts: tcp %llus, udp %llus, other %llus; reset_stale_tcp %s, conntrack_by_mark %s\n",
+      t.value("tcp", 0ULL), t.value("udp", 0ULL), t.value("other", 0ULL),
+      f.value("reset_stale_tcp", false) ? "on" : "off", f.value("conntrack_by_mark", false) ? "on" : "off");
+  out << buf << "\nPer interface:\n";
+  for (const auto& i : f.value("interfaces", nlohmann::json::array())) {
+    std::snprintf(buf, sizeof buf,
+                  " %s: tracked %llu, proactive resets %llu, conntrack deleted %llu, moved back %llu\n",
+                  i.value("name", "?").c_str(), i.value("tracked", 0ULL), i.value("proactive_resets", 0ULL),
+                  i.value("conntrack_deleted", 0ULL), i.value("failback_moved", 0ULL));
+    out << buf;
+  }
+  out << "\n";
+  return out.str();
+}
+
+}  // namespace uplinkd

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Turn `conntrack -L` output (stdin) into one line per entry that shell can match on:
+  <proto> <orig src> <orig dst> <orig sport> <orig dport> <reply dst> <mark hex> <mark & --mask hex>
+Ports are "-" for protocols without them. With --mask the last field is the mark under it.
+"""
+import argparse
+import re
+import sys
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--mask", type=lambda v: int(v, 0), default=0xFFFFFFFF)
+    a = ap.parse_args()
+    for line in sys.stdin:
+        fields = line.split()
+        if len(fields) < 3 or "src=" not in line:
+            continue
+        kv = [(m.group(1), m.group(2)) for m in re.finditer(r"\b(src|dst|sport|dport|mark)=(\S+)", line)]
+        srcs = [v for k, v in kv if k == "src"]
+        dsts = [v for k, v in kv if k == "dst"]
+        sports = [v for k, v in kv if k == "sport"] + ["-"]
+        dports = [v for k, v in kv if k == "dport"] + ["-"]
+        marks = [int(v, 0) for k, v in kv if k == "mark"] + [0]
+        if len(srcs) < 2 or len(dsts) < 2:
+            continue
+        mark = marks[0]
+        print(fields[0], srcs[0], dsts[0], sports[0], dports[0], dsts[1], "0x%x" % mark, "0x%x" % (mark & a.mask))
+
+
+if __name__ == "__main__":
+    main()

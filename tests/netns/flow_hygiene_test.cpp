@@ -1,0 +1,482 @@
+// FlowHygiene against real TCP sockets: a client namespace connects through a router namespace
+// (running only the LAN classifier, lan_egress and FlowHygiene) to a server namespace. The client's
+// own kernel is the witness: a proactive RST with the learnt sequence number makes its blocked
+// recv() fail with ECONNRESET; RSTs with a wrong sequence number leave it connected.
+//
+//   client ns  c0 10.1.0.2/24 ── r0 10.1.0.1/24  router ns  r1 10.2.0.1/24 ── s0 10.2.0.2/24  server ns
+//
+// Namespaces are h3fh-<pid>-<n>-{c,r,s}, deleted in TearDown.
+#include "daemon/flow_hygiene.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include "config/config.h"
+#include "datapath/datapath.h"
+#include "health/monitor.h"
+#include "netns_fixture.h"
+
+namespace uplinkd {
+namespace {
+
+using uplinkd::testing::enter_netns;
+using uplinkd::testing::must_run;
+using uplinkd::testing::run_command;
+using uplinkd::testing::wait_until;
+
+constexpr uint32_t kUplink = 1;
+constexpr uint32_t kMask = 0x3F00;
+constexpr uint32_t kMark = 0x100;
+constexpr uint32_t kPolicy = 3;
+constexpr uint16_t kPort = 5201;
+
+const char* const kConfig =
+    "config globals 'globals'\n"
+    "\toption mmx_mask '0x3F00'\n"
+    "config interface 'wan'\n"
+    "\toption enabled '1'\n"
+    "\toption device 'r1'\n"
+    "\toption gateway '10.2.0.2'\n"
+    "config interface 'wan2'\n"
+    "\toption enabled '1'\n"
+    "\toption device 'r1'\n"
+    "\toption gateway '10.2.0.2'\n"
+    "config member 'wan_m1'\n"
+    "\toption interface 'wan'\n"
+    "\toption metric '1'\n"
+    "config member 'wan2_m2'\n"
+    "\toption interface 'wan2'\n"
+    "\toption metric '2'\n"
+    "config policy 'failover'\n"
+    "\tlist use_member 'wan_m1'\n"
+    "\tlist use_member 'wan2_m2'\n"
+    "\toption failback 'move'\n"
+    "config rule 'all'\n"
+    "\toption use_policy 'failover'\n";
+
+// Runs `fn` with the calling thread inside namespace `ns`, then returns to `back`.
+template <typename Fn>
+auto in_netns(const std::string& ns, int back, Fn fn) {
+  EXPECT_EQ(enter_netns("/run/netns/" + ns), 0);
+  auto result = fn();
+  setns(back, CLONE_NEWNET);
+  return result;
+}
+
+class FlowHygieneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, BPF, packet sockets)";
+    if (!datapath::is_bpffs("/sys/fs/bpf"))
+      GTEST_SKIP() << "no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)";
+    static int counter = 0;
+    base_ = "h3fh-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
+    original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(original_, 0);
+    for (const char* s : {"-c", "-r", "-s"}) {
+      ASSERT_EQ(run_command("ip netns add " + base_ + s).status, 0) << "ip netns add";
+      made_.push_back(base_ + s);
+      must_run("ip -n " + base_ + s + " link set lo up");
+    }
+    const std::string c = base_ + "-c", r = base_ + "-r", s = base_ + "-s";
+    must_run("ip -n " + r + " link add r0 type veth peer name c0 netns " + c);
+    must_run("ip -n " + r + " link add r1 type veth peer name s0 netns " + s);
+    must_run("ip -n " + c + " addr add 10.1.0.2/24 dev c0");
+    must_run("ip -n " + r + " addr add 10.1.0.1/24 dev r0");
+    must_run("ip -n " + r + " addr add 10.2.0.1/24 dev r1");
+    must_run("ip -n " + s + " addr add 10.2.0.2/24 dev s0");
+    for (const auto& [ns, dev] : {std::pair{c, "c0"}, {r, "r0"}, {r, "r1"}, {s, "s0"}}) {
+      must_run("ip -n " + ns + " link set " + dev + " up");
+    }
+    must_run("ip -n " + c + " route add default via 10.1.0.1");
+    must_run("ip -n " + s + " route add default via 10.2.0.1");
+    must_run("ip netns exec " + r + " sysctl -qw net.ipv4.ip_forward=1");
+    ASSERT_EQ(enter_netns("/run/netns/" + r), 0);
+    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.1.0.2").status == 0; }));
+    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.2.0.2").status == 0; }));
+
+    config_ = config::parse(kConfig, "mwan3");
+    dp_ = std::make_unique<datapath::Datapath>("/sys/fs/bpf", base_, [](const probe_reply_event&) {});
+    program_classifier();
+    dp_->attach_lan(static_cast<int>(if_nametoindex("r0")), "r0", false);
+  }
+
+  void TearDown() override {
+    hygiene_.reset();
+    dp_.reset();
+    for (int fd : {client_, server_, listener_}) {
+      if (fd >= 0) close(fd);
+    }
+    if (original_ >= 0) {
+      setns(original_, CLONE_NEWNET);
+      close(original_);
+    }
+    for (const auto& ns : made_) EXPECT_EQ(run_command("ip netns del " + ns).status, 0) << ns;
+  }
+
+  // Uplink `id` online on r1; one rule sending everything to a policy whose only member is `id`.
+  void program_classifier(uint32_t id = kUplink) {
+    write_uplink(UPLINK_STATE_ONLINE, 0, id);
+    classifier_cfg c{};
+    c.mmx_mask = kMask;
+    c.n_rules = 1;
+    c.default_mark = kMask;
+    c.flow_timeout_tcp_s = 7440;
+    c.flow_timeout_udp_s = 180;
+    c.flow_timeout_s = 600;
+    c.flags = UPLINKD_CFG_RESET_STALE_TCP;
+    dp_->write_classifier_cfg(c);
+    rule_entry rule{};
+    rule.policy_id = kPolicy;
+    dp_->write_rule(0, rule);
+    policy_entry p{};
+    p.n_members = 1;
+    p.threshold[0] = 0xFFFFFFFF;
+    p.mark[0] = config::mark_for_id(id, kMask);
+    p.uplink_id[0] = static_cast<uint16_t>(id);
+    dp_->write_policy(UPLINKD_POLICY_SLOT(kPolicy, 4), p);
+  }
+
+  void write_uplink(uint32_t state, uint32_t generation, uint32_t id = kUplink) {
+    uplink_record u{};
+    u.ifindex = if_nametoindex("r1");
+    u.state = state;
+    u.generation = generation;
+    u.mark = config::mark_for_id(id, kMask);
+    dp_->write_uplink(id, u);
+  }
+
+  // A connected pair: client_ (in the client ns) to server_ (accepted in the server ns), with data
+  // both ways so lan_egress has seen the server's segments.
+  void connect_pair() {
+    const int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    listener_ = in_netns(base_ + "-s", here, [] {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      int one = 1;
+      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(kPort);
+      bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+      listen(fd, 4);
+      return fd;
+    });
+    client_ = in_netns(base_ + "-c", here, [] { return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
+    close(here);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(kPort);
+    inet_pton(AF_INET, "10.2.0.2", &to.sin_addr);
+    ASSERT_EQ(connect(client_, reinterpret_cast<sockaddr*>(&to), sizeof to), 0) << std::strerror(errno);
+    server_ = accept(listener_, nullptr, nullptr);
+    ASSERT_GE(server_, 0);
+    timeval tv{5, 0};  // every blocking call below is bounded
+    setsockopt(client_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(server_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    exchange();
+  }
+
+  // One message each way; true when both arrived.
+  bool exchange() {
+    char buf[64];
+    if (send(client_, "ping", 4, MSG_NOSIGNAL) != 4) return false;
+    if (recv(server_, buf, sizeof buf, 0) != 4) return false;
+    if (send(server_, "pong!", 5, MSG_NOSIGNAL) != 5) return false;
+    return recv(client_, buf, sizeof buf, 0) == 5;
+  }
+
+  flow_key client_key() const {
+    flow_key k{};
+    inet_pton(AF_INET, "10.1.0.2", k.saddr);
+    inet_pton(AF_INET, "10.2.0.2", k.daddr);
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    getsockname(client_, reinterpret_cast<sockaddr*>(&local), &len);
+    k.sport = local.sin_port;
+    k.dport = htons(kPort);
+    k.proto = IPPROTO_TCP;
+    k.family = 4;
+    return k;
+  }
+
+  void make_hygiene(bool reset = true) {
+    config_.globals.reset_stale_tcp = reset;
+    hygiene_ = std::make_unique<FlowHygiene>(config_, *dp_,
+                                             FlowHygiene::Options{"h3test_" + std::to_string(getpid())});
+  }
+
+  std::string base_;
+  int original_ = -1;
+  std::vector<std::string> made_;
+  config::Config config_;
+  std::unique_ptr<datapath::Datapath> dp_;
+  std::unique_ptr<FlowHygiene> hygiene_;
+  int listener_ = -1, client_ = -1, server_ = -1;
+};
+
+TEST_F(FlowHygieneTest, LanEgressLearnsTheClientsNextSequence) {
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  const flow_key key = client_key();
+  const auto flow = dp_->lookup_flow(key);
+  ASSERT_TRUE(flow.has_value()) << "lan_ingress did not record the client's flow";
+  EXPECT_EQ(flow->uplink_id, kUplink);
+  EXPECT_EQ(flow->mark, kMark);
+  const auto seen = dp_->lookup_tcp_seen(key);
+  ASSERT_TRUE(seen.has_value()) << "lan_egress did not record the server's segments";
+  EXPECT_EQ(seen->ifindex, if_nametoindex("r0"));
+  EXPECT_EQ(seen->l3_only, 0);
+  // That the sequence number is the client's RCV.NXT is proven by the client itself below.
+}
+
+TEST_F(FlowHygieneTest, WrongSequenceRstsLeaveTheClientConnected) {
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  const flow_key key = client_key();
+  const auto seen = dp_->lookup_tcp_seen(key);
+  ASSERT_TRUE(seen.has_value());
+  ResetSender sender;
+  // In window but not RCV.NXT (RFC 5961: a challenge ACK), and far out of the window (dropped).
+  for (uint32_t offset : {1U, 100U, 0x40000000U, 0x80000000U}) {
+    tcp_seen wrong = *seen;
+    wrong.next_seq = seen->next_seq + offset;
+    ASSERT_EQ(sender.send(build_client_reset(key, wrong), wrong, AF_INET), 0);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_TRUE(exchange()) << "a RST with a wrong sequence number reset the client: " << std::strerror(errno);
+  EXPECT_TRUE(exchange());
+}
+
+TEST_F(FlowHygieneTest, ProactiveResetFailsTheBlockedRecvWithEconnreset) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  const flow_key key = client_key();
+  ASSERT_TRUE(dp_->lookup_tcp_seen(key).has_value());
+
+  int recv_errno = 0;
+  ssize_t got = 0;
+  std::chrono::steady_clock::time_point failed_at;
+  std::thread reader([&] {
+    char buf[16];
+    got = recv(client_, buf, sizeof buf, 0);  // blocks: the server sends nothing more
+    recv_errno = errno;
+    failed_at = std::chrono::steady_clock::now();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // What the daemon does at `disconnected`: bump the generation, write the record, then hygiene.
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  const auto reset_at = std::chrono::steady_clock::now();
+  hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  reader.join();
+  EXPECT_EQ(got, -1);
+  EXPECT_EQ(recv_errno, ECONNRESET) << std::strerror(recv_errno);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::microseconds>(failed_at - reset_at).count() / 1000.0;
+  std::printf("[          ] from on_disconnected to the client's ECONNRESET: %.2f ms\n", ms);
+  EXPECT_LT(ms, 200.0);
+
+  EXPECT_FALSE(dp_->lookup_flow(key).has_value()) << "the reset flow's entry stayed";
+  EXPECT_FALSE(dp_->lookup_tcp_seen(key).has_value()) << "the reset flow's tcp_seen entry stayed";
+  const auto j = hygiene_->counters_json();
+  EXPECT_EQ(j["stale_resets"]["proactive"], 1U) << j.dump();
+  EXPECT_EQ(j["interfaces"][0]["proactive_resets"], 1U) << j.dump();
+  const std::string text = format_flows(j);
+  EXPECT_NE(text.find(" stale TCP resets: 0 active, 1 proactive, 0 refused\n"), std::string::npos) << text;
+  EXPECT_NE(text.find(" wan: tracked 0, proactive resets 1, conntrack deleted "), std::string::npos) << text;
+  std::printf("%s", text.c_str());
+  // The server is untouched by uplinkd (it would hear of it from the remote side only).
+  EXPECT_EQ(send(server_, "x", 1, MSG_NOSIGNAL), 1);
+}
+
+TEST_F(FlowHygieneTest, ConntrackEntriesOfTheDeadMarkGoOthersStay) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  // The ct mark table copies the packet's uplink mark into the entry; the next packets carry it.
+  ASSERT_TRUE(exchange());
+  auto entries = [](const std::string& mark) {
+    return run_command("conntrack -L -m " + mark +
+                       "/0x3f00 2>/dev/null | grep -c dport=" + std::to_string(kPort))
+        .output;
+  };
+  ASSERT_TRUE(wait_until([&] { return entries("0x100").rfind("1", 0) == 0; }))
+      << run_command("conntrack -L").output;
+  // An unmarked entry (the router's own connection to the server) must survive.
+  must_run(
+      "conntrack -I -p tcp -s 10.2.0.1 -d 10.2.0.2 --sport 40000 --dport 22 --state ESTABLISHED -t 60 -u "
+      "SEEN_REPLY");
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  EXPECT_EQ(entries("0x100").rfind("0", 0), 0U) << run_command("conntrack -L").output;
+  EXPECT_NE(run_command("conntrack -L -p tcp --dport 22").output.find("sport=40000"), std::string::npos);
+  EXPECT_GE(hygiene_->counters_json()["conntrack_deleted"].get<uint64_t>(), 1U);
+}
+
+TEST_F(FlowHygieneTest, ResetsOffLeaveTheClientAlone) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene(false));
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  EXPECT_TRUE(dp_->lookup_flow(client_key()).has_value());
+  EXPECT_EQ(hygiene_->counters_json()["stale_resets"]["proactive"], 0U);
+}
+
+// The backup (wan2) carries a connection; the preferred wan comes back and the policy says
+// failback 'move': the flow is made stale, its client reset, its conntrack entry deleted by tuple.
+TEST_F(FlowHygieneTest, FailbackMoveResetsTheBackupsFlows) {
+  program_classifier(2);  // only wan2 online: the policy's flows go by uplink 2
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  const flow_key key = client_key();
+  ASSERT_TRUE(dp_->lookup_flow(key).has_value());
+  ASSERT_EQ(dp_->lookup_flow(key)->uplink_id, 2);
+  ASSERT_TRUE(uplinkd::testing::wait_until([&] {
+    return run_command("conntrack -L -p tcp --dport " + std::to_string(kPort) + " 2>/dev/null")
+               .output.find("10.1.0.2") != std::string::npos;
+  }));
+  int recv_errno = 0;
+  std::thread reader([&] {
+    char buf[16];
+    recv(client_, buf, sizeof buf, 0);
+    recv_errno = errno;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  write_uplink(UPLINK_STATE_ONLINE, 0, kUplink);  // wan is back
+  hygiene_->on_connected(kUplink, {"wan", "wan2"}, health::monotonic_ns());
+  reader.join();
+  EXPECT_EQ(recv_errno, ECONNRESET) << std::strerror(recv_errno);
+  EXPECT_FALSE(dp_->lookup_flow(key).has_value());
+  EXPECT_EQ(run_command("conntrack -L -p tcp --dport " + std::to_string(kPort) + " 2>/dev/null")
+                .output.find("10.1.0.2"),
+            std::string::npos);
+  const auto j = hygiene_->counters_json();
+  EXPECT_EQ(j["failback_moved"], 1U) << j.dump();
+  EXPECT_EQ(j["stale_resets"]["proactive"], 1U) << j.dump();
+  // A policy that keeps (the default) moves nothing: wan2 coming back moves nothing either, as it is
+  // not the better member.
+  hygiene_->on_connected(2, {"wan", "wan2"}, health::monotonic_ns());
+  EXPECT_EQ(hygiene_->counters_json()["failback_moved"], 1U);
+}
+
+// Cost of the walks on a full-size table, and what the sweep expires.
+TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  const int fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_FLOWS).c_str());
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kFlows = 100000;
+  const uint64_t now = static_cast<uint64_t>(health::monotonic_ns());
+  for (uint32_t i = 0; i < kFlows; ++i) {
+    flow_key k{};
+    k.saddr[0] = 10;
+    std::memcpy(&k.saddr[1], &i, 3);  // 100000 < 2^24: every key distinct
+    k.daddr[0] = 10;
+    k.daddr[1] = 2;
+    k.sport = static_cast<uint16_t>(i);
+    k.dport = htons(443);
+    k.proto = i % 2 == 0 ? IPPROTO_TCP : IPPROTO_UDP;
+    k.family = 4;
+    flow_value v{};
+    // Every fourth flow idle for longer than its timeout (UDP 180 s; TCP 7440 s).
+    const bool idle = i % 4 == 1;
+    v.last_seen_ns = idle && now > 200ULL * 1000000000ULL ? now - 200ULL * 1000000000ULL : now;
+    v.uplink_id = kUplink;
+    v.mark = kMark;
+    v.origin = FLOW_ORIGIN_RULE;
+    v.rule_id = 1;
+    ASSERT_EQ(bpf_map_update_elem(fd, &k, &v, BPF_ANY), 0);
+  }
+  close(fd);
+  // Every other TCP flow has a tcp_seen entry, so the join has work to do; all of them are older
+  // than the TCP timeout (60 s here), so no RST goes out and the figure is the walk's alone.
+  config_.globals.flow_timeout_tcp_s = 60;
+  ASSERT_GT(now, 200ULL * 1000000000ULL) << "the machine booted less than 200 s ago";
+  const int seen_fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_TCP_SEEN).c_str());
+  ASSERT_GE(seen_fd, 0);
+  size_t with_seen = 0;
+  dp_->for_each_flow([&](const flow_key& k, const flow_value&) {
+    if (k.proto == IPPROTO_TCP && k.saddr[0] == 10 && (with_seen++ % 2) == 0) {
+      tcp_seen ts{};
+      ts.last_seen_ns = now - 100ULL * 1000000000ULL;  // older than this test's TCP timeout: no RST sent
+      ts.ifindex = if_nametoindex("r0");
+      bpf_map_update_elem(seen_fd, &k, &ts, BPF_ANY);
+    }
+    return true;
+  });
+  close(seen_fd);
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(hygiene_->reset_stale_tcp(kUplink, 1, health::monotonic_ns()), 0U);  // every tcp_seen too old
+  auto t1 = std::chrono::steady_clock::now();
+  size_t visited = dp_->for_each_flow([](const flow_key&, const flow_value&) { return true; });
+  auto t2 = std::chrono::steady_clock::now();
+  EXPECT_GE(visited, kFlows);  // plus the few of the setup's pings
+  EXPECT_LE(visited, kFlows + 8);
+  int calls = 0;
+  double longest_ms = 0;
+  do {
+    auto s0 = std::chrono::steady_clock::now();
+    hygiene_->sweep(health::monotonic_ns());
+    longest_ms = std::max(
+        longest_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
+    ++calls;
+  } while (!hygiene_->counters_json()["tracked_known"].get<bool>() && calls < 100);
+  std::printf(
+      "[          ] %u flows, %zu tcp_seen: stale-TCP join %.1f ms, bare flows walk %.1f ms, sweep pass %d "
+      "calls, "
+      "longest call %.1f ms\n",
+      kFlows, with_seen / 2, std::chrono::duration<double, std::milli>(t1 - t0).count(),
+      std::chrono::duration<double, std::milli>(t2 - t1).count(), calls, longest_ms);
+  const auto j = hygiene_->counters_json();
+  EXPECT_GE(j["tracked"].get<uint64_t>(), kFlows) << j.dump();
+  EXPECT_LE(j["tracked"].get<uint64_t>(), kFlows + 8) << j.dump();
+  EXPECT_EQ(j["expired"], kFlows / 4) << j.dump();  // the idle UDP quarter (i % 4 == 1)
+}
+
+TEST(FlowReset, Ipv6ChecksumsAndLayout) {
+  flow_key k{};
+  inet_pton(AF_INET6, "2001:db8:a::2", k.saddr);
+  inet_pton(AF_INET6, "2001:db8:b::1", k.daddr);
+  k.sport = htons(40000);
+  k.dport = htons(443);
+  k.proto = IPPROTO_TCP;
+  k.family = 6;
+  tcp_seen s{};
+  s.next_seq = 0x12345678;
+  const uint8_t client[6] = {2, 0, 0, 0, 0, 1}, router[6] = {2, 0, 0, 0, 0, 2};
+  std::memcpy(s.client_mac, client, 6);
+  std::memcpy(s.router_mac, router, 6);
+  const auto p = build_client_reset(k, s);
+  ASSERT_EQ(p.size(), 14U + 40U + 20U);
+  EXPECT_EQ(std::memcmp(p.data(), client, 6), 0);
+  EXPECT_EQ(std::memcmp(p.data() + 6, router, 6), 0);
+  EXPECT_EQ(p[12], 0x86);
+  EXPECT_EQ(p[13], 0xdd);
+  const uint8_t* ip = p.data() + 14;
+  EXPECT_EQ(std::memcmp(ip + 8, k.daddr, 16), 0);   // from the remote
+  EXPECT_EQ(std::memcmp(ip + 24, k.saddr, 16), 0);  // to the client
+  const uint8_t* tcp = ip + 40;
+  EXPECT_EQ(tcp[0] << 8 | tcp[1], 443);
+  EXPECT_EQ(tcp[2] << 8 | tcp[3], 40000);
+  EXPECT_EQ(static_cast<uint32_t>(tcp[4] << 24 | tcp[5] << 16 | tcp[6] << 8 | tcp[7]), 0x12345678U);
+  EXPECT_EQ(tcp[13], 0x04);  // RST only
+  // Pseudo-header plus segment sums to 0xFFFF when the checksum is right.
+  uint32_t sum = 0;
+  for (int i = 0; i < 32; i += 2) sum += static_cast<uint32_t>(ip[8 + i] << 8 | ip[9 + i]);
+  sum += 20 + IPPROTO_TCP;
+  for (int i = 0; i < 20; i += 2) sum += static_cast<uint32_t>(tcp[i] << 8 | tcp[i + 1]);
+  while (sum >> 16) sum = (sum & 0xFFFF) + (sum >> 16);
+  EXPECT_EQ(sum, 0xFFFFU);
+  k.proto = IPPROTO_UDP;
+  EXPECT_TRUE(build_client_reset(k, s).empty());
+}
+
+}  // namespace
+}  // namespace uplinkd
