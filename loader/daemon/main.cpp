@@ -1,20 +1,14 @@
 // uplinkd: multi-WAN health checking and failover with an eBPF datapath.
-#include <net/if.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "common/log.h"
 #include "config/config.h"
-#include "config/uci.h"
 #include "daemon/daemon.h"
-#include "policy/policy_table.h"
-#include "policy/rule_compiler.h"
 
 namespace uplinkd {
 const char* version();
@@ -87,18 +81,9 @@ int main(int argc, char** argv) {
 
   uplinkd::config::Config config;
   try {
-    config = uplinkd::config::load(options.config_path, options.network_path);
     // Rules and policies are checked now too, so their errors name file and line before anything
     // is attached (the daemon compiles them again against the devices present at start).
-    uplinkd::policy::check_policy_limits(config);
-    std::ifstream in(options.config_path);
-    std::stringstream text;
-    text << in.rdbuf();
-    // With the parsed source the compiler names the option's own line, not the rule's header.
-    const uplinkd::config::uci::Package source = uplinkd::config::uci::parse(text.str(), options.config_path);
-    uplinkd::policy::compile_rules(
-        config, uplinkd::policy::assign_policy_ids(config),
-        [](const std::string& device) { return if_nametoindex(device.c_str()); }, &source);
+    config = uplinkd::load_checked_config(options.config_path, options.network_path);
   } catch (const uplinkd::config::ConfigError& e) {
     std::fprintf(stderr, "uplinkd: %s\n", e.what());
     return 2;

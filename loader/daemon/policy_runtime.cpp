@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <bpf/bpf.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "common/log.h"
@@ -66,20 +69,49 @@ policy_entry fallback_entry(uint32_t mark) {
   return e;
 }
 
+uint32_t lookup_ifindex(const std::string& device) { return if_nametoindex(device.c_str()); }
+
+int family_of(const config::InterfaceConfig& i) {
+  return i.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
+}
+
+const config::InterfaceConfig* enabled_interface(const config::Config& cfg, uint32_t id) {
+  for (const auto& i : cfg.interfaces) {
+    if (i.id == id && i.enabled) return &i;
+  }
+  return nullptr;
+}
+
+// A rule that every packet of `family` (4 or 6) matches: the "default rule" whose policy the router's
+// own traffic follows (mwan3 ships default_rule_v4 with dest_ip 0.0.0.0/0 and default_rule_v6 ::/0).
+bool matches_every_destination(const rule_entry& e, const policy::RuleInfo& info, uint8_t family) {
+  if (e.family != 0 && e.family != family) return false;
+  if (e.proto != 0 || e.n_src != 0 || e.n_sport != 0 || e.n_dport != 0 || e.set_id != 0) return false;
+  if (e.src_ifindex != 0 || !info.src_iface.empty()) return false;
+  if (e.n_dst == 0) return true;
+  for (unsigned k = 0; k < e.n_dst && k < UPLINKD_RULE_MAX_ADDRS; ++k) {
+    if (e.dst[k].prefixlen == 0 && e.dst[k].family == family) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
-PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp)
-    : cfg_(cfg), dp_(dp), marks_(policy::MarkSpace::from_mask(cfg.globals.mmx_mask)) {
-  policy::check_policy_limits(cfg_);
-  policy_ids_ = policy::assign_policy_ids(cfg_);
-  rules_ = policy::compile_rules(cfg_, policy_ids_, [](const std::string& dev) { return if_nametoindex(dev.c_str()); });
-  for (size_t i = 0; i < rules_.info.size(); ++i) {
-    for (const auto& w : rules_.info[i].warnings) log::warn("rule " + rules_.info[i].name + ": " + w);
-    if (!rules_.info[i].set.empty()) {
-      log::warn("rule " + rules_.info[i].name + ": ipset '" + rules_.info[i].set +
-                "' is not loaded yet by uplinkd; the rule matches no destination until it is");
-    }
-  }
+PolicyRuntime::Compiled PolicyRuntime::compile(const config::Config& cfg) {
+  policy::check_policy_limits(cfg);
+  Compiled c;
+  c.marks = policy::MarkSpace::from_mask(cfg.globals.mmx_mask);
+  c.policy_ids = policy::assign_policy_ids(cfg);
+  c.rules = policy::compile_rules(cfg, c.policy_ids, lookup_ifindex);
+  return c;
+}
+
+PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp) : cfg_(cfg), dp_(dp) {
+  Compiled compiled = compile(cfg_);
+  marks_ = compiled.marks;
+  policy_ids_ = std::move(compiled.policy_ids);
+  rules_ = std::move(compiled.rules);
+  log_rule_warnings();
   for (const auto& i : cfg_.interfaces) {
     if (!i.device.empty()) uplink_devices_.insert(i.device);
   }
@@ -89,31 +121,129 @@ PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp)
   }
   for (const auto& i : cfg_.interfaces) {
     if (!i.enabled) continue;
-    const int family = i.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
     std::string error;
-    if (kernel_.install_uplink(i.id, i.device, family, config::mark_for_id(i.id, cfg_.globals.mmx_mask),
-                               cfg_.globals.mmx_mask, &error) != 0) {
-      throw std::runtime_error("interface " + i.name + ": " + error);
-    }
+    if (install_uplink_rules(i, &error) != 0) throw std::runtime_error("interface " + i.name + ": " + error);
   }
-  classifier_cfg c{};
-  c.mmx_mask = cfg_.globals.mmx_mask;
-  c.n_rules = static_cast<uint32_t>(rules_.entries.size());
-  c.default_mark = marks_.default_mark;
-  // Flows stay on their decision until the LRU evicts them or their uplink goes down, like a
-  // conntrack mark; idle expiry comes with the failover-hygiene work.
-  c.flow_timeout_s = 0;
+  load_sets();
   write_rules();
-  dp_.write_classifier_cfg(c);
+  write_classifier_cfg();
   publish({});
 }
 
 PolicyRuntime::~PolicyRuntime() {
   for (const auto& l : list_links()) dp_.detach_lan(l.ifindex);
+  sets_.reset();
+  if (sets_fd_ >= 0) close(sets_fd_);
+}
+
+// The nft sets that `option ipset` rules name, loaded into the classifier's tries before the rules
+// that use them are written (a rule never sees a set id whose trie is not filled yet).
+void PolicyRuntime::load_sets() {
+  if (!sets_) {
+    const std::string path = dp_.pin_dir() + "/" + UPLINKD_MAP_SETS;
+    sets_fd_ = bpf_obj_get(path.c_str());
+    if (sets_fd_ < 0) throw std::runtime_error("opening " + path + ": " + std::strerror(errno));
+    sets_ = std::make_unique<datapath::SetMaps>(sets_fd_);
+  }
+  sets_->configure(rules_.sets);
+  sets_->refresh(true);
+}
+
+void PolicyRuntime::log_rule_warnings() const {
+  for (const auto& info : rules_.info) {
+    for (const auto& w : info.warnings) log::warn("rule " + info.name + ": " + w);
+  }
+}
+
+int PolicyRuntime::install_uplink_rules(const config::InterfaceConfig& i, std::string* error) {
+  return kernel_.install_uplink(i.id, i.device, family_of(i),
+                                config::mark_for_id(i.id, cfg_.globals.mmx_mask), cfg_.globals.mmx_mask,
+                                error);
+}
+
+void PolicyRuntime::write_classifier_cfg() {
+  classifier_cfg c{};
+  c.mmx_mask = cfg_.globals.mmx_mask;
+  c.n_rules = static_cast<uint32_t>(rules_.entries.size());
+  c.default_mark = marks_.default_mark;
+  c.flow_timeout_s = cfg_.globals.flow_timeout_s;
+  c.flow_timeout_tcp_s = cfg_.globals.flow_timeout_tcp_s;
+  c.flow_timeout_udp_s = cfg_.globals.flow_timeout_udp_s;
+  if (cfg_.globals.reset_stale_tcp) c.flags |= UPLINKD_CFG_RESET_STALE_TCP;
+  dp_.write_classifier_cfg(c);
+}
+
+std::string PolicyRuntime::reload(const config::Config& next, Compiled compiled,
+                                  const policy::OnlineInterfaces& online) {
+  std::string problems;
+  auto note = [&](const std::string& what) { problems += (problems.empty() ? "" : "; ") + what; };
+  const config::Config old = std::move(cfg_);
+  cfg_ = next;
+  marks_ = compiled.marks;
+  policy_ids_ = std::move(compiled.policy_ids);
+  rules_ = std::move(compiled.rules);
+  log_rule_warnings();
+
+  uplink_devices_.clear();
+  for (const auto& i : cfg_.interfaces) {
+    if (!i.device.empty()) uplink_devices_.insert(i.device);
+  }
+  // A device that became an uplink's is no LAN any more; one that stopped being one is picked up as
+  // LAN by the next refresh().
+  for (const auto& l : list_links()) {
+    if (uplink_devices_.count(l.name) != 0 && dp_.lan_attached(l.ifindex)) {
+      dp_.detach_lan(l.ifindex);
+      log::info("LAN classifier detached from " + l.name + " (now an uplink's device)");
+    }
+  }
+
+  for (int family : {AF_INET, AF_INET6}) {
+    std::string error;
+    if (kernel_.install_general(family, cfg_.globals.mmx_mask, &error) != 0) note(error);
+  }
+  for (const auto& i : old.interfaces) {
+    if (!i.enabled) continue;
+    const config::InterfaceConfig* now = enabled_interface(cfg_, i.id);
+    if (now == nullptr || family_of(*now) != family_of(i)) kernel_.remove_uplink(i.id, family_of(i));
+  }
+  // install_uplink() leaves identical rules alone and replaces those whose device or mark changed.
+  for (const auto& i : cfg_.interfaces) {
+    if (!i.enabled) continue;
+    std::string error;
+    if (install_uplink_rules(i, &error) != 0) note("interface " + i.name + ": " + error);
+  }
+
+  // Policies first, so a rule never points at a policy id the map does not hold yet; the rule count
+  // last, so the classifier reads only rules already written.
+  publish(online);
+  load_sets();
+  write_rules();
+  write_classifier_cfg();
+  return problems;
+}
+
+std::vector<PolicyRuntime::RouteMember> PolicyRuntime::default_route_members(int family) const {
+  const uint8_t fam = family == AF_INET6 ? 6 : 4;
+  for (size_t i = 0; i < rules_.entries.size() && i < rules_.info.size(); ++i) {
+    const rule_entry& e = rules_.entries[i];
+    if (!matches_every_destination(e, rules_.info[i], fam)) continue;
+    std::vector<RouteMember> members;
+    for (const auto& [name, id] : policy_ids_) {
+      if (id != e.policy_id) continue;
+      const policy::PolicyState* p = table_.find(name);
+      if (p == nullptr) break;
+      for (const auto& m : p->family(fam == 6 ? config::Family::Ipv6 : config::Family::Ipv4).members) {
+        members.push_back({m.id, m.weight});
+      }
+    }
+    return members;  // empty for default / unreachable / blackhole: the system's routes apply
+  }
+  return {};
 }
 
 void PolicyRuntime::write_rules() {
-  for (size_t i = 0; i < rules_.entries.size(); ++i) dp_.write_rule(static_cast<uint32_t>(i), rules_.entries[i]);
+  for (size_t i = 0; i < rules_.entries.size(); ++i)
+    dp_.write_rule(static_cast<uint32_t>(i), rules_.entries[i]);
 }
 
 void PolicyRuntime::publish(const policy::OnlineInterfaces& online) {
@@ -121,8 +251,10 @@ void PolicyRuntime::publish(const policy::OnlineInterfaces& online) {
   // The built-in targets of use_policy first: they never change, but a restart must find them.
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdDefault, 4), fallback_entry(marks_.default_mark));
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdDefault, 6), fallback_entry(marks_.default_mark));
-  dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdUnreachable, 4), fallback_entry(marks_.unreachable_mark));
-  dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdUnreachable, 6), fallback_entry(marks_.unreachable_mark));
+  dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdUnreachable, 4),
+                   fallback_entry(marks_.unreachable_mark));
+  dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdUnreachable, 6),
+                   fallback_entry(marks_.unreachable_mark));
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdBlackhole, 4), fallback_entry(marks_.blackhole_mark));
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdBlackhole, 6), fallback_entry(marks_.blackhole_mark));
   for (const auto& p : table_.policies) {
@@ -136,6 +268,7 @@ void PolicyRuntime::publish(const policy::OnlineInterfaces& online) {
 void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
   refresh_lan(uplinks);
   refresh_connected();
+  if (sets_) sets_->refresh();  // dnsmasq's nftset= and firewall reloads change sets at run time
   std::vector<int> up;
   for (const auto& u : uplinks) {
     if (u.ifindex != 0) up.push_back(u.ifindex);
@@ -152,8 +285,9 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
       last_error_ = error;
     }
   }
-  if (!policy::refresh_src_ifindexes(rules_, [](const std::string& d) { return if_nametoindex(d.c_str()); })
-           .empty()) {
+  if (!policy::refresh_src_ifindexes(rules_, [](const std::string& d) {
+         return if_nametoindex(d.c_str());
+       }).empty()) {
     write_rules();
   }
 }
@@ -181,7 +315,8 @@ void PolicyRuntime::refresh_connected() {
   for (int family : {AF_INET, AF_INET6}) {
     std::string error;
     std::vector<netlink::RoutePrefix> part;
-    if (netlink::connected_networks(family, &part, &error) == 0) now.insert(now.end(), part.begin(), part.end());
+    if (netlink::connected_networks(family, &part, &error) == 0)
+      now.insert(now.end(), part.begin(), part.end());
   }
   if (now == connected_) return;
   connected_ = now;
@@ -199,6 +334,15 @@ nlohmann::json PolicyRuntime::rules_json() const {
     const rule_counter c = dp_.rule_counters(static_cast<uint32_t>(i));
     rules[i]["packets"] = c.packets;
     rules[i]["bytes"] = c.bytes;
+  }
+  if (!sets_) return rules;
+  // Where each ipset rule's set was found and how many prefixes its trie holds (or why it is empty).
+  for (const auto& st : sets_->status()) {
+    for (size_t i = 0; i < rules.size() && i < rules_.entries.size(); ++i) {
+      if (rules_.entries[i].set_id != st.id) continue;
+      rules[i]["set"] = {{"name", st.name}, {"table", st.where}, {"prefixes", st.prefixes},
+                         {"problem", st.problem}};
+    }
   }
   return rules;
 }

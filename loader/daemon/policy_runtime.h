@@ -5,14 +5,15 @@
 #pragma once
 
 #include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "config/config.h"
 #include "datapath/datapath.h"
+#include "datapath/set_maps.h"
 #include "netlink/policy_rules.h"
 #include "policy/policy_table.h"
 #include "policy/rule_compiler.h"
@@ -29,8 +30,25 @@ class PolicyRuntime {
     int ifindex = 0;  // 0 while the device is absent or down
   };
 
+  // What a configuration compiles to before anything is applied: compile() throws for a bad one, so
+  // a reload can refuse it with nothing changed.
+  struct Compiled {
+    policy::MarkSpace marks;
+    std::map<std::string, uint32_t> policy_ids;
+    policy::CompiledRules rules;
+  };
+  // Throws config::ConfigError naming file, line and option.
+  static Compiled compile(const config::Config& cfg);
+
+  // A member of the default rule's policy carrying new flows now (see default_route_members).
+  struct RouteMember {
+    uint32_t id = 0;  // interface id
+    int weight = 1;
+  };
+
   // Compiles the rules (throws config::ConfigError naming file, line and option) and installs the
-  // general ip rules. Nothing is online yet: every policy starts at its last_resort.
+  // general ip rules. Nothing is online yet: every policy starts at its last_resort. Keeps its own
+  // copy of `cfg`, so a reload never leaves it pointing at a replaced configuration.
   PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp);
   ~PolicyRuntime();  // detaches the LAN classifier; PolicyRules removes exactly its rules and routes
   PolicyRuntime(const PolicyRuntime&) = delete;
@@ -44,16 +62,34 @@ class PolicyRuntime {
   // An uplink's device went away or down: its table copies go (mwan3 flushes the table at ifdown).
   void uplink_down(const UplinkView& uplink);
 
+  // Applies a configuration that compile() accepted, in place: programs stay attached and flows stay
+  // remembered; rules, policies (for `online`), the classifier settings and mwan3's ip rules follow
+  // `next` (rules of interfaces that keep their id, device, family and mark are left untouched).
+  // Returns what went wrong in the kernel (empty: nothing); the new configuration is in force anyway.
+  std::string reload(const config::Config& next, Compiled compiled, const policy::OnlineInterfaces& online);
+
+  // The online members of the policy that the default rule uses for `family` (AF_INET or AF_INET6), at
+  // their lowest metric: what the router's own traffic follows. The default rule is the first rule
+  // that matches every destination of the family (dest_ip 0.0.0.0/0 or ::/0, or none) and nothing
+  // narrower (no source, port, protocol, src_iface or ipset condition). Empty when there is no such
+  // rule, its policy has no member online, or it names default/unreachable/blackhole.
+  [[nodiscard]] std::vector<RouteMember> default_route_members(int family) const;
+  [[nodiscard]] const config::Config& config() const { return cfg_; }
+
   [[nodiscard]] nlohmann::json policies_json() const;
   [[nodiscard]] nlohmann::json rules_json() const;
   [[nodiscard]] nlohmann::json connected_json() const;
 
  private:
   void write_rules();
+  void write_classifier_cfg();
+  void log_rule_warnings() const;
+  int install_uplink_rules(const config::InterfaceConfig& i, std::string* error);
   void refresh_lan(const std::vector<UplinkView>& uplinks);
   void refresh_connected();
+  void load_sets();
 
-  const config::Config& cfg_;
+  config::Config cfg_;
   datapath::Datapath& dp_;
   policy::MarkSpace marks_;
   std::map<std::string, uint32_t> policy_ids_;
@@ -63,6 +99,8 @@ class PolicyRuntime {
   std::set<std::string> uplink_devices_;  // every interface's device, enabled or not: never LAN
   std::vector<netlink::RoutePrefix> connected_;
   std::string last_error_;
+  int sets_fd_ = -1;                        // the pinned `sets` map (owned)
+  std::unique_ptr<datapath::SetMaps> sets_;  // the tries behind `option ipset` rules
 };
 
 }  // namespace uplinkd

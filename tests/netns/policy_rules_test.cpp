@@ -206,6 +206,27 @@ TEST_F(PolicyRulesTest, OtherMasksGiveMwan3sGeneralPrefs) {
             "32767:\tfrom all lookup default\n");
 }
 
+// A reload with another mmx_mask installs the general rules again on the same object: the new ones
+// replace the old, and an uplink whose rules did not change keeps them (no delete and re-add).
+TEST_F(PolicyRulesTest, ReloadWithAnotherMaskReplacesTheGeneralRulesOnly) {
+  PolicyRules rules;
+  std::string error;
+  ASSERT_EQ(rules.install_general(AF_INET, kMask, &error), 0) << error;
+  ASSERT_EQ(rules.install_uplink(1, "wan1", AF_INET, 0x100, kMask, &error), 0) << error;
+  ASSERT_EQ(rules.install_uplink(1, "wan1", AF_INET, 0x100, kMask, &error), 0) << error;
+  ASSERT_EQ(rules.install_general(AF_INET, 0xff00, &error), 0) << error;
+  EXPECT_EQ(show("-4 rule show"),
+            "0:\tfrom all lookup local\n"
+            "1001:\tfrom all iif wan1 lookup 1\n"
+            "2253:\tfrom all fwmark 0xfd00/0xff00 blackhole\n"
+            "2254:\tfrom all fwmark 0xfe00/0xff00 unreachable\n"
+            "3001:\tfrom all fwmark 0x100/0x3f00 unreachable\n"
+            "32766:\tfrom all lookup main\n"
+            "32767:\tfrom all lookup default\n");
+  rules.remove_uplink(1, AF_INET);
+  EXPECT_EQ(show("-4 rule show").find("wan1"), std::string::npos);
+}
+
 TEST_F(PolicyRulesTest, LeavesAnIdenticalRuleItDidNotAddInPlace) {
   router_ip("rule add pref 3001 fwmark 0x100/0x3f00 unreachable");
   std::string before = routing_state();
