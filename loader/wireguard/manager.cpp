@@ -1,0 +1,304 @@
+#include "wireguard/manager.h"
+
+#include <bpf/bpf.h>
+#include <net/if.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "common/log.h"
+#include "datapath/wg_steering.h"
+
+namespace uplinkd::wireguard {
+namespace {
+
+datapath::WgEndpoint to_wg_endpoint(const Endpoint& endpoint) { return {endpoint.address, endpoint.port}; }
+
+nlohmann::json string_list(const std::vector<std::string>& items) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const std::string& item : items) list.push_back(item);
+  return list;
+}
+
+}  // namespace
+
+ActiveUplinkResolver pinned_policy_resolver(const std::string& pin_dir) {
+  return [path = pin_dir + "/" + UPLINKD_MAP_POLICIES](uint32_t policy_id, int family,
+                                                       const wg_endpoint_key& key) -> uint32_t {
+    int fd = bpf_obj_get(path.c_str());
+    if (fd < 0) return 0;
+    policy_entry entry{};
+    uint32_t slot = UPLINKD_POLICY_SLOT(policy_id, family == AF_INET6 ? 6 : 4);
+    int err = bpf_map_lookup_elem(fd, &slot, &entry);
+    close(fd);
+    return err == 0 ? datapath::WgSteering::active_uplink(entry, key) : 0;
+  };
+}
+
+WireguardManager::WireguardManager(const config::Config& cfg, std::map<std::string, uint32_t> policy_ids,
+                                   datapath::WgSteering* steering, ActiveUplinkResolver resolver,
+                                   std::string uapi_dir)
+    : cfg_(cfg),
+      policy_ids_(std::move(policy_ids)),
+      steering_(steering),
+      resolver_(std::move(resolver)),
+      watcher_(std::move(uapi_dir)) {
+  for (uint32_t id = 0; id < UPLINKD_MAX_WG_ENDPOINTS; ++id) free_ids_.insert(id);
+  for (const config::WireguardConfig& wg : cfg_.wireguard) {
+    for (const std::string& sentence : wg.unsupported_endpoints) log::warn(sentence);
+  }
+}
+
+WireguardManager::~WireguardManager() { stop(); }
+
+void WireguardManager::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  if (steering_ != nullptr) {
+    for (const auto& [text, state] : endpoints_) {
+      if (!state.in_map) continue;
+      if (std::optional<Endpoint> endpoint = parse_endpoint(text))
+        steering_->remove_endpoint(to_wg_endpoint(*endpoint));
+    }
+  }
+  endpoints_.clear();
+  routes_.restore_all();
+}
+
+void WireguardManager::set_uplinks(std::vector<UplinkInfo> uplinks) {
+  uplinks_ = std::move(uplinks);
+  std::map<uint32_t, int> tables;
+  for (const UplinkInfo& u : uplinks_) {
+    if (u.ifindex > 0) tables[u.id] = u.ifindex;
+  }
+  routes_.set_uplink_tables(std::move(tables));
+  if (!stopped_) refresh_routes();
+}
+
+void WireguardManager::poll() {
+  if (stopped_) return;
+  WatchChanges changes = watcher_.poll();
+  log_changes(changes);
+  tracked_ = collect();
+  sync_endpoints(tracked_);
+  refresh_routes();
+}
+
+void WireguardManager::log_changes(const WatchChanges& changes) const {
+  for (const std::string& device : changes.devices_added)
+    log::info("wireguard: device " + device + " appeared");
+  for (const std::string& device : changes.devices_removed)
+    log::info("wireguard: device " + device + " vanished");
+  auto endpoint_text = [](const std::optional<Endpoint>& e) { return e ? e->str() : std::string("none"); };
+  for (const PeerState& p : changes.added) {
+    log::info("wireguard: " + p.device + " peer " + p.public_key + " endpoint " + endpoint_text(p.endpoint));
+  }
+  for (const PeerState& p : changes.removed)
+    log::info("wireguard: " + p.device + " peer " + p.public_key + " gone");
+  for (const EndpointMove& m : changes.moved) {
+    log::notice("wireguard: " + m.now.device + " peer " + m.now.public_key + " endpoint moved from " +
+                endpoint_text(m.before.endpoint) + " to " + endpoint_text(m.now.endpoint));
+  }
+}
+
+const config::WireguardConfig* WireguardManager::device_config(const std::string& device) const {
+  return cfg_.find_wireguard(device);
+}
+
+std::vector<WireguardManager::Tracked> WireguardManager::collect() const {
+  std::vector<Tracked> tracked;
+  for (const PeerState& p : watcher_.peers()) {
+    tracked.push_back(
+        Tracked{p.device, p.public_key, p.endpoint, p.implementation, false, p.device_ifindex, p.fwmark});
+  }
+  for (const config::WireguardConfig& wg : cfg_.wireguard) {
+    int ifindex = static_cast<int>(if_nametoindex(wg.device.c_str()));
+    uint32_t fwmark = 0;
+    for (const Device& d : watcher_.devices()) {
+      if (d.name == wg.device) fwmark = d.fwmark;
+    }
+    for (const config::WireguardConfig::StaticEndpoint& e : wg.endpoints) {
+      tracked.push_back(Tracked{wg.device, "", Endpoint{e.address, e.port}, "config", true, ifindex, fwmark});
+    }
+  }
+  return tracked;
+}
+
+WireguardManager::PolicyChoice WireguardManager::policy_for(const std::string& device, int family) const {
+  PolicyChoice choice;
+  const config::WireguardConfig* wg = device_config(device);
+  if (wg != nullptr && !wg->policy.empty()) {
+    choice.name = wg->policy;
+    choice.from = "option policy";
+  } else if (auto rule = config::default_rule_policy(
+                 cfg_, family == AF_INET6 ? config::Family::Ipv6 : config::Family::Ipv4)) {
+    choice.name = rule->policy;
+    choice.from = "rule '" + rule->rule + "'";
+  } else {
+    choice.from = "no default rule";
+  }
+  auto id = policy_ids_.find(choice.name);
+  if (id != policy_ids_.end()) choice.id = id->second;
+  return choice;
+}
+
+std::optional<uint32_t> WireguardManager::allocate_endpoint_id() {
+  if (free_ids_.empty()) return std::nullopt;
+  uint32_t id = *free_ids_.begin();
+  free_ids_.erase(free_ids_.begin());
+  return id;
+}
+
+// Writes every endpoint that follows a policy to wg_endpoints and removes the ones gone. An
+// endpoint shared by two peers is one map entry (the map is keyed by address and port).
+void WireguardManager::sync_endpoints(const std::vector<Tracked>& tracked) {
+  std::map<std::string, uint32_t> wanted;  // endpoint text -> policy id
+  for (const Tracked& t : tracked) {
+    if (!t.endpoint) continue;
+    PolicyChoice policy = policy_for(t.device, t.endpoint->address.family);
+    if (policy.id) wanted.emplace(t.endpoint->str(), *policy.id);
+  }
+  for (auto it = endpoints_.begin(); it != endpoints_.end();) {
+    if (wanted.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    if (steering_ != nullptr && it->second.in_map) {
+      if (std::optional<Endpoint> endpoint = parse_endpoint(it->first))
+        steering_->remove_endpoint(to_wg_endpoint(*endpoint));
+    }
+    free_ids_.insert(it->second.endpoint_id);
+    it = endpoints_.erase(it);
+  }
+  for (const auto& [text, policy_id] : wanted) {
+    auto known = endpoints_.find(text);
+    if (known != endpoints_.end() && known->second.policy_id == policy_id &&
+        (known->second.in_map || steering_ == nullptr)) {
+      continue;
+    }
+    EndpointState state = known != endpoints_.end() ? known->second : EndpointState{};
+    if (known == endpoints_.end()) {
+      std::optional<uint32_t> id = allocate_endpoint_id();
+      if (!id) {
+        log::warn("wireguard: endpoint " + text + " not steered: all " +
+                  std::to_string(UPLINKD_MAX_WG_ENDPOINTS) + " endpoint slots in use");
+        continue;
+      }
+      state.endpoint_id = *id;
+    }
+    state.policy_id = policy_id;
+    if (steering_ != nullptr) {
+      int err =
+          steering_->write_endpoint(to_wg_endpoint(*parse_endpoint(text)), policy_id, state.endpoint_id);
+      state.in_map = err == 0;
+      if (err != 0) {
+        log::warn("wireguard: writing endpoint " + text + " to the datapath: " + std::strerror(-err) +
+                  " (errno " + std::to_string(-err) + ")");
+      }
+    }
+    endpoints_[text] = state;
+  }
+}
+
+const UplinkInfo* WireguardManager::uplink(uint32_t id) const {
+  for (const UplinkInfo& u : uplinks_) {
+    if (u.id == id) return &u;
+  }
+  return nullptr;
+}
+
+std::optional<uint32_t> WireguardManager::active_uplink_id(const Tracked& t) const {
+  if (!t.endpoint || !resolver_) return std::nullopt;
+  PolicyChoice policy = policy_for(t.device, t.endpoint->address.family);
+  if (!policy.id) return std::nullopt;
+  wg_endpoint_key key = datapath::WgSteering::endpoint_key(to_wg_endpoint(*t.endpoint));
+  uint32_t id = resolver_(*policy.id, t.endpoint->address.family, key);
+  if (id == 0) return std::nullopt;
+  return id;
+}
+
+// One request per endpoint address (routes do not know ports); the first peer's device decides
+// fix_endpoint_routes and the tunnel to guard against.
+void WireguardManager::refresh_routes() {
+  std::vector<EndpointRouteRequest> requests;
+  std::vector<std::string> addresses;
+  for (const Tracked& t : tracked_) {
+    if (!t.endpoint) continue;
+    const std::string address = t.endpoint->address.str();
+    if (std::find(addresses.begin(), addresses.end(), address) != addresses.end()) continue;
+    EndpointRouteRequest request;
+    request.endpoint = t.endpoint->address;
+    const config::WireguardConfig* wg = device_config(t.device);
+    request.fix = wg == nullptr || wg->fix_endpoint_routes;
+    request.wg_ifindex = t.wg_ifindex;
+    request.wg_fwmark = t.wg_fwmark;
+    if (std::optional<uint32_t> id = active_uplink_id(t)) {
+      const UplinkInfo* u = uplink(*id);
+      if (u != nullptr && u->ifindex > 0) request.active = ActiveUplink{u->ifindex, u->gateway};
+    }
+    requests.push_back(request);
+    addresses.push_back(address);
+  }
+  std::vector<EndpointRouteReport> reports = routes_.refresh(requests);
+  route_reports_.clear();
+  for (size_t i = 0; i < reports.size(); ++i) {
+    for (const std::string& problem : reports[i].problems) log::warn("wireguard: " + problem);
+    route_reports_[addresses[i]] = std::move(reports[i]);
+  }
+}
+
+nlohmann::json WireguardManager::json() const {
+  nlohmann::json peers = nlohmann::json::array();
+  for (const Tracked& t : tracked_) {
+    nlohmann::json peer;
+    peer["device"] = t.device;
+    peer["peer"] = t.peer;
+    peer["endpoint"] = t.endpoint ? t.endpoint->str() : "none";
+    peer["implementation"] = t.implementation;
+    peer["source"] = t.from_config ? "config" : "discovered";
+    PolicyChoice policy = policy_for(t.device, t.endpoint ? t.endpoint->address.family : AF_INET);
+    peer["policy"] = policy.name;
+    peer["policy_from"] = policy.from;
+    peer["uplink"] = nullptr;
+    peer["uplink_device"] = nullptr;
+    if (std::optional<uint32_t> id = active_uplink_id(t)) {
+      if (const UplinkInfo* u = uplink(*id)) {
+        peer["uplink"] = u->interface;
+        peer["uplink_device"] = u->device;
+      }
+    }
+    uint64_t steered = 0;
+    if (t.endpoint && steering_ != nullptr) {
+      auto state = endpoints_.find(t.endpoint->str());
+      if (state != endpoints_.end() && state->second.in_map)
+        steered = steering_->counters(state->second.endpoint_id).steered_packets;
+    }
+    peer["steered_packets"] = steered;
+    EndpointRouteReport report;
+    if (t.endpoint) {
+      auto found = route_reports_.find(t.endpoint->address.str());
+      if (found != route_reports_.end()) report = found->second;
+    }
+    peer["stale_routes"] = string_list(report.stale);
+    peer["fixed_routes"] = string_list(report.fixed);
+    peer["guard_route"] = report.guard;
+    std::vector<std::string> problems = report.problems;
+    if (!t.endpoint) problems.push_back("no endpoint yet (the peer has not contacted us): nothing to steer");
+    if (t.endpoint && !policy.id) {
+      problems.push_back("follows no policy (" +
+                         (policy.name.empty() ? policy.from : policy.name + ", " + policy.from) +
+                         "): not steered");
+    }
+    peer["problems"] = string_list(problems);
+    peers.push_back(std::move(peer));
+  }
+  std::vector<std::string> problems = watcher_.problems();
+  for (const config::WireguardConfig& wg : cfg_.wireguard) {
+    problems.insert(problems.end(), wg.unsupported_endpoints.begin(), wg.unsupported_endpoints.end());
+  }
+  return nlohmann::json{{"peers", peers}, {"problems", string_list(problems)}};
+}
+
+}  // namespace uplinkd::wireguard
