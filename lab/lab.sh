@@ -8,9 +8,15 @@
 #   lab/lab.sh banip <prefix> on|off     banIP-style ICMP limiter on the router's wan1
 #   lab/lab.sh banip-drops <prefix>      packets that limiter has dropped
 #   lab/lab.sh add-wan3 <prefix>         a third uplink (wan3 <-> isp1), as netifd would bring it up
+#   lab/lab.sh silent-drop <prefix> on|off   the core swallows TCP segments of flows it does not know
+#   lab/lab.sh silent-drops <prefix>     segments the core has swallowed so far
+#   lab/lab.sh wg-up <prefix> <rtr dev> <core dev> <dir>   a wireguard-go tunnel rtr <-> core
+#   lab/lab.sh wg-down <prefix> <rtr dev> <core dev> <dir> end it, remove its UAPI sockets
+#   lab/lab.sh shape <prefix> <rate>|off  the backup (wan2 <-> isp2) shaped with tbf, both directions
 #
 # Sourcing it defines lab_up, lab_down, lab_ns, lab_exec, lab_outage, lab_banip, lab_banip_drops,
-# lab_add_wan3, lab_nodes and lab_exists without changing the caller's shell options.
+# lab_add_wan3, lab_silent_drop, lab_silent_drops, lab_wg_up, lab_wg_down, lab_shape, lab_nodes and
+# lab_exists without changing the caller's shell options.
 #
 #            lan                       rtr                          isp1               core
 #   eth0 10.10.0.2/24     lan0 10.10.0.1/24                rtr 192.0.2.1/24      isp1 10.1.0.2/30
@@ -267,6 +273,105 @@ lab_add_wan3() {
     ip -n "$p-rtr" route add default via 10.3.0.1 dev wan3 metric 30
 }
 
+# lab_silent_drop <prefix> on|off: the core's own sockets behave like a remote behind a stateful
+# firewall that silently drops unknown flows (field report stale-flows-after-failover): a TCP
+# segment that is not a bare SYN and belongs to no connection the core knows is dropped before the
+# TCP stack could answer it with a RST. A connection re-NATed to another uplink's address mid-stream
+# is such a segment, so without help from the router its client hangs instead of being reset.
+# Forwarded traffic and ICMP (the probes) are not affected.
+lab_silent_drop() {
+  local p=$1 mode=$2 ns=$1-core
+  ip netns exec "$ns" nft delete table inet lab_silent 2>/dev/null || true
+  case $mode in
+    on)
+      ip netns exec "$ns" nft -f - <<'EOF'
+table inet lab_silent {
+  chain in {
+    type filter hook input priority filter; policy accept;
+    meta l4proto tcp ct state invalid counter drop
+    tcp flags & (fin | syn | rst | ack) != syn ct state new counter drop
+  }
+}
+EOF
+      ;;
+    off) ;;
+    *) echo "lab_silent_drop: on or off, not '$mode'" >&2; return 2 ;;
+  esac
+}
+
+# lab_silent_drops <prefix>: TCP segments the core has swallowed so far (0 when it is off).
+lab_silent_drops() {
+  local out
+  out=$(ip netns exec "$1-core" nft list chain inet lab_silent in 2>/dev/null) || { echo 0; return 0; }
+  sed -n 's/.*counter packets \([0-9][0-9]*\) .*/\1/p' <<<"$out" | awk '{ n += $1 } END { print n + 0 }'
+}
+
+# lab_wg_up <prefix> <rtr dev> <core dev> <dir>: a wireguard-go tunnel between the router and the
+# core, as a site's VPN to its office would be. The core's server listens on port 51820 of every
+# address; its endpoint is 203.0.113.5 (203.0.113.6 is a second address of the same server, for an
+# endpoint that moves). Tunnel addresses: core 10.99.0.1/24, router 10.99.0.2/24; the router's peer
+# has allowed-ips 10.99.0.0/24 and keepalive 1 s (outer packets flow even when the tunnel is idle).
+# Device names must be unique on the host: wireguard-go's UAPI sockets (/var/run/wireguard/<dev>.sock)
+# live in the shared file system, not in the namespace. Keys, pids and logs go to <dir>.
+# The host has no kernel WireGuard module, so both ends are wireguard-go (needs /dev/net/tun).
+lab_wg_up() {
+  local p=$1 rdev=$2 cdev=$3 dir=$4 n i
+  for n in wireguard-go wg; do
+    command -v "$n" >/dev/null 2>&1 || { echo "lab_wg_up: '$n' not installed" >&2; return 1; }
+  done
+  [[ -c /dev/net/tun ]] || { echo "lab_wg_up: no /dev/net/tun (wireguard-go needs it)" >&2; return 1; }
+  mkdir -p "$dir" || return 1
+  (umask 077 && wg genkey >"$dir/core.key" && wg genkey >"$dir/rtr.key") || return 1
+  wg pubkey <"$dir/core.key" >"$dir/core.pub" && wg pubkey <"$dir/rtr.key" >"$dir/rtr.pub" || return 1
+  ip -n "$p-core" addr add 203.0.113.5/32 dev lo 2>/dev/null
+  ip -n "$p-core" addr add 203.0.113.6/32 dev lo 2>/dev/null
+  for n in "core:$cdev" "rtr:$rdev"; do
+    # -f: stay in the foreground, so the pid is wireguard-go's and lab_wg_down can end it.
+    ip netns exec "$p-${n%%:*}" wireguard-go -f "${n#*:}" </dev/null >"$dir/${n%%:*}.wg.log" 2>&1 &
+    echo $! >"$dir/${n%%:*}.wg.pid"
+  done
+  for ((i = 0; i < 50; i++)); do
+    [[ -S /var/run/wireguard/$cdev.sock && -S /var/run/wireguard/$rdev.sock ]] && break
+    sleep 0.1
+  done
+  ((i < 50)) || { echo "lab_wg_up: wireguard-go did not create its UAPI sockets: $(cat "$dir"/*.wg.log)" >&2; return 1; }
+  ip netns exec "$p-core" wg set "$cdev" private-key "$dir/core.key" listen-port 51820 \
+    peer "$(cat "$dir/rtr.pub")" allowed-ips 10.99.0.2/32 || return 1
+  ip -n "$p-core" addr add 10.99.0.1/24 dev "$cdev" && ip -n "$p-core" link set "$cdev" up || return 1
+  ip netns exec "$p-rtr" wg set "$rdev" private-key "$dir/rtr.key" listen-port 51821 \
+    peer "$(cat "$dir/core.pub")" endpoint 203.0.113.5:51820 allowed-ips 10.99.0.0/24 \
+    persistent-keepalive 1 || return 1
+  ip -n "$p-rtr" addr add 10.99.0.2/24 dev "$rdev" && ip -n "$p-rtr" link set "$rdev" up
+}
+
+# lab_wg_down <prefix> <rtr dev> <core dev> <dir>: end both wireguard-go processes (their devices go
+# with them) and remove their UAPI sockets. Safe to repeat.
+lab_wg_down() {
+  local p=$1 rdev=$2 cdev=$3 dir=$4 n pid i
+  for n in core rtr; do
+    pid=$(cat "$dir/$n.wg.pid" 2>/dev/null) || continue
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 30; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    rm -f "$dir/$n.wg.pid"
+  done
+  rm -f "/var/run/wireguard/$rdev.sock" "/var/run/wireguard/$cdev.sock"
+  return 0
+}
+
+# lab_shape <prefix> <rate>|off: the backup shaped like a slow 5G link (field report
+# wireguard-stuck-on-backup-uplink): tbf at <rate> (e.g. 4mbit) on the router's wan2 egress and on
+# isp2's egress towards the router, so both directions of the backup are slow.
+lab_shape() {
+  local p=$1 rate=$2 n
+  for n in "rtr:wan2" "isp2:rtr"; do
+    tc -n "$p-${n%%:*}" qdisc del dev "${n#*:}" root 2>/dev/null
+    [[ $rate == off ]] && continue
+    tc -n "$p-${n%%:*}" qdisc add dev "${n#*:}" root tbf rate "$rate" burst 16kb latency 100ms || return 1
+  done
+}
+
 _lab_usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$LAB_SH" | sed '/^Everything lives/,$d' >&2
   return 2
@@ -294,6 +399,11 @@ _lab_main() {
     banip) lab_banip "$@" ;;
     banip-drops) lab_banip_drops "$@" ;;
     add-wan3) lab_add_wan3 "$@" ;;
+    silent-drop) lab_silent_drop "$@" ;;
+    silent-drops) lab_silent_drops "$@" ;;
+    wg-up) lab_wg_up "$@" ;;
+    wg-down) lab_wg_down "$@" ;;
+    shape) lab_shape "$@" ;;
     *) _lab_usage ;;
   esac
 }

@@ -322,6 +322,33 @@ void check_name_length(const SectionReader& r) {
 
 // ---- sections ---------------------------------------------------------------------------------
 
+// Failover hygiene extensions of globals: idle timeouts of remembered flows (seconds, 0 = never)
+// and the two switches.
+void read_flow_hygiene(SectionReader& r, Globals& g) {
+  g.flow_timeout_tcp_s = static_cast<uint32_t>(r.integer("flow_timeout_tcp", g.flow_timeout_tcp_s, 0, kU32Max));
+  g.flow_timeout_udp_s = static_cast<uint32_t>(r.integer("flow_timeout_udp", g.flow_timeout_udp_s, 0, kU32Max));
+  g.flow_timeout_s = static_cast<uint32_t>(r.integer("flow_timeout", g.flow_timeout_s, 0, kU32Max));
+  g.reset_stale_tcp = r.boolean("reset_stale_tcp", g.reset_stale_tcp);
+  g.conntrack_by_mark = r.boolean("conntrack_by_mark", g.conntrack_by_mark);
+  // 0 (the default) sizes the maps from the RAM; an explicit size is bounded so the maps stay
+  // within what the kernel will allocate and what one flow per conntrack entry needs.
+  g.flow_table_size = static_cast<uint32_t>(r.integer("flow_table_size", g.flow_table_size, 0, 4194304));
+  if (g.flow_table_size != 0 && g.flow_table_size < 1024) {
+    r.fail(r.line_of("flow_table_size"), "flow_table_size",
+           "'" + std::to_string(g.flow_table_size) + "' is below 1024 in " + r.where() +
+               "; accepted: 0 (sized from the RAM) or 1024 to 4194304");
+  }
+}
+
+// Router-originated traffic extensions: whether uplinkd keeps its own default route(s) in the main
+// table, and their metric (netifd gives each uplink's default route the interface's metric; mwan3
+// asks for distinct metrics there, usually 10, 20, ...; 1 sits below them and above a metric 0).
+void read_local_route(SectionReader& r, Globals& g) {
+  g.local_route = r.boolean("local_route", g.local_route);
+  g.local_route_metric =
+      static_cast<uint32_t>(r.integer("local_route_metric", g.local_route_metric, 0, kU32Max));
+}
+
 Globals read_globals(const uci::Section& s, const std::string& file) {
   SectionReader r(s, file);
   Globals g;
@@ -343,6 +370,8 @@ Globals read_globals(const uci::Section& s, const std::string& file) {
     r.fail(r.line_of("probe_reply_mark"), "probe_reply_mark",
            "bits outside probe_reply_mark_mask in " + r.where() + "; accepted: a mark within the mask");
   }
+  read_flow_hygiene(r, g);
+  read_local_route(r, g);
   g.other_options = r.rest();
   return g;
 }
@@ -481,6 +510,7 @@ PolicyConfig read_policy(const uci::Section& s, const std::string& file) {
     p.use_member.push_back(v.text);
   }
   p.last_resort = r.choice("last_resort", "unreachable", kLastResorts);
+  p.failback_move = r.choice("failback", "keep", {"keep", "move"}) == "move";
   p.other_options = r.rest();
   return p;
 }
@@ -513,6 +543,106 @@ RuleConfig read_rule(const uci::Section& s, const std::string& file) {
     rule.options[o.name] = join(values, ",");
   }
   return rule;
+}
+
+// ---- wireguard (extension) --------------------------------------------------------------------
+
+struct EndpointText {
+  std::string_view host;
+  std::string_view port;
+};
+
+// "host:port" or "[ipv6]:port"; nullopt without a port.
+std::optional<EndpointText> split_endpoint(std::string_view text) {
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    return EndpointText{text.substr(1, close - 1), text.substr(close + 2)};
+  }
+  size_t colon = text.rfind(':');
+  if (colon == std::string_view::npos || text.find(':') != colon) {
+    return std::nullopt;  // no port, or an IPv6 address without brackets
+  }
+  return EndpointText{text.substr(0, colon), text.substr(colon + 1)};
+}
+
+constexpr const char* kEndpointAccepted =
+    "ip:port or [ipv6]:port, e.g. 203.0.113.5:51820 or [2001:db8::5]:51820";
+
+// A static endpoint; a host name is reported (not fatal): uplinkd does not resolve names, and the
+// endpoint discovered from the device covers a DDNS name once WireGuard has resolved it.
+void read_wireguard_endpoint(SectionReader& r, const std::string& file, const uci::Value& v,
+                             WireguardConfig& wg) {
+  std::optional<EndpointText> parts = split_endpoint(v.text);
+  if (!parts) {
+    r.fail_value(v, "endpoint", "is not an endpoint", kEndpointAccepted);
+  }
+  auto port = parse_int(parts->port);
+  if (!port || *port < 1 || *port > 65535) {
+    r.fail_value(v, "endpoint", "has no valid port (1 to 65535)", kEndpointAccepted);
+  }
+  std::optional<IpAddress> address = IpAddress::parse(parts->host);
+  if (!address) {
+    wg.unsupported_endpoints.push_back(compose_message(
+        file, v.line, "endpoint",
+        quote(v.text) + " in " + r.where() +
+            ": host names are not supported (not resolved); give the address, or leave it to discovery "
+            "from the WireGuard device"));
+    return;
+  }
+  if (v.text.front() == '[' && !address->is_v6()) {
+    r.fail_value(v, "endpoint", "puts an IPv4 address in brackets", kEndpointAccepted);
+  }
+  wg.endpoints.push_back({*address, static_cast<uint16_t>(*port), v.line});
+}
+
+WireguardConfig read_wireguard(const uci::Section& s, const std::string& file) {
+  SectionReader r(s, file);
+  WireguardConfig wg;
+  wg.line = s.line;
+  wg.device = r.text("device").value_or(s.anonymous ? "" : s.name);
+  if (wg.device.empty()) {
+    r.fail(r.line_of("device"), "device",
+           r.where() + " names no WireGuard device; accepted: a named section or option device 'wg0'");
+  }
+  wg.policy = r.text("policy").value_or("");
+  wg.fix_endpoint_routes = r.boolean("fix_endpoint_routes", true);
+  for (const uci::Value& v : r.list("endpoint")) {
+    read_wireguard_endpoint(r, file, v, wg);
+  }
+  return wg;
+}
+
+void check_wireguard(const Config& cfg, const uci::Package& pkg) {
+  std::vector<std::string> policy_names;
+  for (const auto& p : cfg.policies) {
+    policy_names.push_back(p.name);
+  }
+  std::set<std::string> devices;
+  for (size_t i = 0; i < cfg.wireguard.size(); ++i) {
+    const WireguardConfig& wg = cfg.wireguard[i];
+    const uci::Section* s = nullptr;
+    for (const uci::Section& candidate : pkg.sections) {
+      if (candidate.type == "wireguard" && candidate.line == wg.line) {
+        s = &candidate;
+      }
+    }
+    if (!devices.insert(wg.device).second) {
+      throw ConfigError(cfg.file, wg.line, "device",
+                        "wireguard device " + quote(wg.device) +
+                            " is configured twice; accepted: one wireguard section per device");
+    }
+    if (wg.policy.empty() || contains(policy_names, wg.policy)) {
+      continue;
+    }
+    const uci::Option* o = s != nullptr ? s->find("policy") : nullptr;
+    throw ConfigError(
+        cfg.file, o != nullptr ? o->line : wg.line, "policy",
+        quote(wg.policy) + " is not a policy section in wireguard " + quote(wg.device) +
+            "; accepted: " + (policy_names.empty() ? "(no policy sections)" : join(policy_names, ", ")));
+  }
 }
 
 // ---- cross-section checks ---------------------------------------------------------------------
@@ -693,6 +823,50 @@ const InterfaceConfig* Config::find_interface(const std::string& name) const {
   return nullptr;
 }
 
+const WireguardConfig* Config::find_wireguard(const std::string& device) const {
+  for (const auto& wg : wireguard) {
+    if (wg.device == device) {
+      return &wg;
+    }
+  }
+  return nullptr;
+}
+
+namespace {
+
+bool matches_every_destination(const RuleConfig& rule, Family family) {
+  auto option = [&](const char* name) {
+    auto it = rule.options.find(name);
+    return it == rule.options.end() ? std::string() : it->second;
+  };
+  const std::string rule_family = option("family");
+  if (!rule_family.empty() && rule_family != "any" && rule_family != family_name(family)) {
+    return false;
+  }
+  for (const char* selector : {"src_ip", "src_port", "dest_port", "ipset", "src_iface"}) {
+    if (!option(selector).empty()) {
+      return false;
+    }
+  }
+  const std::string proto = option("proto");
+  if (!proto.empty() && proto != "all" && proto != "udp") {
+    return false;  // WireGuard is UDP: a udp-only rule still covers it
+  }
+  const std::string dest = option("dest_ip");
+  return dest.empty() || dest == (family == Family::Ipv4 ? "0.0.0.0/0" : "::/0");
+}
+
+}  // namespace
+
+std::optional<DefaultRulePolicy> default_rule_policy(const Config& cfg, Family family) {
+  for (const RuleConfig& rule : cfg.rules) {
+    if (matches_every_destination(rule, family)) {
+      return DefaultRulePolicy{rule.use_policy, rule.name, rule.line};
+    }
+  }
+  return std::nullopt;
+}
+
 Config parse(const std::string& text, const std::string& file, const std::optional<std::string>& network_text,
              const std::string& network_file) {
   const uci::Package pkg = uci::parse(text, file);
@@ -721,11 +895,14 @@ Config parse(const std::string& text, const std::string& file, const std::option
       cfg.policies.push_back(read_policy(s, file));
     } else if (s.type == "rule") {
       cfg.rules.push_back(read_rule(s, file));
+    } else if (s.type == "wireguard") {
+      cfg.wireguard.push_back(read_wireguard(s, file));
     }
     // Other section types are not mwan3's business (or not ours): ignored.
   }
   check_mmx_mask(cfg, globals);
   check_references(cfg, pkg);
+  check_wireguard(cfg, pkg);
   resolve_devices(cfg, net);
   return cfg;
 }
@@ -775,6 +952,16 @@ uint32_t mark_for_id(uint32_t id, uint32_t mask) {
     rest >>= 1;
   }
   return rest == 0 ? mark : 0;
+}
+
+uint32_t flow_table_entries(const Globals& g, uint64_t mem_total_bytes) {
+  if (g.flow_table_size != 0) return g.flow_table_size;
+  // One entry per 16 KiB of RAM, as the kernel sizes conntrack: 16384 on a 256 MiB router, 65536
+  // with 1 GiB. A power of two, between 4096 and 262144.
+  uint64_t want = mem_total_bytes / 16384;
+  uint32_t entries = 4096;
+  while (entries < 262144 && static_cast<uint64_t>(entries) * 2 <= want) entries *= 2;
+  return entries;
 }
 
 }  // namespace uplinkd::config

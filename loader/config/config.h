@@ -42,6 +42,18 @@ struct Globals {
   // Extensions.
   uint32_t probe_reply_mark = 0;  // mark set on matched probe replies at tc ingress; 0 = off
   uint32_t probe_reply_mark_mask = 0xFFFFFFFF;
+  // Failover hygiene (extensions). Idle flows are classified again after their protocol's timeout
+  // (0 never); the TCP default is OpenWrt's nf_conntrack_tcp_timeout_established.
+  uint32_t flow_timeout_tcp_s = 7440;
+  uint32_t flow_timeout_udp_s = 180;
+  uint32_t flow_timeout_s = 600;  // protocols other than TCP and UDP
+  bool reset_stale_tcp = true;    // RST the LAN client of a TCP flow whose uplink went down
+  bool conntrack_by_mark = true;  // delete a dead uplink's conntrack entries by its mark
+  uint32_t flow_table_size = 0;   // entries of the per-flow maps; 0: from the RAM (flow_table_entries())
+  // The router's own traffic (extension): uplinkd's default route(s) in the main table follow the
+  // policy of the default rule, at this metric, below netifd's per-uplink metrics.
+  bool local_route = true;
+  uint32_t local_route_metric = 1;
   // Options uplinkd does not use (e.g. local_source, rtmon_interval), kept verbatim; lists in order.
   std::map<std::string, std::vector<std::string>> other_options;
 };
@@ -96,6 +108,7 @@ struct PolicyConfig {
   int line = 0;
   std::vector<std::string> use_member;
   std::string last_resort = "unreachable";  // unreachable | blackhole | default
+  bool failback_move = false;  // extension `failback 'move'`: a returning better uplink takes its flows back
   std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
@@ -107,6 +120,35 @@ struct RuleConfig {
                                                // (a `list` is joined with ',', mwan3's list syntax)
 };
 
+// `config wireguard '<name>'` (extension): which policy a WireGuard device's peer endpoints follow,
+// and what uplinkd may do about host routes to them. Devices without a section get the defaults.
+struct WireguardConfig {
+  struct StaticEndpoint {
+    IpAddress address;
+    uint16_t port = 0;  // host order
+    int line = 0;
+  };
+  std::string device;  // `option device`, else the section name
+  int line = 0;
+  std::string policy;  // `option policy`; empty: the default rule's (default_rule_policy)
+  bool fix_endpoint_routes = true;
+  std::vector<StaticEndpoint> endpoints;  // `list endpoint 'ip:port'`
+  // `list endpoint` values naming a host: not resolved (yet); kept as sentences for the log and
+  // `uplinkctl wireguard` ("<file>:<line>: option 'endpoint': ...").
+  std::vector<std::string> unsupported_endpoints;
+};
+
+// The policy of the default rule for one family: the first rule that matches a UDP packet to every
+// destination of that family (dest_ip absent, 0.0.0.0/0 or ::/0; proto absent, all or udp; no source,
+// port, src_iface or ipset condition). mwan3's first match wins, so a later catch-all rule never
+// sees such a packet; this agrees with PolicyRuntime::default_route_members, except that a udp-only
+// catch-all rule counts here (WireGuard is UDP).
+struct DefaultRulePolicy {
+  std::string policy;  // a policy name or default / unreachable / blackhole
+  std::string rule;    // the rule section it comes from
+  int line = 0;
+};
+
 struct Config {
   std::string file;
   Globals globals;
@@ -114,8 +156,10 @@ struct Config {
   std::vector<MemberConfig> members;
   std::vector<PolicyConfig> policies;
   std::vector<RuleConfig> rules;
+  std::vector<WireguardConfig> wireguard;  // extension sections, in file order
 
   [[nodiscard]] const InterfaceConfig* find_interface(const std::string& name) const;
+  [[nodiscard]] const WireguardConfig* find_wireguard(const std::string& device) const;
 };
 
 // Reads the mwan3 UCI file at `mwan3_path`; resolves each interface's device and gateway from
@@ -128,8 +172,15 @@ Config parse(const std::string& text, const std::string& file,
              const std::optional<std::string>& network_text = std::nullopt,
              const std::string& network_file = "network");
 
+// nullopt when no rule matches every destination of `family`.
+std::optional<DefaultRulePolicy> default_rule_policy(const Config& cfg, Family family);
+
 // The mwan3 mark of interface id `id`: the id's bits spread over the set bits of `mask`
 // (0x3F00: id 1 -> 0x100, id 60 -> 0x3c00). Returns 0 when the id does not fit.
 uint32_t mark_for_id(uint32_t id, uint32_t mask);
+
+// Entries of the per-flow maps (flows, tcp_seen; sticky and inbound a quarter): flow_table_size, or
+// when it is 0, one per 16 KiB of `mem_total_bytes` as a power of two in [4096, 262144].
+uint32_t flow_table_entries(const Globals& g, uint64_t mem_total_bytes);
 
 }  // namespace uplinkd::config

@@ -16,8 +16,11 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "common/log.h"
+#include "config/uci.h"
 
 namespace uplinkd {
 namespace {
@@ -27,6 +30,8 @@ constexpr int64_t kRetryNs = 2 * 1000000000LL;          // after a failed bring-
 constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
 // Route copies, connected networks and LAN devices are re-read this often (netlink dumps).
 constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
+// Idle flows and orphaned tcp_seen entries are swept this often, a bounded batch each time.
+constexpr int64_t kFlowSweepNs = 10 * 1000000000LL;
 constexpr uint32_t kRulePrefBase = 2000;                // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 struct LinkState {
@@ -85,27 +90,43 @@ std::string check_privileges() {
          "): it loads BPF programs, attaches XDP and sends raw probes";
 }
 
+namespace {
+
+// MemTotal from /proc/meminfo, in bytes; 0 when unreadable (the smallest flow table then).
+uint64_t mem_total_bytes() {
+  std::ifstream in("/proc/meminfo");
+  std::string key;
+  uint64_t kib = 0;
+  while (in >> key >> kib) {
+    if (key == "MemTotal:") return kib * 1024;
+    in.ignore(256, '\n');
+  }
+  return 0;
+}
+
+}  // namespace
+
 Daemon::Daemon(DaemonOptions options, config::Config config)
     : options_(std::move(options)), config_(std::move(config)), hooks_(options_.hook_path) {
   started_ns_ = health::monotonic_ns();
-  datapath_ = std::make_unique<datapath::Datapath>(options_.bpffs, options_.instance,
-                                                   [this](const probe_reply_event& e) { dispatch_reply(e); });
+  const uint32_t flow_entries = config::flow_table_entries(config_.globals, mem_total_bytes());
+  datapath_ = std::make_unique<datapath::Datapath>(
+      options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); }, flow_entries);
+  log::info("flow table: " + std::to_string(flow_entries) + " entries (option flow_table_size)");
   policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_);
+  hygiene_ = std::make_unique<FlowHygiene>(config_, *datapath_,
+                                           FlowHygiene::Options{ct_mark_table_name(options_.instance)});
   for (const auto& cfg : config_.interfaces) {
-    if (!cfg.enabled) continue;
-    Uplink u;
-    u.cfg = &cfg;
-    const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
-    u.monitor = std::make_unique<health::UplinkMonitor>(
-        cfg, mark, *datapath_,
-        [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
-    uplinks_.emplace(cfg.id, std::move(u));
+    if (cfg.enabled) uplinks_.emplace(cfg.id, make_uplink(cfg));
   }
   for (auto& [id, u] : uplinks_) write_record(u);
+  create_wg_steering();
   // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
   poll_devices(started_ns_, true);
   policy_->publish(online_interfaces());
   policy_->refresh(uplink_views());
+  update_local_routes();
+  start_wireguard();
   next_policy_refresh_ = started_ns_ + kPolicyRefreshNs;
   control_ = std::make_unique<control::ControlServer>(
       options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
@@ -115,12 +136,15 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
 Daemon::~Daemon() {
   const int64_t now = health::monotonic_ns();
   stopping_ = true;
+  stop_wireguard();  // endpoint routes put back while the uplinks' routes still exist
+  local_routes_.remove_all();  // the system's own default routes apply again from here
   for (auto& [id, u] : uplinks_) {
     if (u.device_up) u.monitor->stop(now);  // `disconnected` for the online ones, as mwan3 at stop
     release_device(u);
   }
   hooks_.drain(now + kShutdownHookNs);
   uplinks_.clear();
+  hygiene_.reset();  // its nft table goes
   policy_.reset();
   routes_.remove_all();
   control_.reset();
@@ -199,7 +223,9 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   }
   u.ifindex = ifindex;
   u.device_up = true;
+  u.gateway = gateway;
   u.last_error.clear();
+  wireguard_uplink_up(u, link.ethernet);
   log::info("interface " + cfg.name + " (" + cfg.device + "): tracking via " +
             (gateway ? gateway->str() : std::string("the link")) + ", XDP " +
             datapath_->attach_mode(u.datapath_id) + " mode, mark 0x" + [&] {
@@ -208,6 +234,7 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
               return std::string(b);
             }());
   if (!at_start) hooks_.enqueue("ifup", cfg.name, cfg.device, false);
+  if (!at_start && hygiene_) hygiene_->on_event(cfg.id, u.monitor->mark(), "ifup");
   // Spread the uplinks' cycles over the interval so their probes never go out together.
   const size_t index = static_cast<size_t>(std::distance(uplinks_.begin(), uplinks_.find(cfg.id)));
   const double phase = cfg.interval_s * static_cast<double>(index) / static_cast<double>(uplinks_.size());
@@ -221,13 +248,18 @@ void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
               (vanished ? "vanished" : "is down"));
   u.monitor->stop(now);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
+  if (hygiene_ && !stopping_) hygiene_->on_event(cfg.id, u.monitor->mark(), "ifdown");
   routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
   if (policy_) {
     policy_->uplink_down({cfg.id, cfg.device, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET, 0});
   }
+  wireguard_uplink_down(u);
   if (vanished) release_device(u);
   u.device_up = false;
+  u.gateway.reset();
   write_record(u);
+  update_local_routes();
+  update_wireguard();
 }
 
 bool Daemon::attach_device(Uplink& u, int ifindex, bool ethernet) {
@@ -257,6 +289,7 @@ void Daemon::release_device(Uplink& u) {
   u.attached = false;
   auto it = attachments_.find(u.ifindex);
   if (it == attachments_.end() || --it->second.users > 0) return;
+  wireguard_release_device(it->first);  // before the datapath, which may remove the clsact qdisc
   datapath_->detach(it->second.datapath_id);
   attachments_.erase(it);
 }
@@ -275,8 +308,11 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
   // Membership follows mwan3's hotplug events: a member counts from `connected` to `disconnected`.
   if (policy_ && !stopping_ && (a == health::Action::Connected || a == health::Action::Disconnected)) {
     policy_->publish(online_interfaces());
+    update_local_routes();
+    update_wireguard();
   }
   // mwan3 sends the `disconnected` of its shutdown with an empty DEVICE.
+  hygiene_on_action(u, a);
   hooks_.enqueue(std::string(health::to_string(a)), cfg.name, stopping_ ? "" : cfg.device, first);
 }
 
@@ -363,6 +399,11 @@ int Daemon::run() {
       policy_->refresh(uplink_views());
       next_policy_refresh_ = now + kPolicyRefreshNs;
     }
+    poll_wireguard(now);
+    if (now >= next_flow_sweep_) {
+      hygiene_->sweep(now);
+      next_flow_sweep_ = now + kFlowSweepNs;
+    }
     hooks_.service(now);
   }
   log::notice("stopping");
@@ -377,10 +418,12 @@ void Daemon::handle_signals(bool* stop) {
       case SIGTERM:
         *stop = true;
         break;
-      case SIGHUP:
-        log::warn(
-            "SIGHUP: reloading the configuration is not supported yet; restart uplinkd to apply changes");
+      case SIGHUP: {
+        std::string summary;
+        log::notice("SIGHUP: reloading " + options_.config_path);
+        reload(&summary);  // logs the outcome either way
         break;
+      }
       case SIGCHLD:
         hooks_.service(health::monotonic_ns());
         break;
@@ -394,7 +437,13 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
   if (command == "policies") return {{"policies", policy_->policies_json()}};
   if (command == "rules") return {{"rules", policy_->rules_json()}};
   if (command == "connected") return {{"connected", policy_->connected_json()}};
-  return {{"error", "unknown command '" + command + "' (known: status, interfaces, policies, rules, connected)"}};
+  if (command == "flows") return {{"flows", hygiene_->counters_json()}};
+  if (command == "reload") return reload_json();
+  if (command == "interface_info") return interface_info(request);
+  if (command == "wireguard") return {{"wireguard", wireguard_ ? wireguard_->json() : nlohmann::json::object()}};
+  return {{"error", "unknown command '" + command +
+                        "' (known: status, interfaces, policies, rules, connected, flows, wireguard, reload, "
+                        "interface_info)"}};
 }
 
 nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
@@ -470,6 +519,280 @@ nlohmann::json Daemon::status() const {
             {"uptime_s", seconds(now - started_ns_)},
             {"config", config_.file}}},
           {"interfaces", interfaces}};
+}
+
+// ---- reload and the router's own traffic -------------------------------------------------------
+
+namespace {
+
+int family_of(const config::InterfaceConfig& cfg) {
+  return cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
+}
+
+// True when a monitor built for `a` would probe exactly as one built for `b`: such an uplink keeps its
+// monitor, tracker state and hook history across a reload. The ICMP limiter is not part of it
+// (rewritten in the uplink record in place), nor are options uplinkd does not use.
+bool same_tracking(const config::InterfaceConfig& a, const config::InterfaceConfig& b) {
+  return a.name == b.name && a.id == b.id && a.enabled == b.enabled && a.family == b.family &&
+         a.track_ip == b.track_ip && a.track_method == b.track_method && a.reliability == b.reliability &&
+         a.count == b.count && a.timeout_s == b.timeout_s && a.interval_s == b.interval_s &&
+         a.failure_interval_s == b.failure_interval_s && a.recovery_interval_s == b.recovery_interval_s &&
+         a.keep_failure_interval == b.keep_failure_interval && a.down == b.down && a.up == b.up &&
+         a.size == b.size && a.max_ttl == b.max_ttl && a.check_quality == b.check_quality &&
+         a.failure_latency_ms == b.failure_latency_ms && a.failure_loss_pct == b.failure_loss_pct &&
+         a.recovery_latency_ms == b.recovery_latency_ms && a.recovery_loss_pct == b.recovery_loss_pct &&
+         a.initial_state == b.initial_state && a.device == b.device && a.gateway == b.gateway &&
+         a.track_port == b.track_port && a.dns_query_name == b.dns_query_name;
+}
+
+const config::InterfaceConfig* enabled_interface(const config::Config& cfg, uint32_t id) {
+  for (const auto& i : cfg.interfaces) {
+    if (i.id == id && i.enabled) return &i;
+  }
+  return nullptr;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ",") + n;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+config::Config load_checked_config(const std::string& config_path,
+                                   const std::optional<std::string>& network_path) {
+  config::Config config = config::load(config_path, network_path);
+  policy::check_policy_limits(config);
+  std::ifstream in(config_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  // With the parsed source the compiler names the option's own line, not the rule's header.
+  const config::uci::Package source = config::uci::parse(text.str(), config_path);
+  policy::compile_rules(
+      config, policy::assign_policy_ids(config),
+      [](const std::string& device) { return if_nametoindex(device.c_str()); }, &source);
+  return config;
+}
+
+Daemon::Uplink Daemon::make_uplink(const config::InterfaceConfig& cfg) {
+  Uplink u;
+  u.cfg = &cfg;
+  if (auto it = retired_generations_.find(cfg.id); it != retired_generations_.end())
+    u.generation = it->second;
+  const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
+  u.monitor = std::make_unique<health::UplinkMonitor>(
+      cfg, mark, *datapath_,
+      [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
+  return u;
+}
+
+// An uplink a reload removes, disables or re-creates: tracked no more, its routes and table copies
+// gone, and every flow it carried stale (its generation moves on, and stays moved for a successor).
+void Daemon::retire_uplink(Uplink& u, int64_t now) {
+  const config::InterfaceConfig& cfg = *u.cfg;
+  if (u.device_up) {
+    u.monitor->stop(now);  // `disconnected` first when it was online, as at stop
+    hooks_.enqueue("ifdown", cfg.name, "", false);
+    routes_.remove(cfg.id, family_of(cfg));
+    policy_->uplink_down({cfg.id, cfg.device, family_of(cfg), 0});
+  }
+  release_device(u);
+  u.device_up = false;
+  u.gateway.reset();
+  ++u.generation;
+  retired_generations_[cfg.id] = u.generation;
+  write_record(u);
+}
+
+// An uplink whose id, mark and family stay but whose probing changed (targets, timings, device...):
+// a new monitor, started at once when its device is up. No `disconnected` and no generation bump, so
+// its established flows keep going; with initial_state online (the default) it is online again at
+// once, with `connected` as at a start.
+void Daemon::retrack_uplink(Uplink& u, const std::string& old_device, int64_t now) {
+  const config::InterfaceConfig& cfg = *u.cfg;
+  const bool was_up = u.device_up;
+  if (cfg.device != old_device) {
+    if (u.device_up) routes_.remove(cfg.id, family_of(cfg));
+    if (u.device_up) policy_->uplink_down({cfg.id, old_device, family_of(cfg), 0});
+    release_device(u);
+    u.ifindex = 0;
+  }
+  const uint32_t generation = u.generation;
+  Uplink fresh = make_uplink(cfg);  // the old monitor goes with its outstanding probes
+  u.monitor = std::move(fresh.monitor);
+  u.generation = generation;
+  u.device_up = false;
+  u.retry_at = 0;
+  const LinkState link = read_link(cfg.device);
+  // Straight to bring-up, without writing a `down` record in between that would make its flows stale.
+  if (link.ifindex != 0 && link.up) {
+    bring_up(u, link.ifindex, now, false);
+  } else {
+    if (was_up) u.gateway.reset();
+    write_record(u);
+  }
+}
+
+std::string Daemon::reload(std::string* summary) {
+  config::Config next;
+  PolicyRuntime::Compiled compiled;
+  try {
+    next = load_checked_config(options_.config_path, options_.network_path);
+    compiled = PolicyRuntime::compile(next);
+  } catch (const std::exception& e) {
+    log::error(std::string("reload refused, the running configuration stays: ") + e.what());
+    return e.what();
+  }
+  const int64_t now = health::monotonic_ns();
+  std::vector<std::string> kept, retracked, added, changed, removed;
+  std::vector<uint32_t> retrack;
+  for (auto it = uplinks_.begin(); it != uplinks_.end();) {
+    Uplink& u = it->second;
+    const config::InterfaceConfig* n = enabled_interface(next, it->first);
+    const bool same_slot = n != nullptr && n->name == u.cfg->name && family_of(*n) == family_of(*u.cfg) &&
+                           config::mark_for_id(n->id, next.globals.mmx_mask) == u.monitor->mark();
+    if (same_slot && same_tracking(*u.cfg, *n)) {
+      ++it;
+      continue;
+    }
+    if (same_slot) {  // same id, mark and family: only how it is probed changed; its flows stay valid
+      retrack.push_back(it->first);
+      retracked.push_back(u.cfg->name);
+      ++it;
+      continue;
+    }
+    (n != nullptr ? changed : removed).push_back(u.cfg->name);
+    retire_uplink(u, now);
+    it = uplinks_.erase(it);
+  }
+  // Kept uplinks point into the old configuration until they are moved over just below.
+  const config::Config old = std::move(config_);
+  config_ = std::move(next);
+  for (auto& [id, u] : uplinks_) {
+    const std::string old_device = u.cfg->device;
+    u.cfg = enabled_interface(config_, id);
+    if (std::find(retrack.begin(), retrack.end(), id) != retrack.end()) {
+      retrack_uplink(u, old_device, now);
+    } else {
+      kept.push_back(u.cfg->name);
+      write_record(u);  // the ICMP limiter may have changed
+    }
+  }
+  for (const auto& cfg : config_.interfaces) {
+    if (!cfg.enabled || uplinks_.count(cfg.id) != 0) continue;
+    auto [it, inserted] = uplinks_.emplace(cfg.id, make_uplink(cfg));
+    write_record(it->second);
+    if (std::find(changed.begin(), changed.end(), cfg.name) == changed.end()) added.push_back(cfg.name);
+  }
+  if (config_.globals.probe_reply_mark != old.globals.probe_reply_mark ||
+      config_.globals.probe_reply_mark_mask != old.globals.probe_reply_mark_mask) {
+    log::warn(
+        "reload: probe_reply_mark applies to devices attached from now on; restart uplinkd to apply "
+        "it to the uplinks already attached");
+  }
+  const std::string problems = policy_->reload(config_, std::move(compiled), online_interfaces());
+  poll_devices(now, false);  // new and re-created uplinks whose device is there start now
+  policy_->refresh(uplink_views());
+  next_policy_refresh_ = now + kPolicyRefreshNs;
+  update_local_routes();
+  hygiene_->reconfigure();  // the ct-mark rules follow the interfaces and mmx_mask
+  wireguard_.reset();       // endpoint routes put back, then fixed again under the new policies
+  start_wireguard();
+  const std::string line = "reloaded " + config_.file + ": interfaces kept " + joined(kept) + ", retracked " +
+                           joined(retracked) + ", added " + joined(added) + ", changed " + joined(changed) +
+                           ", removed " + joined(removed) + "; " + std::to_string(config_.policies.size()) +
+                           " policies, " + std::to_string(config_.rules.size()) + " rules";
+  log::notice(line);
+  if (!problems.empty()) log::error("reload: " + problems);
+  if (summary != nullptr) *summary = line + (problems.empty() ? "" : "; kernel: " + problems);
+  return "";
+}
+
+nlohmann::json Daemon::reload_json() {
+  std::string summary;
+  const std::string error = reload(&summary);
+  if (!error.empty()) return {{"error", "reload refused, the running configuration stays: " + error}};
+  return {{"reloaded", true}, {"summary", summary}};
+}
+
+// What `uplinkctl use` needs to send by one uplink: its device and mark, and whether it is usable.
+nlohmann::json Daemon::interface_info(const nlohmann::json& request) const {
+  const std::string name = request.value("interface", "");
+  const config::InterfaceConfig* cfg = config_.find_interface(name);
+  if (cfg == nullptr) {
+    std::vector<std::string> names;
+    for (const auto& i : config_.interfaces) names.push_back(i.name);
+    return {{"error", "unknown interface '" + name + "' (" + config_.file + " has " + joined(names) + ")"}};
+  }
+  auto it = uplinks_.find(cfg->id);
+  if (!cfg->enabled || it == uplinks_.end()) {
+    return {{"error", "interface " + name + " is disabled in " + config_.file + " (option enabled '1')"}};
+  }
+  const Uplink& u = it->second;
+  const std::string state =
+      u.device_up ? std::string(health::to_string(u.monitor->tracker().state())) : "offline";
+  if (!u.device_up) {
+    return {{"error", "interface " + name + " is offline: its device " + cfg->device + " is absent or down"}};
+  }
+  const health::State s = u.monitor->tracker().state();
+  if (s != health::State::Online && s != health::State::Disconnecting) {
+    return {{"error", "interface " + name + " is " + state + ", not online: nothing would leave by it"}};
+  }
+  return {{"name", name},
+          {"device", cfg->device},
+          {"ifindex", u.ifindex},
+          {"mark", u.monitor->mark()},
+          {"mmx_mask", config_.globals.mmx_mask},
+          {"state", state},
+          {"family", cfg->family == config::Family::Ipv6 ? "ipv6" : "ipv4"}};
+}
+
+// The main table's default route follows the default rule's policy (see default_route.h).
+void Daemon::update_local_routes() {
+  if (stopping_ || !policy_) return;
+  std::string errors;
+  for (int family : {AF_INET, AF_INET6}) {
+    std::vector<netlink::LocalDefaultRoute::Hop> hops;
+    if (config_.globals.local_route) {
+      for (const auto& m : policy_->default_route_members(family)) {
+        auto it = uplinks_.find(m.id);
+        if (it == uplinks_.end() || !it->second.device_up) continue;
+        hops.push_back({it->second.ifindex, it->second.gateway, m.weight});
+      }
+    }
+    const auto before = local_routes_.hops(family);
+    std::string error;
+    if (local_routes_.set(family, config_.globals.local_route_metric, hops, &error) != 0) {
+      errors += error;
+    } else if (before != hops) {
+      log::info(hops.empty()
+                    ? std::string(family == AF_INET ? "IPv4" : "IPv6") +
+                          " default route of uplinkd removed: the system's routes apply"
+                    : "router's own traffic: " +
+                          netlink::describe_default_route(family, config_.globals.local_route_metric, hops));
+    }
+  }
+  if (!errors.empty() && errors != local_route_error_) log::error(errors);
+  local_route_error_ = errors;
+}
+
+// ---- failover hygiene -----------------------------------------------------------------------------
+
+// Runs after the generation bump, the uplink record write and the policy republish of on_action, so
+// every flow of a dead uplink is stale before its clients are reset. Not at stop: a restart must
+// not reset every connection of the LAN.
+void Daemon::hygiene_on_action(const Uplink& u, health::Action a) {
+  if (!hygiene_ || stopping_) return;
+  const int64_t now = health::monotonic_ns();
+  const uint32_t mark = u.monitor->mark();
+  if (a == health::Action::Disconnected) {
+    hygiene_->on_disconnected(u.cfg->id, mark, u.generation, now);
+    hygiene_->on_event(u.cfg->id, mark, "disconnected");
+  } else if (a == health::Action::Connected) {
+    hygiene_->on_connected(u.cfg->id, online_interfaces(), now);
+    hygiene_->on_event(u.cfg->id, mark, "connected");
+  }
 }
 
 }  // namespace uplinkd

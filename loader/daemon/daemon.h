@@ -14,10 +14,14 @@
 #include "config/config.h"
 #include "control/control_server.h"
 #include "daemon/hook_runner.h"
+#include "daemon/flow_hygiene.h"
 #include "daemon/policy_runtime.h"
 #include "datapath/datapath.h"
+#include "datapath/wg_steering.h"
 #include "health/monitor.h"
+#include "netlink/default_route.h"
 #include "netlink/uplink_routes.h"
+#include "wireguard/manager.h"
 
 namespace uplinkd {
 
@@ -42,6 +46,12 @@ class Daemon {
 
   [[nodiscard]] nlohmann::json status() const;
 
+  // Reads the configuration again from the paths it started with and checks it as --check-config
+  // does. A bad one is refused: the error (file:line: option '...': ...) is returned and logged, and
+  // nothing changes. A good one is applied in place (see README, "Reload"); `summary` gets the one
+  // line that was logged. Returns an empty string on success.
+  std::string reload(std::string* summary);
+
  private:
   struct Uplink {
     const config::InterfaceConfig* cfg = nullptr;
@@ -53,6 +63,7 @@ class Daemon {
     uint32_t generation = 0;
     std::string last_error;
     int64_t retry_at = 0;
+    std::optional<IpAddress> gateway;  // while device_up: configured or learnt at bring-up
   };
 
   void setup_signals();
@@ -72,6 +83,10 @@ class Daemon {
   std::unique_ptr<datapath::Datapath> datapath_;
   netlink::UplinkRoutes routes_;
   std::unique_ptr<PolicyRuntime> policy_;  // after datapath_: it detaches before the datapath goes
+  // Failover hygiene (flow_hygiene.h): resets, conntrack by mark, failback, the flow sweep.
+  std::unique_ptr<FlowHygiene> hygiene_;
+  int64_t next_flow_sweep_ = 0;
+  void hygiene_on_action(const Uplink& u, health::Action a);
   HookRunner hooks_;
   std::map<uint32_t, Uplink> uplinks_;  // by interface id (enabled interfaces only)
   // One XDP attachment per device, shared by the uplinks on it (mwan3's wan and wan6).
@@ -92,7 +107,40 @@ class Daemon {
   [[nodiscard]] policy::OnlineInterfaces online_interfaces() const;
   [[nodiscard]] std::vector<PolicyRuntime::UplinkView> uplink_views() const;
   bool stopping_ = false;
+
+  // WireGuard endpoints follow the active uplink (daemon_wireguard.cpp). The manager goes before
+  // the steering it writes to, and both before the datapath.
+  std::unique_ptr<datapath::WgSteering> wg_steering_;
+  std::unique_ptr<wireguard::WireguardManager> wireguard_;
+  int64_t next_wireguard_poll_ = 0;
+  void create_wg_steering();
+  void start_wireguard();
+  void stop_wireguard();
+  void wireguard_uplink_up(const Uplink& u, bool ethernet);
+  void wireguard_uplink_down(const Uplink& u);
+  void wireguard_release_device(int ifindex);
+  void update_wireguard();
+  void poll_wireguard(int64_t now);
+
+  // Reload and the router's own traffic.
+  Uplink make_uplink(const config::InterfaceConfig& cfg);
+  void retire_uplink(Uplink& u, int64_t now);
+  void retrack_uplink(Uplink& u, const std::string& old_device, int64_t now);
+  void update_local_routes();
+  [[nodiscard]] nlohmann::json reload_json();
+  [[nodiscard]] nlohmann::json interface_info(const nlohmann::json& request) const;
+  netlink::LocalDefaultRoute local_routes_;
+  std::string local_route_error_;
+  // Generations of uplinks a reload removed or re-created: a later uplink with that id continues
+  // from there, so flows remembered from before can never look current again.
+  std::map<uint32_t, uint32_t> retired_generations_;
 };
+
+// Loads the mwan3 configuration and checks it entirely (policies, rules compiled against the devices
+// present now), as `uplinkd --check-config`, at start and at reload. Throws config::ConfigError
+// naming file, line and option.
+config::Config load_checked_config(const std::string& config_path,
+                                   const std::optional<std::string>& network_path);
 
 // Checks for the privileges uplinkd needs; returns an empty string or what is missing and how to fix it.
 std::string check_privileges();

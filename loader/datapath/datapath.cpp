@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <xdp/libxdp.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdarg>
@@ -18,8 +19,9 @@
 #include <vector>
 
 #include "common/log.h"
-#include "uplink_ingress.skel.h"
+#include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
+#include "uplink_ingress.skel.h"
 #include "wan_ingress.skel.h"
 
 namespace uplinkd::datapath {
@@ -30,11 +32,13 @@ constexpr uint32_t kTcHandle = 0x7570;  // "up"
 constexpr uint32_t kTcPriority = 0x7570;
 
 // Every map shared between programs and the daemon: the same pin path in every object that uses it.
-const char* const kPinnedMaps[] = {UPLINKD_MAP_UPLINKS,   UPLINKD_MAP_PROBES,         UPLINKD_MAP_PROBE_EVENTS,
-                                   UPLINKD_MAP_COUNTERS,  UPLINKD_MAP_ICMP_LIMITER,   UPLINKD_MAP_CLASSIFIER_CFG,
-                                   UPLINKD_MAP_RULES,     UPLINKD_MAP_RULE_COUNTERS,  UPLINKD_MAP_POLICIES,
-                                   UPLINKD_MAP_FLOWS,     UPLINKD_MAP_STICKY,         UPLINKD_MAP_INBOUND,
-                                   UPLINKD_MAP_CONNECTED, UPLINKD_MAP_SETS};
+const char* const kPinnedMaps[] = {
+    UPLINKD_MAP_UPLINKS,      UPLINKD_MAP_PROBES,        UPLINKD_MAP_PROBE_EVENTS,
+    UPLINKD_MAP_COUNTERS,     UPLINKD_MAP_ICMP_LIMITER,  UPLINKD_MAP_CLASSIFIER_CFG,
+    UPLINKD_MAP_RULES,        UPLINKD_MAP_RULE_COUNTERS, UPLINKD_MAP_POLICIES,
+    UPLINKD_MAP_FLOWS,        UPLINKD_MAP_STICKY,        UPLINKD_MAP_INBOUND,
+    UPLINKD_MAP_CONNECTED,    UPLINKD_MAP_SETS,          UPLINKD_MAP_TCP_SEEN,
+    UPLINKD_MAP_FLOW_COUNTERS};
 
 std::string strip(const char* line) {
   std::string s(line);
@@ -47,12 +51,46 @@ std::string errno_text(int err) {
   return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")";
 }
 
+// The per-flow LRU maps take the configured size (Datapath::Datapath); the others keep the size
+// compiled into the programs.
+uint32_t sized_entries(const char* name, uint32_t flow_entries) {
+  if (flow_entries == 0) return 0;
+  if (std::strcmp(name, UPLINKD_MAP_FLOWS) == 0 || std::strcmp(name, UPLINKD_MAP_TCP_SEEN) == 0) return flow_entries;
+  if (std::strcmp(name, UPLINKD_MAP_STICKY) == 0 || std::strcmp(name, UPLINKD_MAP_INBOUND) == 0) {
+    return std::max<uint32_t>(flow_entries / 4, 1024);
+  }
+  return 0;
+}
+
 // Every object instance points its maps at the same pin paths: the first load creates and pins
 // them, later loads (one per uplink) reuse them, so the daemon sees one set of maps.
-void set_pin_paths(struct bpf_object* obj, const std::string& dir) {
+void set_pin_paths(struct bpf_object* obj, const std::string& dir, uint32_t flow_entries) {
   for (const char* name : kPinnedMaps) {
     struct bpf_map* map = bpf_object__find_map_by_name(obj, name);
-    if (map != nullptr) bpf_map__set_pin_path(map, (dir + "/" + name).c_str());
+    if (map == nullptr) continue;
+    bpf_map__set_pin_path(map, (dir + "/" + name).c_str());
+    if (uint32_t n = sized_entries(name, flow_entries); n != 0) bpf_map__set_max_entries(map, n);
+  }
+}
+
+// A map pinned by an earlier run with another size cannot be reused (libbpf refuses it as
+// incompatible): drop that pin, so this run creates the map at the configured size. Its entries
+// (remembered decisions) are lost, as after a reboot.
+void drop_resized_pins(const std::string& dir, uint32_t flow_entries) {
+  for (const char* name : kPinnedMaps) {
+    const uint32_t want = sized_entries(name, flow_entries);
+    if (want == 0) continue;
+    const std::string path = dir + "/" + name;
+    int fd = bpf_obj_get(path.c_str());
+    if (fd < 0) continue;
+    bpf_map_info info{};
+    uint32_t len = sizeof info;
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.max_entries != want) {
+      log::info(std::string("map ") + name + " resized from " + std::to_string(info.max_entries) + " to " +
+                std::to_string(want) + " entries; its pinned copy is replaced");
+      unlink(path.c_str());
+    }
+    close(fd);
   }
 }
 
@@ -81,26 +119,34 @@ int libxdp_print(enum libxdp_print_level level, const char* fmt, va_list args) {
   return 0;
 }
 
-// Our tc filter on a device's ingress. Creates the clsact qdisc when there is none and says so
-// through `created`, so detach removes exactly what attach added.
-void attach_tc_ingress(int ifindex, const std::string& device, int prog_fd, bool* created) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-  int herr = bpf_tc_hook_create(&hook);
+// Our tc filter on a device's ingress or egress. Creates the clsact qdisc when there is none and
+// says so through `created`, so detach removes exactly what attach added.
+void attach_tc(int ifindex, const std::string& device, int prog_fd, bpf_tc_attach_point point,
+               bool* created) {
+  const char* direction = point == BPF_TC_EGRESS ? "egress" : "ingress";
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+  // created == nullptr: the caller knows the qdisc is there (no EEXIST noise in the kernel's log).
+  int herr = created != nullptr ? bpf_tc_hook_create(&hook) : -EEXIST;
   if (herr != 0 && herr != -EEXIST) {
     throw DatapathError("creating the clsact qdisc on " + device + ": " + errno_text(herr) +
                         " (is the sch_ingress/clsact qdisc available in this kernel?)");
   }
-  *created = herr == 0;
+  if (created != nullptr) *created = herr == 0;
   LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .handle = kTcHandle, .priority = kTcPriority);
   int terr = bpf_tc_attach(&hook, &opts);
   if (terr != 0) {
-    if (*created) bpf_tc_hook_destroy(&hook);
-    throw DatapathError("attaching a tc program to " + device + " ingress: " + errno_text(terr));
+    if (created != nullptr && *created) bpf_tc_hook_destroy(&hook);
+    throw DatapathError("attaching a tc program to " + device + " " + direction + ": " + errno_text(terr));
   }
 }
 
-void detach_tc_ingress(int ifindex, bool created) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+void attach_tc_ingress(int ifindex, const std::string& device, int prog_fd, bool* created) {
+  attach_tc(ifindex, device, prog_fd, BPF_TC_INGRESS, created);
+}
+
+// Removes our filter; `created`: the qdisc was ours, so it goes too (with both directions).
+void detach_tc(int ifindex, bpf_tc_attach_point point, bool created) {
+  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   bpf_tc_detach(&hook, &opts);
   if (created) {
@@ -108,6 +154,8 @@ void detach_tc_ingress(int ifindex, bool created) {
     bpf_tc_hook_destroy(&hook);
   }
 }
+
+void detach_tc_ingress(int ifindex, bool created) { detach_tc(ifindex, BPF_TC_INGRESS, created); }
 
 bool device_exists(int ifindex) {
   std::array<char, IF_NAMESIZE> name{};
@@ -136,8 +184,61 @@ struct Datapath::LanAttached {
   bool tc_hook_created = false;
 };
 
-Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply)
-    : on_reply_(std::move(on_reply)) {
+namespace {
+
+// Map fds by name: the skeletons of other helpers' programs need not name every shared map.
+int map_fd_by_name(struct bpf_object* obj, const char* name) {
+  struct bpf_map* map = bpf_object__find_map_by_name(obj, name);
+  if (map == nullptr) throw DatapathError(std::string("the LAN classifier object has no map ") + name);
+  return bpf_map__fd(map);
+}
+
+// Reads about `max_entries` entries (at most one chunk more) of a hash map from `cursor` with batch lookups,
+// handing each to `visit` (key, value). The batch cursor of a hash map is a bucket index, so entries the
+// visitor deletes or rewrites (they are in buckets already read) never disturb the walk.
+size_t walk_hash(int fd, size_t key_size, size_t value_size, MapCursor& cursor, size_t max_entries,
+                 const std::function<bool(const void*, const void*)>& visit) {
+  constexpr uint32_t kChunk = 1024;
+  size_t visited = 0;
+  std::vector<uint8_t> keys, values;
+  uint32_t chunk = kChunk;
+  while (!cursor.done && visited < max_entries) {
+    keys.resize(chunk * key_size);
+    values.resize(chunk * value_size);
+    uint32_t count = chunk;  // a whole chunk even near max_entries: the walk overshoots by < chunk
+    uint32_t out = 0;
+    int err = bpf_map_lookup_batch(fd, cursor.started ? &cursor.token : nullptr, &out, keys.data(),
+                                   values.data(), &count, nullptr);
+    const int e = err != 0 ? errno : 0;
+    if (err != 0 && e == ENOSPC && chunk < 65536) {
+      chunk *= 2;  // one bucket held more entries than the chunk: ask again with room for it
+      continue;
+    }
+    if (err != 0 && e != ENOENT) {
+      cursor.done = true;  // nothing more can be read now; the next walk starts again
+      break;
+    }
+    for (uint32_t i = 0; i < count; ++i) {
+      ++visited;
+      if (!visit(&keys[i * key_size], &values[i * value_size])) {
+        // Stopped early: resume after this chunk next time (its rest is seen by the next walk).
+        cursor.started = true;
+        cursor.token = out;
+        return visited;
+      }
+    }
+    cursor.started = true;
+    cursor.token = out;
+    if (e == ENOENT) cursor.done = true;
+  }
+  return visited;
+}
+
+}  // namespace
+
+Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply,
+                   uint32_t flow_entries)
+    : flow_entries_(flow_entries), on_reply_(std::move(on_reply)) {
   libbpf_set_print(libbpf_print);
   libxdp_set_print(libxdp_print);
   if (!is_bpffs(bpffs_root)) {
@@ -148,6 +249,7 @@ Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, R
   std::error_code ec;
   std::filesystem::create_directories(pin_dir_, ec);
   if (ec) throw DatapathError("creating pin directory " + pin_dir_ + ": " + ec.message());
+  drop_resized_pins(pin_dir_, flow_entries_);
   try {
     load_maps();
   } catch (...) {
@@ -160,7 +262,7 @@ void Datapath::load_maps() {
   master_ = uplink_ingress__open();
   if (master_ == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
   master_->rodata->uplink_id = 0;
-  set_pin_paths(master_->obj, pin_dir_);
+  set_pin_paths(master_->obj, pin_dir_, flow_entries_);
   int err = uplink_ingress__load(master_);
   if (err != 0) {
     throw DatapathError("the kernel refused the XDP program uplink_ingress: " + errno_text(err) +
@@ -179,6 +281,9 @@ void Datapath::load_maps() {
   rule_counters_fd_ = bpf_map__fd(lan->maps.rule_counters);
   policies_fd_ = bpf_map__fd(lan->maps.policies);
   connected_fd_ = bpf_map__fd(lan->maps.connected);
+  flows_fd_ = map_fd_by_name(lan->obj, UPLINKD_MAP_FLOWS);
+  tcp_seen_fd_ = map_fd_by_name(lan->obj, UPLINKD_MAP_TCP_SEEN);
+  flow_counters_fd_ = map_fd_by_name(lan->obj, UPLINKD_MAP_FLOW_COUNTERS);
   ring_ = ring_buffer__new(
       events_fd_,
       [](void* ctx, void* data, size_t size) -> int {
@@ -205,6 +310,8 @@ Datapath::~Datapath() {
   for (int ifindex : lans) detach_lan(ifindex);
   if (lan_eth_ != nullptr) lan_ingress__destroy(lan_eth_);
   if (lan_l3_ != nullptr) lan_ingress__destroy(lan_l3_);
+  if (lan_egress_eth_ != nullptr) lan_egress__destroy(lan_egress_eth_);
+  if (lan_egress_l3_ != nullptr) lan_egress__destroy(lan_egress_l3_);
   if (ring_ != nullptr) ring_buffer__free(ring_);
   unpin_all();
   if (master_ != nullptr) uplink_ingress__destroy(master_);
@@ -229,7 +336,7 @@ void Datapath::attach(const AttachOptions& o) {
   if (a->ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
   a->ingress->rodata->uplink_id = o.uplink_id;
   a->ingress->rodata->l3_only = o.l3_only ? 1 : 0;
-  set_pin_paths(a->ingress->obj, pin_dir_);
+  set_pin_paths(a->ingress->obj, pin_dir_, flow_entries_);
 
   a->xdp = xdp_program__from_bpf_obj(a->ingress->obj, "xdp");
   long err = libxdp_get_error(a->xdp);
@@ -272,7 +379,7 @@ void Datapath::attach(const AttachOptions& o) {
     raw->wan->rodata->reply_mark = o.reply_mark;
     raw->wan->rodata->reply_mark_mask = o.reply_mark != 0 ? o.reply_mark_mask : 0;
     raw->wan->rodata->l3_only = o.l3_only ? 1 : 0;
-    set_pin_paths(raw->wan->obj, pin_dir_);
+    set_pin_paths(raw->wan->obj, pin_dir_, flow_entries_);
     int lerr = wan_ingress__load(raw->wan);
     if (lerr != 0) throw DatapathError("the kernel refused the tc program wan_ingress: " + errno_text(lerr));
     const int fd = bpf_program__fd(raw->wan->progs.wan_ingress);
@@ -312,7 +419,7 @@ void Datapath::detach(uint32_t uplink_id) {
   obj = lan_ingress__open();
   if (obj == nullptr) throw DatapathError("opening the LAN classifier object: " + errno_text(errno));
   obj->rodata->l3_only = l3_only ? 1 : 0;
-  set_pin_paths(obj->obj, pin_dir_);
+  set_pin_paths(obj->obj, pin_dir_, flow_entries_);
   int err = lan_ingress__load(obj);
   if (err != 0) {
     lan_ingress__destroy(obj);
@@ -323,20 +430,116 @@ void Datapath::detach(uint32_t uplink_id) {
   return obj;
 }
 
+::lan_egress* Datapath::lan_egress_object(bool l3_only) {
+  ::lan_egress*& obj = l3_only ? lan_egress_l3_ : lan_egress_eth_;
+  if (obj != nullptr) return obj;
+  obj = lan_egress__open();
+  if (obj == nullptr) throw DatapathError("opening the LAN egress object: " + errno_text(errno));
+  obj->rodata->l3_only = l3_only ? 1 : 0;
+  set_pin_paths(obj->obj, pin_dir_, flow_entries_);  // flows and tcp_seen: the classifier's own instances
+  int err = lan_egress__load(obj);
+  if (err != 0) {
+    lan_egress__destroy(obj);
+    obj = nullptr;
+    throw DatapathError("the kernel refused the tc program lan_egress: " + errno_text(err) +
+                        " (the verifier log above says why)");
+  }
+  return obj;
+}
+
 void Datapath::attach_lan(int ifindex, const std::string& device, bool l3_only) {
   if (lan_attached(ifindex)) return;
   ::lan_ingress* obj = lan_object(l3_only);
+  ::lan_egress* egress = lan_egress_object(l3_only);
   auto a = std::make_unique<LanAttached>();
   a->device = device;
   attach_tc_ingress(ifindex, device, bpf_program__fd(obj->progs.lan_ingress), &a->tc_hook_created);
+  try {
+    // The clsact qdisc exists by now: the ingress attach made it or found it.
+    attach_tc(ifindex, device, bpf_program__fd(egress->progs.lan_egress), BPF_TC_EGRESS, nullptr);
+  } catch (...) {
+    detach_tc_ingress(ifindex, a->tc_hook_created);
+    throw;
+  }
   lan_[ifindex] = std::move(a);
 }
 
 void Datapath::detach_lan(int ifindex) {
   auto it = lan_.find(ifindex);
   if (it == lan_.end()) return;
-  if (device_exists(ifindex)) detach_tc_ingress(ifindex, it->second->tc_hook_created);
+  if (device_exists(ifindex)) {
+    detach_tc(ifindex, BPF_TC_EGRESS, false);
+    detach_tc_ingress(ifindex, it->second->tc_hook_created);
+  }
   lan_.erase(it);
+}
+
+size_t Datapath::walk_flows(MapCursor& cursor, size_t max_entries, const FlowVisitor& visit) const {
+  return walk_hash(flows_fd_, sizeof(flow_key), sizeof(flow_value), cursor, max_entries,
+                   [&](const void* k, const void* v) {
+                     flow_key key;
+                     flow_value value;
+                     std::memcpy(&key, k, sizeof key);
+                     std::memcpy(&value, v, sizeof value);
+                     return visit(key, value);
+                   });
+}
+
+size_t Datapath::walk_tcp_seen(MapCursor& cursor, size_t max_entries, const TcpSeenVisitor& visit) const {
+  return walk_hash(tcp_seen_fd_, sizeof(flow_key), sizeof(tcp_seen), cursor, max_entries,
+                   [&](const void* k, const void* v) {
+                     flow_key key;
+                     tcp_seen value;
+                     std::memcpy(&key, k, sizeof key);
+                     std::memcpy(&value, v, sizeof value);
+                     return visit(key, value);
+                   });
+}
+
+size_t Datapath::for_each_flow(const FlowVisitor& visit) const {
+  MapCursor cursor;
+  // Bounded by the map's size (plus what arrives during the walk).
+  return walk_flows(cursor, 2 * static_cast<size_t>(UPLINKD_MAX_FLOWS), visit);
+}
+
+std::optional<flow_value> Datapath::lookup_flow(const flow_key& key) const {
+  flow_value value{};
+  if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0) return std::nullopt;
+  return value;
+}
+
+bool Datapath::delete_flow(const flow_key& key) { return bpf_map_delete_elem(flows_fd_, &key) == 0; }
+
+bool Datapath::set_flow_generation(const flow_key& key, uint32_t generation) {
+  flow_value value{};
+  if (bpf_map_lookup_elem(flows_fd_, &key, &value) != 0) return false;
+  value.generation = generation;
+  // BPF_EXIST: a flow the LRU evicted meanwhile is not brought back.
+  return bpf_map_update_elem(flows_fd_, &key, &value, BPF_EXIST) == 0;
+}
+
+std::optional<tcp_seen> Datapath::lookup_tcp_seen(const flow_key& key) const {
+  tcp_seen value{};
+  if (bpf_map_lookup_elem(tcp_seen_fd_, &key, &value) != 0) return std::nullopt;
+  return value;
+}
+
+bool Datapath::delete_tcp_seen(const flow_key& key) { return bpf_map_delete_elem(tcp_seen_fd_, &key) == 0; }
+
+FlowCounters Datapath::flow_counters() const {
+  const int cpus = libbpf_num_possible_cpus();
+  std::vector<::flow_counters> per_cpu(cpus > 0 ? cpus : 1);
+  FlowCounters sum;
+  const uint32_t key = 0;
+  if (bpf_map_lookup_elem(flow_counters_fd_, &key, per_cpu.data()) != 0) return sum;
+  for (const auto& c : per_cpu) {
+    sum.created += c.created;
+    sum.stale_tcp_reset += c.stale_tcp_reset;
+    sum.stale_tcp_refused += c.stale_tcp_refused;
+    sum.reclassified += c.reclassified;
+    sum.idle_reclassified += c.idle_reclassified;
+  }
+  return sum;
 }
 
 void Datapath::write_classifier_cfg(const classifier_cfg& cfg) {

@@ -7,6 +7,8 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -16,6 +18,7 @@ struct ring_buffer;
 struct uplink_ingress;  // bpftool skeletons, global C names
 struct wan_ingress;
 struct lan_ingress;
+struct lan_egress;
 
 namespace uplinkd::datapath {
 
@@ -35,6 +38,22 @@ struct UplinkCounters {
   uint64_t probe_replies_exempted = 0;
 };
 
+// The classifier's stale-flow counters (flow_counters summed over CPUs).
+struct FlowCounters {
+  uint64_t created = 0;
+  uint64_t stale_tcp_reset = 0;
+  uint64_t stale_tcp_refused = 0;
+  uint64_t reclassified = 0;
+  uint64_t idle_reclassified = 0;
+};
+
+// Where a walk over a hash map resumes: the kernel's batch cursor (a bucket index for hash maps).
+struct MapCursor {
+  bool started = false;
+  bool done = false;
+  uint32_t token = 0;
+};
+
 struct AttachOptions {
   uint32_t uplink_id = 0;
   std::string device;
@@ -50,7 +69,10 @@ class Datapath {
 
   // Checks bpffs at `bpffs_root`, creates the pin directory and loads the maps (through an
   // unattached instance of the XDP program, which also proves the kernel accepts it).
-  Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply);
+  // flow_entries: size of the per-flow LRU maps (flows, tcp_seen; sticky and inbound a quarter of
+  // it); 0 keeps the programs' compiled sizes.
+  Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply,
+           uint32_t flow_entries = 0);
   ~Datapath();  // detaches everything, unpins, removes the pin directory
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
@@ -62,7 +84,8 @@ class Datapath {
   [[nodiscard]] bool attached(uint32_t uplink_id) const { return uplinks_.count(uplink_id) != 0; }
   [[nodiscard]] std::string attach_mode(uint32_t uplink_id) const;
 
-  // The LAN classifier (tc ingress) on a LAN-side device; idempotent. Throws DatapathError.
+  // The LAN classifier (tc ingress) and the sequence learner lan_egress (tc egress) on a LAN-side
+  // device; idempotent. Throws DatapathError (nothing stays attached then).
   void attach_lan(int ifindex, const std::string& device, bool l3_only);
   void detach_lan(int ifindex);
   [[nodiscard]] bool lan_attached(int ifindex) const { return lan_.count(ifindex) != 0; }
@@ -80,6 +103,24 @@ class Datapath {
   void clear_probes();
   UplinkCounters counters(uint32_t uplink_id) const;
 
+  // ---- flows and tcp_seen (failover hygiene) ----
+  // A visitor returns false to stop the walk. It may delete or update the entry it is given.
+  using FlowVisitor = std::function<bool(const flow_key&, const flow_value&)>;
+  using TcpSeenVisitor = std::function<bool(const flow_key&, const tcp_seen&)>;
+  // Visits up to `max_entries` flows from `cursor` on (batch lookups of a few thousand entries, so
+  // about a microsecond per entry) and moves the cursor; cursor.done once the map was walked.
+  // Entries added or deleted meanwhile may be seen or missed, never visited twice in one walk.
+  size_t walk_flows(MapCursor& cursor, size_t max_entries, const FlowVisitor& visit) const;
+  size_t walk_tcp_seen(MapCursor& cursor, size_t max_entries, const TcpSeenVisitor& visit) const;
+  size_t for_each_flow(const FlowVisitor& visit) const;  // the whole map
+  [[nodiscard]] std::optional<flow_value> lookup_flow(const flow_key& key) const;
+  bool delete_flow(const flow_key& key);  // true if it was there
+  // Rewrites an existing flow's generation (makes it stale when != its uplink's); false if gone.
+  bool set_flow_generation(const flow_key& key, uint32_t generation);
+  [[nodiscard]] std::optional<tcp_seen> lookup_tcp_seen(const flow_key& key) const;
+  bool delete_tcp_seen(const flow_key& key);
+  [[nodiscard]] FlowCounters flow_counters() const;
+
   int ring_fd() const;  // epoll-able
   void poll_replies();  // consumes every pending reply event without blocking
 
@@ -90,13 +131,18 @@ class Datapath {
   struct LanAttached;
   void load_maps();
   ::lan_ingress* lan_object(bool l3_only);
+  ::lan_egress* lan_egress_object(bool l3_only);
   void unpin_all();
 
   std::string pin_dir_;
+  uint32_t flow_entries_ = 0;
   ReplyHandler on_reply_;
   ::uplink_ingress* master_ = nullptr;
   ::lan_ingress* lan_eth_ = nullptr;  // one loaded classifier per header kind, attached to many devices
   ::lan_ingress* lan_l3_ = nullptr;
+  ::lan_egress* lan_egress_eth_ = nullptr;  // the same per header kind, on the LAN devices' egress
+  ::lan_egress* lan_egress_l3_ = nullptr;
+  int flows_fd_ = -1, tcp_seen_fd_ = -1, flow_counters_fd_ = -1;
   int cfg_fd_ = -1, rules_fd_ = -1, rule_counters_fd_ = -1, policies_fd_ = -1, connected_fd_ = -1;
   std::vector<lpm_key> connected_;
   struct ring_buffer* ring_ = nullptr;
