@@ -1,6 +1,8 @@
 #include "daemon/daemon.h"
 
 #include <linux/capability.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <signal.h>
@@ -30,6 +32,7 @@ constexpr int64_t kRetryNs = 2 * 1000000000LL;          // after a failed bring-
 constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
 // Route copies, connected networks and LAN devices are re-read this often (netlink dumps).
 constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
+constexpr int64_t kRouteEventDelayNs = 50 * 1000000LL;  // lets a burst of route notifications settle
 // Idle flows and orphaned tcp_seen entries are swept this often, a bounded batch each time.
 constexpr int64_t kFlowSweepNs = 10 * 1000000000LL;
 constexpr uint32_t kRulePrefBase = 2000;                // mwan3: pref 2000+N fwmark mark(N) lookup N
@@ -149,7 +152,7 @@ Daemon::~Daemon() {
   routes_.remove_all();
   control_.reset();
   datapath_.reset();
-  for (int fd : {epoll_fd_, signal_fd_, timer_fd_}) {
+  for (int fd : {epoll_fd_, signal_fd_, timer_fd_, route_events_fd_}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -165,12 +168,51 @@ void Daemon::setup_signals() {
   epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
   if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0)
     throw std::runtime_error(std::string("event loop: ") + strerror(errno));
-  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd()}) {
+  open_route_events();
+  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd(), route_events_fd_}) {
+    if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
     ev.data.fd = fd;
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   }
+}
+
+// The uplink tables copy the main table's routes and the classifier's connected networks follow
+// the addresses: both are brought in step shortly after the kernel says a route, an address or a
+// link changed (a burst of notifications is handled once), with the periodic refresh as a safety net.
+void Daemon::open_route_events() {
+  route_events_fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
+  if (route_events_fd_ < 0 ||
+      bind(route_events_fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+    log::warn(std::string("route notifications unavailable (") + strerror(errno) +
+              "): routes and connected networks are synced every " + std::to_string(kPolicyRefreshNs / 1000000000) +
+              " s only");
+    if (route_events_fd_ >= 0) close(route_events_fd_);
+    route_events_fd_ = -1;
+  }
+}
+
+void Daemon::drain_route_events(int64_t now) {
+  char buf[8192];
+  bool links = false;
+  for (int i = 0; i < 256; ++i) {  // bounded: a flood is caught up by the next wake-up
+    const ssize_t n = recv(route_events_fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == ENOBUFS) {  // the kernel dropped some: assume anything changed
+      links = true;
+      continue;
+    }
+    if (n <= 0) break;
+    int len = static_cast<int>(n);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_type == RTM_NEWLINK || h->nlmsg_type == RTM_DELLINK) links = true;
+    }
+  }
+  next_policy_refresh_ = std::min(next_policy_refresh_, now + kRouteEventDelayNs);
+  if (links) next_device_poll_ = std::min(next_device_poll_, now + kRouteEventDelayNs);
 }
 
 void Daemon::poll_devices(int64_t now, bool at_start) {
@@ -357,7 +399,7 @@ void Daemon::dispatch_reply(const probe_reply_event& event) {
 }
 
 int64_t Daemon::next_wakeup(int64_t now) const {
-  int64_t t = next_device_poll_;
+  int64_t t = std::min(next_device_poll_, next_policy_refresh_);
   for (const auto& [id, u] : uplinks_) t = std::min(t, u.monitor->next_wakeup());
   t = std::min(t, hooks_.next_deadline());
   return std::max(t, now);
@@ -385,6 +427,7 @@ int Daemon::run() {
       const int fd = events[i].data.fd;
       if (fd == signal_fd_) handle_signals(&stop);
       if (fd == control_->fd()) control_->serve();
+      if (fd == route_events_fd_) drain_route_events(health::monotonic_ns());
       if (fd == timer_fd_) {
         uint64_t ticks;
         [[maybe_unused]] ssize_t r = read(timer_fd_, &ticks, sizeof ticks);

@@ -101,6 +101,9 @@ class Daemon {
   int epoll_fd_ = -1;
   int signal_fd_ = -1;
   int timer_fd_ = -1;
+  int route_events_fd_ = -1;  // rtnetlink notifications: routes, addresses, links changed
+  void open_route_events();
+  void drain_route_events(int64_t now);
   int64_t started_ns_ = 0;
   int64_t next_device_poll_ = 0;
   int64_t next_policy_refresh_ = 0;

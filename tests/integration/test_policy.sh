@@ -204,6 +204,29 @@ w1=$(count wan1)
 ((w1 > 200)) || fail "after wan1 returned only $w1 of 500 new flows used it"
 pass "failback: new flows use wan1 again ($w1 of 500)"
 
+# Table sync follows route events, not only the 2 s safety poll: a route added to the main table
+# through wan2 is copied into wan2's table (2) within 0.5 s, and its copy goes when it goes.
+last_ms=0
+for i in 1 2 3; do
+  ip -n "$P-rtr" route add "10.99.$i.0/24" via 198.51.100.1 dev wan2 || fail "cannot add a test route"
+  t0=$(date +%s%N)
+  copied=0
+  for _ in $(seq 1 50); do
+    if ip -n "$P-rtr" route show table 2 | grep -q "^10\.99\.$i\.0/24"; then copied=1; break; fi
+    sleep 0.01
+  done
+  last_ms=$((($(date +%s%N) - t0) / 1000000))
+  ((copied)) || fail "route 10.99.$i.0/24 via wan2 not copied into table 2 within 0.5 s"
+  ip -n "$P-rtr" route del "10.99.$i.0/24" via 198.51.100.1 dev wan2
+  gone=0
+  for _ in $(seq 1 50); do
+    if ! ip -n "$P-rtr" route show table 2 | grep -q "^10\.99\.$i\.0/24"; then gone=1; break; fi
+    sleep 0.01
+  done
+  ((gone)) || fail "the copy of 10.99.$i.0/24 stayed in table 2 after the route was deleted"
+done
+pass "main-table routes through wan2 are copied into table 2 and removed again within 0.5 s, 3 of 3 (route events; last copy after ${last_ms} ms)"
+
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 ip netns exec "$P-rtr" nft delete table inet ulcount
 ip netns exec "$P-rtr" nft delete table ip ulfwd
