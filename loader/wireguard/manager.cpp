@@ -221,6 +221,28 @@ std::optional<uint32_t> WireguardManager::active_uplink_id(const Tracked& t) con
 
 // One request per endpoint address (routes do not know ports); the first peer's device decides
 // fix_endpoint_routes and the tunnel to guard against.
+namespace {
+
+// A route moved under an endpoint is said in the log: a tunnel silently pinned to the wrong uplink
+// is what the field reports suffered from, so every fix, guard and stale route found is on record.
+void log_route_changes(const std::string& endpoint, const EndpointRouteReport& before,
+                       const EndpointRouteReport& now) {
+  for (const std::string& f : now.fixed) {
+    if (std::find(before.fixed.begin(), before.fixed.end(), f) == before.fixed.end())
+      log::notice("wireguard: endpoint " + endpoint + ": host route moved: " + f);
+  }
+  if (now.guard != before.guard) {
+    log::notice("wireguard: endpoint " + endpoint + ": full-tunnel guard route " +
+                (now.guard.empty() ? "removed (was " + before.guard + ")" : now.guard));
+  }
+  for (const std::string& r : now.stale) {
+    if (std::find(before.stale.begin(), before.stale.end(), r) == before.stale.end())
+      log::warn("wireguard: endpoint " + endpoint + ": host route pinned to another uplink (fix_endpoint_routes off): " + r);
+  }
+}
+
+}  // namespace
+
 void WireguardManager::refresh_routes() {
   std::vector<EndpointRouteRequest> requests;
   std::vector<std::string> addresses;
@@ -242,9 +264,11 @@ void WireguardManager::refresh_routes() {
     addresses.push_back(address);
   }
   std::vector<EndpointRouteReport> reports = routes_.refresh(requests);
+  std::map<std::string, EndpointRouteReport> previous = std::move(route_reports_);
   route_reports_.clear();
   for (size_t i = 0; i < reports.size(); ++i) {
     for (const std::string& problem : reports[i].problems) log::warn("wireguard: " + problem);
+    log_route_changes(addresses[i], previous[addresses[i]], reports[i]);
     route_reports_[addresses[i]] = std::move(reports[i]);
   }
 }
