@@ -285,6 +285,7 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
       last_error_ = error;
     }
   }
+  refresh_source_rules(uplinks);
   if (!policy::refresh_src_ifindexes(rules_, [](const std::string& d) {
          return if_nametoindex(d.c_str());
        }).empty()) {
@@ -292,7 +293,28 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
   }
 }
 
-void PolicyRuntime::uplink_down(const UplinkView& uplink) { kernel_.remove_table(uplink.id, uplink.family); }
+void PolicyRuntime::uplink_down(const UplinkView& uplink) {
+  kernel_.remove_table(uplink.id, uplink.family);
+  kernel_.remove_source_rules(uplink.id, uplink.family);
+}
+
+// The router's own addresses answer by their uplink (issue 3, inbound): without `from <address> lookup
+// N`, a reply from wan2's address would follow the main table's default route out of wan1, where the ISP
+// drops it as spoofed. Kept in step with DHCP renewals and added or removed addresses; an uplink whose
+// device is down or absent has none.
+void PolicyRuntime::refresh_source_rules(const std::vector<UplinkView>& uplinks) {
+  for (const auto& u : uplinks) {
+    if (u.ifindex == 0) {
+      kernel_.remove_source_rules(u.id, u.family);
+      continue;
+    }
+    std::string error;
+    if (kernel_.sync_source_rules(u.id, u.ifindex, u.family, &error) != 0 && error != last_source_error_) {
+      log::warn("interface " + u.device + ": " + error);
+      last_source_error_ = error;
+    }
+  }
+}
 
 void PolicyRuntime::refresh_lan(const std::vector<UplinkView>& uplinks) {
   (void)uplinks;

@@ -57,9 +57,11 @@ class PolicyRuntime {
   // Republishes every policy for the interfaces online now (one map update per policy and family).
   void publish(const policy::OnlineInterfaces& online);
   // Periodic upkeep: LAN devices that appeared or vanished, connected networks, the uplink tables'
-  // route copies, rules naming a src_iface whose device changed.
+  // route copies, the source rules of the uplinks' addresses, rules naming a src_iface whose device
+  // changed.
   void refresh(const std::vector<UplinkView>& uplinks);
-  // An uplink's device went away or down: its table copies go (mwan3 flushes the table at ifdown).
+  // An uplink's device went away or down: its table copies go (mwan3 flushes the table at ifdown), and
+  // so do its source rules.
   void uplink_down(const UplinkView& uplink);
 
   // Applies a configuration that compile() accepted, in place: programs stay attached and flows stay
@@ -87,6 +89,7 @@ class PolicyRuntime {
   int install_uplink_rules(const config::InterfaceConfig& i, std::string* error);
   void refresh_lan(const std::vector<UplinkView>& uplinks);
   void refresh_connected();
+  void refresh_source_rules(const std::vector<UplinkView>& uplinks);
   void load_sets();
 
   config::Config cfg_;
@@ -99,7 +102,8 @@ class PolicyRuntime {
   std::set<std::string> uplink_devices_;  // every interface's device, enabled or not: never LAN
   std::vector<netlink::RoutePrefix> connected_;
   std::string last_error_;
-  int sets_fd_ = -1;                        // the pinned `sets` map (owned)
+  std::string last_source_error_;            // logged once until it changes (refresh runs every 2 s)
+  int sets_fd_ = -1;                         // the pinned `sets` map (owned)
   std::unique_ptr<datapath::SetMaps> sets_;  // the tries behind `option ipset` rules
 };
 

@@ -7,6 +7,7 @@
 #include "netlink/policy_rules.h"
 
 #include <linux/fib_rules.h>
+#include <linux/if_addr.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netlink/attr.h>
@@ -178,6 +179,98 @@ int dump_table(nl_sock* sock, int family, uint32_t table, std::vector<RoutePtr>*
     *routes = std::move(dump.routes);
   }
   return err;
+}
+
+// ---- reading a device's addresses -------------------------------------------------------------
+
+struct AddressDump {
+  int family = 0;
+  int ifindex = 0;
+  std::vector<IpAddress> addresses;
+  int kernel_errno = 0;
+};
+
+// An address a packet can carry as its source to the internet: global scope, and not one that failed
+// duplicate address detection. Link-local addresses are the link's, not an uplink's.
+int collect_address(nl_msg* message, void* context) {
+  auto* dump = static_cast<AddressDump*>(context);
+  nlmsghdr* header = nlmsg_hdr(message);
+  if (header->nlmsg_type != RTM_NEWADDR || nlmsg_datalen(header) < static_cast<int>(sizeof(ifaddrmsg))) {
+    return NL_OK;
+  }
+  const auto* info = static_cast<const ifaddrmsg*>(nlmsg_data(header));
+  if (info->ifa_family != dump->family || static_cast<int>(info->ifa_index) != dump->ifindex ||
+      info->ifa_scope != RT_SCOPE_UNIVERSE) {
+    return NL_OK;
+  }
+  nlattr* attrs[IFA_MAX + 1] = {};
+  if (nlmsg_parse(header, sizeof(ifaddrmsg), attrs, IFA_MAX, nullptr) < 0) {
+    return NL_OK;
+  }
+  uint32_t flags = info->ifa_flags;
+  if (attrs[IFA_FLAGS] != nullptr) {
+    flags = nla_get_u32(attrs[IFA_FLAGS]);
+  }
+  // IFA_LOCAL is the device's own address; IFA_ADDRESS is the peer's on a point-to-point link (PPPoE).
+  nlattr* local = attrs[IFA_LOCAL] != nullptr ? attrs[IFA_LOCAL] : attrs[IFA_ADDRESS];
+  if ((flags & IFA_F_DADFAILED) != 0 || local == nullptr ||
+      nla_len(local) != static_cast<int>(address_size(dump->family))) {
+    return NL_OK;
+  }
+  IpAddress address;
+  address.family = dump->family;
+  std::memcpy(address.bytes.data(), nla_data(local), address_size(dump->family));
+  if (std::find(dump->addresses.begin(), dump->addresses.end(), address) == dump->addresses.end()) {
+    dump->addresses.push_back(address);
+  }
+  return NL_OK;
+}
+
+int remember_address_done_errno(nl_msg* message, void* context) {
+  nlmsghdr* header = nlmsg_hdr(message);
+  if (nlmsg_datalen(header) >= static_cast<int>(sizeof(int))) {
+    int code = 0;
+    std::memcpy(&code, nlmsg_data(header), sizeof code);
+    if (code < 0) {
+      static_cast<AddressDump*>(context)->kernel_errno = -code;
+    }
+  }
+  return NL_STOP;
+}
+
+// The global addresses of `family` on `ifindex`. The request carries a full ifaddrmsg with the index, as
+// strict checking (set on this socket by dump_table_once) requires; older kernels send every address and
+// the callback filters.
+int read_addresses(nl_sock* sock, int family, int ifindex, std::vector<IpAddress>* out) {
+  MessagePtr message(nlmsg_alloc_simple(RTM_GETADDR, NLM_F_DUMP));
+  if (!message) {
+    return -ENOMEM;
+  }
+  ifaddrmsg request{};
+  request.ifa_family = static_cast<unsigned char>(family);
+  request.ifa_index = static_cast<unsigned int>(ifindex);
+  if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0) {
+    return -ENOMEM;
+  }
+  AddressDump dump{family, ifindex, {}, 0};
+  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump.kernel_errno);
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_address, &dump);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_address_done_errno, &dump);
+  int err = nl_send_auto(sock, message.get());
+  if (err >= 0) {
+    err = nl_recvmsgs_default(sock);
+  }
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);
+  if (dump.kernel_errno != 0) {
+    return -dump.kernel_errno;
+  }
+  if (err < 0) {
+    return err == -NLE_DUMP_INTR ? -EINTR : -nle_to_errno(-err);
+  }
+  *out = std::move(dump.addresses);
+  return 0;
 }
 
 // ---- routes as the kernel matches them --------------------------------------------------------
@@ -393,6 +486,15 @@ RulePtr build_rule(const Rule& r) {
       rtnl_rule_set_action(rule.get(),
                            r.kind == RuleKind::FwmarkUnreachable ? FR_ACT_UNREACHABLE : FR_ACT_BLACKHOLE);
       break;
+    case RuleKind::FromLookup: {
+      AddrPtr source = to_nl_addr(r.source, static_cast<int>(address_size(r.family)) * 8);
+      if (!source || rtnl_rule_set_src(rule.get(), source.get()) < 0) {
+        return nullptr;
+      }
+      rtnl_rule_set_table(rule.get(), r.table);
+      rtnl_rule_set_action(rule.get(), FR_ACT_TO_TBL);
+      break;
+    }
   }
   return rule;
 }
@@ -408,6 +510,8 @@ std::string describe_rule(const Rule& r) {
       return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " unreachable";
     case RuleKind::FwmarkBlackhole:
       return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " blackhole";
+    case RuleKind::FromLookup:
+      return s + " from " + r.source.str() + " lookup " + std::to_string(r.table);
   }
   return s;
 }
@@ -583,6 +687,54 @@ int PolicyRules::install_uplink(uint32_t id, const std::string& device, int fami
 void PolicyRules::remove_uplink(uint32_t id, int family) {
   if (id != kGeneralOwner) {
     remove_rules(id, family);
+    remove_source_rules(id, family);
+  }
+}
+
+int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
+                                   std::vector<IpAddress>* addresses) {
+  const std::string what = std::string("the ") + (family == AF_INET ? "IPv4" : "IPv6") +
+                           " source rules of uplink " + std::to_string(id) + " (device " +
+                           device_name(ifindex) + ")";
+  auto fail = [&](int err, const std::string& why) {
+    if (error != nullptr) {
+      *error = "keeping " + what + ": " + why + ": " + errno_text(err);
+    }
+    return err;
+  };
+  if (family != AF_INET && family != AF_INET6) {
+    return fail(-EAFNOSUPPORT, "family " + std::to_string(family));
+  }
+  if (id == 0 || id > kMaxSourceRuleId) {
+    return fail(-EINVAL, "uplink id " + std::to_string(id) + " is outside 1 to " +
+                             std::to_string(kMaxSourceRuleId) + " (pref 1500+id must stay below 2000)");
+  }
+  if (ifindex <= 0) {
+    return fail(-ENODEV, "no device");
+  }
+  if (sock_ == nullptr) {
+    return fail(-ENOTCONN, "no rtnetlink socket");
+  }
+  std::vector<IpAddress> found;
+  int err = read_addresses(sock_, family, ifindex, &found);
+  if (err != 0) {
+    return fail(err, "reading the device's addresses");
+  }
+  std::vector<Rule> wanted;
+  for (const IpAddress& address : found) {
+    Rule r{RuleKind::FromLookup, family, kSourceRulePrefBase + id, "", id, 0, 0};
+    r.source = address;
+    wanted.push_back(r);
+  }
+  if (addresses != nullptr) {
+    *addresses = found;
+  }
+  return apply_rules(kSourceOwner | id, family, wanted, error);
+}
+
+void PolicyRules::remove_source_rules(uint32_t id, int family) {
+  if (id != kGeneralOwner) {
+    remove_rules(kSourceOwner | id, family);
   }
 }
 

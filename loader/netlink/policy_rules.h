@@ -2,6 +2,9 @@
 // libnl-route-3; UplinkRoutes owns each uplink's default route and its `fwmark lookup N` rule (pref 2000+N).
 //
 //   pref 1000+N   iif <device of N> lookup N          replies to what came in on uplink N leave through it
+//   pref 1500+N   from <address of N> lookup N        one per global address on N's device: the router's
+//                                                     own packets from that address (replies to a
+//                                                     connection to it, a socket bound to it) leave by N
 //   pref 2000+B   fwmark mark(B)/mask blackhole       B = blackhole id (2061 with mask 0x3F00)
 //   pref 2000+U   fwmark mark(U)/mask unreachable     U = unreachable id (2062 with mask 0x3F00)
 //   pref 3000+N   fwmark mark(N)/mask unreachable     marked for N but table N has no route: drop, do not
@@ -25,6 +28,11 @@ struct nl_sock;
 namespace uplinkd::netlink {
 
 inline constexpr uint32_t kIifRulePrefBase = 1000;
+// Between the iif rules and the fwmark rules, so an address's own uplink wins over any mark, and clear of
+// mwan3's prefs (1000+N, 2000+N, 2000+general ids, 3000+N): ids 1 to 499 give 1501 to 1999. Neither
+// mwan3 nor netifd (10000+, 20000+ for ip4table/ip6table) uses this range.
+inline constexpr uint32_t kSourceRulePrefBase = 1500;
+inline constexpr uint32_t kMaxSourceRuleId = 499;
 inline constexpr uint32_t kFwmarkRulePrefBase = 2000;  // UplinkRoutes' rules, and the two general ones
 inline constexpr uint32_t kUnreachableRulePrefBase = 3000;
 
@@ -58,7 +66,19 @@ class PolicyRules {
   // (EEXIST) is left alone now and at removal. Returns 0 or a negative errno; `error` names the rule.
   int install_uplink(uint32_t id, const std::string& device, int family, uint32_t mark, uint32_t mask,
                      std::string* error);
+  // Also removes the uplink's source rules (sync_source_rules).
   void remove_uplink(uint32_t id, int family);
+
+  // Makes uplink `id`'s source rules for `family` match the global (universe-scope) addresses of that
+  // family on `ifindex` now: one `from <address>/32 (/128) lookup id` at pref 1500+id per address, new
+  // ones added before stale ones go. Link-local and host-scope addresses get none. Callable on every
+  // address or route change; cheap when nothing changed. A rule identical to one that was already there
+  // is left alone, now and at removal. Returns 0 or a negative errno; `error` names the rule or the
+  // device whose addresses could not be read. `addresses`, when given, gets the addresses ruled now.
+  int sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
+                        std::vector<IpAddress>* addresses = nullptr);
+  // Removes uplink `id`'s source rules for `family` (its device went down or away).
+  void remove_source_rules(uint32_t id, int family);
 
   // The two general rules for `family`, from mmx_mask as mwan3 computes them: pref 2000+blackhole id
   // `fwmark blackhole_mark/mask blackhole` and pref 2000+unreachable id `fwmark unreachable_mark/mask
@@ -87,15 +107,16 @@ class PolicyRules {
 
   // A rule and a route copy as this class records them, in the terms the kernel matches them by. Public
   // for the implementation's helpers; not part of the API.
-  enum class RuleKind { IifLookup, FwmarkUnreachable, FwmarkBlackhole };
+  enum class RuleKind { IifLookup, FwmarkUnreachable, FwmarkBlackhole, FromLookup };
   struct Rule {
     RuleKind kind = RuleKind::IifLookup;
     int family = 0;
     uint32_t pref = 0;
     std::string iif;     // IifLookup
-    uint32_t table = 0;  // IifLookup
+    uint32_t table = 0;  // IifLookup, FromLookup
     uint32_t mark = 0;   // Fwmark*
     uint32_t mask = 0;
+    IpAddress source;  // FromLookup: a host address (/32, /128)
     bool operator==(const Rule&) const = default;
   };
   struct Nexthop {
@@ -121,6 +142,8 @@ class PolicyRules {
 
  private:
   static constexpr uint32_t kGeneralOwner = 0;  // owner of the general rules; uplink ids start at 1
+  // Source rules are owned by kSourceOwner | id, so they are diffed apart from the uplink's other rules.
+  static constexpr uint32_t kSourceOwner = 0x80000000U;
   struct InstalledRule {
     uint32_t owner = 0;  // uplink id, or kGeneralOwner
     Rule rule;

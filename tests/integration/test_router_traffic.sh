@@ -8,6 +8,11 @@
 #   - a policy balancing both gives a multipath route with the members' weights (after a reload);
 #   - `uplinkctl use wan2 ping ...` leaves by wan2 while the default goes by wan1; the command's exit
 #     status is uplinkctl's; an unknown or disabled interface is a clear error;
+#   - connections to the router's own wan2 address (TCP to a listener bound to it, ping) are answered
+#     by wan2 while the default goes by wan1: both ISPs drop packets whose source is not theirs
+#     (source validation, BCP 38); without uplinkd that fails (checked first, as a witness), with it
+#     the source rules (pref 1500+N `from <address> lookup N`) send the replies by wan2; the rules
+#     follow an address added to and removed from wan2;
 #   - stopping uplinkd removes its route: rules and routes are as before it started.
 # Which uplink a packet left by is counted by nft counters in the router's output path.
 # shellcheck source-path=SCRIPTDIR
@@ -27,15 +32,36 @@ table inet ulcount {
   counter icmp_wan2 { }
   counter tcp_wan1 { }
   counter tcp_wan2 { }
+  counter in_tcp_wan1 { }
+  counter in_tcp_wan2 { }
+  counter in_icmp_wan1 { }
+  counter in_icmp_wan2 { }
   chain out {
     type filter hook output priority 0;
     oifname "wan1" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan1"
     oifname "wan2" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan2"
     oifname "wan1" tcp dport 7001 tcp flags syn counter name "tcp_wan1"
     oifname "wan2" tcp dport 7001 tcp flags syn counter name "tcp_wan2"
+    oifname "wan1" ip saddr 198.51.100.2 tcp sport 7002 counter name "in_tcp_wan1"
+    oifname "wan2" ip saddr 198.51.100.2 tcp sport 7002 counter name "in_tcp_wan2"
+    oifname "wan1" ip saddr 198.51.100.2 icmp type echo-reply counter name "in_icmp_wan1"
+    oifname "wan2" ip saddr 198.51.100.2 icmp type echo-reply counter name "in_icmp_wan2"
   }
 }
 NFT
+# Each ISP forwards only packets from its own prefix (source validation), as real ISPs do.
+for isp in isp1:192.0.2.0/24 isp2:198.51.100.0/24; do
+  ip netns exec "$P-${isp%%:*}" nft -f - <<NFT || fail "cannot add source validation on ${isp%%:*}"
+table inet ulbcp38 {
+  counter spoofed { }
+  chain validate {
+    type filter hook forward priority -10;
+    iifname "rtr" ip saddr != ${isp#*:} counter name "spoofed" drop
+  }
+}
+NFT
+done
+spoofed() { ip netns exec "$P-$1" nft list counter inet ulbcp38 spoofed | awk '/packets/ { print $2 }'; }
 count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
 reset_counts() { ip netns exec "$P-rtr" nft reset counters table inet ulcount >/dev/null; }
 default_routes() { ip -n "$P-rtr" -4 route show default | tr '\n' ';'; }
@@ -46,6 +72,33 @@ s.bind(("0.0.0.0", 7001)); s.listen(16)
 while True:
     c, _ = s.accept(); c.sendall(b"hi"); c.close()' &
 ul_bg_add $!
+# A service on the router bound to its wan2 address (an SSH or VPN server listening there).
+ip netns exec "$P-rtr" timeout 120 python3 -c '
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("198.51.100.2", 7002)); s.listen(16)
+while True:
+    c, _ = s.accept(); c.sendall(b"hi"); c.close()' &
+ul_bg_add $!
+core_connects_to_wan2() {
+  ip netns exec "$P-core" timeout 5 python3 -c '
+import socket
+c = socket.create_connection(("198.51.100.2", 7002), timeout=2)
+assert c.recv(2) == b"hi"' 2>/dev/null
+}
+core_pings_wan2() { ip netns exec "$P-core" ping -n -c 2 -i 0.2 -W 1 198.51.100.2 >/dev/null 2>&1; }
+
+# Witness, before uplinkd runs: the replies leave by the main table's wan1 and isp1 drops them.
+for ((i = 0; i < 30; i++)); do
+  ip netns exec "$P-rtr" ss -ltn 'sport = :7002' | grep -q 198.51.100.2 && break
+  sleep 0.1
+done
+core_connects_to_wan2 && fail "witness: the core reached 198.51.100.2:7002 without uplinkd (no source validation?)"
+core_pings_wan2 && fail "witness: the core's ping to 198.51.100.2 was answered without uplinkd"
+(($(count in_tcp_wan1) >= 1 && $(count in_icmp_wan1) >= 1 && $(spoofed isp1) >= 2)) ||
+  fail "witness: replies from 198.51.100.2 by wan1: TCP $(count in_tcp_wan1), ICMP $(count in_icmp_wan1), isp1 dropped $(spoofed isp1)"
+info "without uplinkd: replies from 198.51.100.2 left by wan1 (TCP $(count in_tcp_wan1), ICMP $(count in_icmp_wan1)), isp1 dropped $(spoofed isp1)"
+pass "witness: without source rules the router's wan2 address is unreachable (replies leave by wan1)"
 
 # router_goes_by <uplink>: the router's own ping and TCP connect to the core leave by that uplink.
 router_goes_by() {
@@ -75,6 +128,41 @@ info "default routes: $(default_routes)"
   fail "no default route of uplinkd via wan1 at metric 1: $(default_routes)"
 router_goes_by wan1
 pass "the router's own ping and TCP connect follow the default policy: wan1"
+
+# Connections to the router's wan2 address are answered by wan2 while the default goes by wan1.
+rules4() { ip -n "$P-rtr" -4 rule show; }
+for ((i = 0; i < 30; i++)); do
+  rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" && break
+  sleep 0.1
+done
+rules4 | grep -q "^1501:.*from 192.0.2.2 lookup 1" && rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" ||
+  fail "no source rules for the uplinks' addresses: $(rules4 | tr '\n' ';')"
+reset_counts
+core_connects_to_wan2 || fail "the core's TCP connection to 198.51.100.2:7002 was not answered (routes: $(default_routes))"
+core_pings_wan2 || fail "the core's ping to 198.51.100.2 was not answered"
+(($(count in_tcp_wan2) >= 1 && $(count in_tcp_wan1) == 0)) ||
+  fail "TCP replies from 198.51.100.2: wan1 $(count in_tcp_wan1), wan2 $(count in_tcp_wan2) (expected all by wan2)"
+(($(count in_icmp_wan2) >= 2 && $(count in_icmp_wan1) == 0)) ||
+  fail "echo replies from 198.51.100.2: wan1 $(count in_icmp_wan1), wan2 $(count in_icmp_wan2) (expected all by wan2)"
+info "replies from 198.51.100.2: TCP wan2 $(count in_tcp_wan2) wan1 0, ICMP wan2 $(count in_icmp_wan2) wan1 0"
+pass "a TCP connection and a ping to the router's wan2 address are answered by wan2 (default via wan1)"
+
+# The source rules follow the addresses: one added to wan2, then removed (a DHCP renew, a new address).
+ip -n "$P-rtr" addr add 198.51.100.7/24 dev wan2
+for ((i = 0; i < 30; i++)); do
+  rules4 | grep -q "^1502:.*from 198.51.100.7 lookup 2" && break
+  sleep 0.1
+done
+rules4 | grep -q "^1502:.*from 198.51.100.7 lookup 2" ||
+  fail "no source rule for 198.51.100.7 added to wan2: $(rules4 | tr '\n' ';')"
+ip -n "$P-rtr" addr del 198.51.100.7/24 dev wan2
+for ((i = 0; i < 30; i++)); do
+  rules4 | grep -q "from 198.51.100.7 " || break
+  sleep 0.1
+done
+rules4 | grep -q "from 198.51.100.7 " && fail "the source rule of the removed 198.51.100.7 stayed: $(rules4 | tr '\n' ';')"
+rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" || fail "the source rule of 198.51.100.2 went too"
+pass "the source rules follow an address added to and removed from wan2"
 
 seen=$(hook_count)
 lab_outage "$P" isp1 on
@@ -129,6 +217,8 @@ pass "members sharing the lowest metric give a multipath route with their weight
 
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 ip netns exec "$P-rtr" nft delete table inet ulcount
+ip netns exec "$P-isp1" nft delete table inet ulbcp38
+ip netns exec "$P-isp2" nft delete table inet ulbcp38
 after=$(rtr_routing_snapshot "$P")
 if [[ $before != "$after" ]]; then
   diff <(echo "$before") <(echo "$after") | sed 's/^/    /'

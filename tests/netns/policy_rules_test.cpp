@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <set>
 #include <sstream>
 
@@ -451,6 +452,111 @@ TEST_F(PolicyRulesTest, ConnectedNetworksFollowRouteChanges) {
   EXPECT_EQ(after.size(), before.size() + 1);
 }
 
+// ---- source rules of the router's own addresses ------------------------------------------------
+
+// The lines of `ip rule show` at the source rules' prefs (1501 to 1999).
+std::string source_rule_lines(const std::string& rules) {
+  std::istringstream lines(rules);
+  std::string line;
+  std::string out;
+  while (std::getline(lines, line)) {
+    const int pref = std::atoi(line.c_str());
+    if (pref > static_cast<int>(kSourceRulePrefBase) && pref < static_cast<int>(kFwmarkRulePrefBase)) {
+      out += line + "\n";
+    }
+  }
+  return out;
+}
+
+TEST_F(PolicyRulesTest, SourceRulesFollowTheUplinksIpv4Addresses) {
+  PolicyRules rules;
+  std::string error;
+  std::vector<IpAddress> addresses;
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error, &addresses), 0) << error;
+  ASSERT_EQ(addresses.size(), 1U);
+  EXPECT_EQ(addresses[0].str(), "198.51.100.2");
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 198.51.100.2 lookup 2\n");
+
+  // A renew that hands out another address: the new one comes, then the old one goes. (Another subnet:
+  // deleting a primary address takes the secondaries of its subnet with it.)
+  router_ip("addr add 10.99.0.2/24 dev wan2");
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error), 0) << error;
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")),
+            "1502:\tfrom 198.51.100.2 lookup 2\n1502:\tfrom 10.99.0.2 lookup 2\n");
+
+  router_ip("addr del 198.51.100.2/24 dev wan2");
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error), 0) << error;
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 10.99.0.2 lookup 2\n");
+
+  // Nothing changed: nothing touched.
+  const std::string once = show("-4 rule show");
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error), 0) << error;
+  EXPECT_EQ(show("-4 rule show"), once);
+
+  rules.remove_source_rules(2, AF_INET);
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "");
+}
+
+TEST_F(PolicyRulesTest, SourceRulesTakeIpv6GlobalAddressesButNotLinkLocal) {
+  PolicyRules rules;
+  std::string error;
+  ASSERT_NE(show("-6 addr show dev wan2").find("fe80::"), std::string::npos);
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET6, &error), 0) << error;
+  EXPECT_EQ(source_rule_lines(show("-6 rule show")), "1502:\tfrom 2001:db8:2::2 lookup 2\n");
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "");  // the other family is not touched
+
+  router_ip("-6 addr add 2001:db8:2::5/64 dev wan2 nodad");
+  router_ip("-6 addr del 2001:db8:2::2/64 dev wan2");
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET6, &error), 0) << error;
+  EXPECT_EQ(source_rule_lines(show("-6 rule show")), "1502:\tfrom 2001:db8:2::5 lookup 2\n");
+}
+
+TEST_F(PolicyRulesTest, SourceRulesOfTwoUplinksAndTheirRemoval) {
+  PolicyRules rules;
+  std::string error;
+  for (int family : {AF_INET, AF_INET6}) {
+    ASSERT_EQ(rules.install_uplink(1, "wan1", family, 0x100, kMask, &error), 0) << error;
+    ASSERT_EQ(rules.install_uplink(2, "wan2", family, 0x200, kMask, &error), 0) << error;
+    ASSERT_EQ(rules.sync_source_rules(1, ifindex("wan1"), family, &error), 0) << error;
+    ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), family, &error), 0) << error;
+  }
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")),
+            "1501:\tfrom 192.0.2.2 lookup 1\n"
+            "1502:\tfrom 198.51.100.2 lookup 2\n");
+  // A reload that removes uplink 1 takes its source rules with its other rules, that family only.
+  rules.remove_uplink(1, AF_INET);
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 198.51.100.2 lookup 2\n");
+  EXPECT_NE(show("-6 rule show").find("1501:\tfrom 2001:db8:1::2 lookup 1\n"), std::string::npos)
+      << show("-6 rule show");
+  // The iif and unreachable rules stay when only the source rules go (device down).
+  rules.remove_source_rules(2, AF_INET);
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "");
+  EXPECT_NE(show("-4 rule show").find("1002:\tfrom all iif wan2 lookup 2\n"), std::string::npos);
+}
+
+TEST_F(PolicyRulesTest, SourceRuleThatWasAlreadyThereIsLeftInPlace) {
+  router_ip("rule add pref 1502 from 198.51.100.2 lookup 2");
+  {
+    PolicyRules rules;
+    std::string error;
+    ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error), 0) << error;
+    EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 198.51.100.2 lookup 2\n");
+  }
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 198.51.100.2 lookup 2\n");
+  router_ip("rule del pref 1502 from 198.51.100.2 lookup 2");
+}
+
+TEST_F(PolicyRulesTest, SourceRulesRefuseBadArgumentsWithASentence) {
+  PolicyRules rules;
+  std::string error;
+  EXPECT_EQ(rules.sync_source_rules(500, ifindex("wan2"), AF_INET, &error), -EINVAL);
+  EXPECT_NE(error.find("1 to 499"), std::string::npos) << error;
+  EXPECT_EQ(rules.sync_source_rules(2, 0, AF_INET, &error), -ENODEV);
+  EXPECT_NE(error.find("uplink 2"), std::string::npos) << error;
+  EXPECT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_PACKET, &error), -EAFNOSUPPORT);
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")), "");
+}
+
 // ---- removal restores the state exactly -------------------------------------------------------
 
 TEST_F(PolicyRulesTest, RemoveAllRestoresRulesAndTablesExactly) {
@@ -465,6 +571,8 @@ TEST_F(PolicyRulesTest, RemoveAllRestoresRulesAndTablesExactly) {
     ASSERT_EQ(rules.install_general(family, kMask, &error), 0) << error;
     ASSERT_EQ(sync(rules, 1, "wan1", "wan2", family), 0);
     ASSERT_EQ(sync(rules, 2, "wan2", "wan1", family), 0);
+    ASSERT_EQ(rules.sync_source_rules(1, ifindex("wan1"), family, &error), 0) << error;
+    ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), family, &error), 0) << error;
   }
   ASSERT_NE(routing_state(), before);
   rules.remove_all();
@@ -480,6 +588,7 @@ TEST_F(PolicyRulesTest, DestructorRemovesWhatWasInstalled) {
       ASSERT_EQ(rules.install_uplink(1, "wan1", family, 0x100, kMask, &error), 0) << error;
       ASSERT_EQ(rules.install_general(family, kMask, &error), 0) << error;
       ASSERT_EQ(sync(rules, 1, "wan1", "wan2", family), 0);
+      ASSERT_EQ(rules.sync_source_rules(1, ifindex("wan1"), family, &error), 0) << error;
     }
   }
   EXPECT_EQ(routing_state(), before);
