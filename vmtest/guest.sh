@@ -39,7 +39,7 @@ if [[ -z ${VMTEST_CHROOTED:-} ]]; then
   # of them on first use; loading them up front makes a missing one visible here. veth and
   # nf_tables are what the current suites need, the rest is reported only.
   loaded=() missing=()
-  for m in veth sch_ingress cls_bpf nf_tables nft_ct nf_conntrack nf_flow_table nf_flow_table_inet wireguard; do
+  for m in veth tun sch_ingress cls_bpf nf_tables nft_ct nf_conntrack nf_flow_table nf_flow_table_inet wireguard; do
     if modprobe -q "$m" 2>/dev/null; then loaded+=("$m"); else missing+=("$m"); fi
   done
   echo "vmtest: modules loaded: ${loaded[*]:-none}${missing[*]:+; NOT available: ${missing[*]}}"

@@ -23,6 +23,9 @@
 #include <atomic>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -76,6 +79,8 @@ class WireguardTest : public ::testing::Test {
 
   void TearDown() override {
     stop_wireguard_go();
+    std::error_code ignored;
+    std::filesystem::remove(wg_log_path(), ignored);
     if (original_netns_ >= 0) {
       EXPECT_EQ(setns(original_netns_, CLONE_NEWNET), 0);
       close(original_netns_);
@@ -114,17 +119,27 @@ class WireguardTest : public ::testing::Test {
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+    // Its output is kept, so a start that fails (no /dev/net/tun, a read-only /var/run) says why.
+    posix_spawn_file_actions_addopen(&actions, 1, wg_log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
     int err = posix_spawnp(&wg_pid_, "ip", &actions, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&actions);
     if (err != 0) {
       wg_pid_ = -1;
       return false;
     }
-    return wait_until(
+    const bool up = wait_until(
         [&] { return std::filesystem::exists(socket_path()) && if_nametoindex(device_.c_str()) != 0; });
+    if (!up) {
+      std::ifstream in(wg_log_path());
+      std::stringstream text;
+      text << in.rdbuf();
+      std::cerr << "wireguard-go " << device_ << " output:\n" << text.str() << "\n";
+    }
+    return up;
   }
+
+  std::string wg_log_path() const { return "/tmp/" + device_ + ".wireguard-go.log"; }
 
   void stop_wireguard_go() {
     if (wg_pid_ > 0) {
