@@ -25,17 +25,15 @@
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
-#include <sched.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
@@ -44,20 +42,11 @@
 namespace {
 
 using namespace uplinkd::bpftest;
+using namespace uplinkd::bench;
 
 constexpr uint16_t kWan = 1, kLte = 3;
 constexpr uint32_t kPolicyWan = 0, kPolicyLte = 1;
 constexpr uint32_t kMmxMask = 0x3f00;
-
-struct Failure {
-  std::string what;
-};
-
-void check(int err, const std::string& what) {
-  if (err != 0) {
-    throw Failure{what + ": " + std::strerror(errno != 0 ? errno : -err)};
-  }
-}
 
 addr_match v4_cidr(const char* addr, uint8_t prefixlen) {
   addr_match m{};
@@ -150,25 +139,16 @@ class Classifier {
 
   // Kernel-reported ns per run; *mark gets the mark the last run left, *verdict the verdict.
   uint32_t run(const Bytes& frame, uint32_t repeat, uint32_t* mark = nullptr, uint32_t* verdict = nullptr) {
-    __sk_buff ctx_in{}, ctx_out{};
+    __sk_buff ctx_in{};
     ctx_in.ingress_ifindex = 11;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = frame.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = repeat;
-    check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.lan_ingress), &opts), "BPF_PROG_TEST_RUN");
+    const TcRunResult r = tc_test_run(bpf_program__fd(skel_->progs.lan_ingress), frame, repeat, ctx_in);
     if (mark != nullptr) {
-      *mark = ctx_out.mark;
+      *mark = r.mark;
     }
     if (verdict != nullptr) {
-      *verdict = opts.retval;
+      *verdict = r.verdict;
     }
-    return opts.duration;
+    return r.ns_per_run;
   }
 
  private:
@@ -202,26 +182,19 @@ Bytes client_datagram(uint16_t sport) {
 
 // One stale flow per call, filed outside the timed run; the kernel times the packet alone.
 double stale_flows(uint8_t proto, uint32_t want_verdict) {
-  constexpr int kCalls = 10000, kRounds = 3;
   Classifier c(8);
-  std::vector<double> rounds;
-  uint16_t sport = 1024;
-  for (int round = 0; round < kRounds; round++) {
-    uint64_t total_ns = 0;
-    for (int i = 0; i < kCalls; i++, sport++) {
-      c.add_stale_flow(flow_of(proto, sport, 443));
-      uint32_t verdict = 0;
-      total_ns +=
-          c.run(proto == IPPROTO_TCP ? client_segment(sport) : client_datagram(sport), 1, nullptr, &verdict);
-      if (verdict != want_verdict) {
-        throw Failure{"stale flow: verdict " + std::to_string(verdict) + ", want " +
-                      std::to_string(want_verdict)};
-      }
+  return mean_of_single_runs(3, 10000, [&](int call) {
+    const auto sport = static_cast<uint16_t>(1024 + call);
+    c.add_stale_flow(flow_of(proto, sport, 443));
+    uint32_t verdict = 0;
+    const uint32_t ns =
+        c.run(proto == IPPROTO_TCP ? client_segment(sport) : client_datagram(sport), 1, nullptr, &verdict);
+    if (verdict != want_verdict) {
+      throw Failure{"stale flow: verdict " + std::to_string(verdict) + ", want " +
+                    std::to_string(want_verdict)};
     }
-    rounds.push_back(static_cast<double>(total_ns) / kCalls);
-  }
-  std::sort(rounds.begin(), rounds.end());
-  return rounds[rounds.size() / 2];
+    return ns;
+  });
 }
 
 // lan_egress on a loaded object with one flow pinned to wan.
@@ -245,19 +218,9 @@ class Egress {
   Egress& operator=(const Egress&) = delete;
 
   uint32_t run(const Bytes& frame, uint32_t repeat) {
-    __sk_buff ctx_in{}, ctx_out{};
+    __sk_buff ctx_in{};
     ctx_in.ifindex = 1;  // the loopback: a test run needs an existing device
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = frame.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = repeat;
-    check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.lan_egress), &opts), "BPF_PROG_TEST_RUN");
-    return opts.duration;
+    return tc_test_run(bpf_program__fd(skel_->progs.lan_egress), frame, repeat, ctx_in).ns_per_run;
   }
   bool learnt() {
     const flow_key key = flow_of(IPPROTO_TCP, 40000, 443);
@@ -281,21 +244,11 @@ double egress(bool tcp_known_flow) {
   if (tcp_known_flow && !e.learnt()) {
     throw Failure{"lan_egress: tcp_seen did not learn next_seq 5100"};
   }
-  std::vector<double> rounds;
-  for (int i = 0; i < 5; i++) {
-    rounds.push_back(e.run(frame, 1'000'000));
-  }
-  std::sort(rounds.begin(), rounds.end());
-  return rounds[rounds.size() / 2];
+  return median_of_rounds(5, [&] { return e.run(frame, 1'000'000); });
 }
 
 Bytes syn_from_port(uint16_t sport) {
   return ethernet(ETH_P_IP, ipv4("10.0.0.10", "203.0.113.80", IPPROTO_TCP, tcp(sport, 443, 1, 0, kTcpSyn)));
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 double established_flow() {
@@ -306,12 +259,7 @@ double established_flow() {
   if (mark != (static_cast<uint32_t>(kLte) << 8)) {
     throw Failure{"established flow: unexpected mark " + std::to_string(mark)};
   }
-  std::vector<double> rounds;
-  rounds.reserve(5);
-  for (int i = 0; i < 5; i++) {
-    rounds.push_back(c.run(frame, 1'000'000));
-  }
-  return median(rounds);
+  return median_of_rounds(5, [&] { return c.run(frame, 1'000'000); });
 }
 
 // The floor of the repeat=1 method: the same known-flow packet, one run per call.
@@ -320,46 +268,25 @@ double established_flow_single_runs() {
   Classifier c(8);
   const Bytes frame = syn_from_port(40000);
   c.run(frame, 1);
-  std::vector<double> rounds;
-  for (int round = 0; round < 3; round++) {
-    uint64_t total_ns = 0;
-    for (int i = 0; i < kCalls; i++) {
-      total_ns += c.run(frame, 1);
-    }
-    rounds.push_back(static_cast<double>(total_ns) / kCalls);
-  }
-  return median(rounds);
+  return mean_of_single_runs(3, kCalls, [&](int) { return c.run(frame, 1); });
 }
 
 double new_flows(uint32_t n_rules) {
-  constexpr int kCalls = 10000, kRounds = 3;
   Classifier c(n_rules);
-  std::vector<double> rounds;
-  uint16_t sport = 1024;
-  for (int round = 0; round < kRounds; round++) {
-    uint64_t total_ns = 0;
-    for (int i = 0; i < kCalls; i++) {
-      uint32_t mark = 0;
-      total_ns += c.run(syn_from_port(sport++), 1, &mark);
-      if (mark != (n_rules == 0 ? 0 : static_cast<uint32_t>(kLte) << 8)) {
-        throw Failure{"new flow: the last rule did not decide (mark " + std::to_string(mark) + ")"};
-      }
+  return mean_of_single_runs(3, 10000, [&](int call) {
+    uint32_t mark = 0;
+    const uint32_t ns = c.run(syn_from_port(static_cast<uint16_t>(1024 + call)), 1, &mark);
+    if (mark != (n_rules == 0 ? 0 : static_cast<uint32_t>(kLte) << 8)) {
+      throw Failure{"new flow: the last rule did not decide (mark " + std::to_string(mark) + ")"};
     }
-    rounds.push_back(static_cast<double>(total_ns) / kCalls);
-  }
-  return median(rounds);
+    return ns;
+  });
 }
 
 }  // namespace
 
 int main() {
-  libbpf_set_print([](enum libbpf_print_level level, const char* fmt, va_list args) {
-    return level == LIBBPF_WARN ? std::vfprintf(stderr, fmt, args) : 0;
-  });
-  cpu_set_t one{};
-  CPU_ZERO(&one);
-  CPU_SET(0, &one);
-  sched_setaffinity(0, sizeof one, &one);
+  quiet_libbpf_and_pin_to_cpu0();
   struct Row {
     std::string what;
     double ns;

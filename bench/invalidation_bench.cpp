@@ -39,6 +39,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "lan_ingress.skel.h"
 #include "loader/netlink/conntrack.h"
 #include "maps/uplinkd_maps.h"
@@ -47,22 +48,13 @@
 namespace {
 
 using namespace uplinkd::bpftest;
+using namespace uplinkd::bench;
 
 constexpr uint16_t kUplink = 1;
 constexpr uint32_t kMark = 0x100;  // uplink 1 under mwan3's default mask
 constexpr uint32_t kOtherMark = 0x200;
 constexpr uint32_t kMmxMask = 0x3f00;
 constexpr const char* kServer = "198.51.100.7";
-
-struct Failure {
-  std::string what;
-};
-
-void check(int err, const std::string& what) {
-  if (err != 0) {
-    throw Failure{what + ": " + std::strerror(errno != 0 ? errno : -err)};
-  }
-}
 
 uint64_t now_ns() {
   timespec t{};
@@ -197,19 +189,9 @@ class Datapath {
 
   // One packet through the real program; the mark it leaves.
   uint32_t run(const Bytes& frame) {
-    __sk_buff ctx_in{}, ctx_out{};
+    __sk_buff ctx_in{};
     ctx_in.ingress_ifindex = 11;
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = frame.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = 1;
-    check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.lan_ingress), &opts), "BPF_PROG_TEST_RUN");
-    return ctx_out.mark;
+    return tc_test_run(bpf_program__fd(skel_->progs.lan_ingress), frame, 1, ctx_in).mark;
   }
 
   // flow_counters.reclassified summed over CPUs; -1 when this build has no such map.

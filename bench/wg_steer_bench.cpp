@@ -21,17 +21,14 @@
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
-#include <sched.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
-#include <vector>
 
+#include "bench/bench_util.h"
 #include "maps/uplinkd_maps.h"
 #include "tests/bpf/packet_builder.h"
 
@@ -43,22 +40,13 @@
 namespace {
 
 using namespace uplinkd::bpftest;
+using namespace uplinkd::bench;
 
 constexpr uint16_t kFiber = 1, kBackup = 2;
 constexpr uint32_t kPolicyFiber = 1, kPolicyBackup = 2;
 constexpr uint16_t kWgPort = 51820;
 constexpr const char* kPeer = "203.0.113.7";          // follows the fiber
 constexpr const char* kPeerOnBackup = "203.0.113.9";  // follows the backup, where packets leave
-
-struct Failure {
-  std::string what;
-};
-
-void check(int err, const std::string& what) {
-  if (err != 0) {
-    throw Failure{what + ": " + std::strerror(errno != 0 ? errno : -err)};
-  }
-}
 
 template <size_t N>
 void put_v4(const char* text, uint8_t (&out)[N]) {
@@ -114,24 +102,11 @@ class Steering {
 
   // Kernel-reported ns per run; *verdict gets the last run's.
   uint32_t run(const Bytes& frame, uint32_t repeat, uint32_t* verdict = nullptr) {
-    Bytes out(frame.size() + 64);
-    __sk_buff ctx_in{}, ctx_out{};
-    bpf_test_run_opts opts{};
-    opts.sz = sizeof opts;
-    opts.data_in = frame.data();
-    opts.data_size_in = static_cast<uint32_t>(frame.size());
-    opts.data_out = out.data();
-    opts.data_size_out = static_cast<uint32_t>(out.size());
-    opts.ctx_in = &ctx_in;
-    opts.ctx_size_in = sizeof ctx_in;
-    opts.ctx_out = &ctx_out;
-    opts.ctx_size_out = sizeof ctx_out;
-    opts.repeat = repeat;
-    check(bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.wg_steer), &opts), "BPF_PROG_TEST_RUN");
+    const TcRunResult r = tc_test_run(bpf_program__fd(skel_->progs.wg_steer), frame, repeat, __sk_buff{}, 64);
     if (verdict != nullptr) {
-      *verdict = opts.retval;
+      *verdict = r.verdict;
     }
-    return opts.duration;
+    return r.ns_per_run;
   }
 
  private:
@@ -165,51 +140,30 @@ Bytes wg_packet(const char* dst) {
   return ethernet(ETH_P_IP, ipv4("198.51.100.2", dst, IPPROTO_UDP, udp(kWgPort, kWgPort, Bytes(148, 0x5a))));
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 double repeated(Steering& s, const Bytes& frame, uint32_t expected_verdict) {
   uint32_t verdict = 0;
   s.run(frame, 1, &verdict);
   if (verdict != expected_verdict) {
     throw Failure{"unexpected verdict " + std::to_string(verdict)};
   }
-  std::vector<double> rounds;
-  for (int i = 0; i < 7; i++) {
-    rounds.push_back(s.run(frame, 1'000'000));
-  }
-  return median(rounds);
+  return median_of_rounds(7, [&] { return s.run(frame, 1'000'000); });
 }
 
 double single_runs(Steering& s, const Bytes& frame, uint32_t expected_verdict) {
-  constexpr int kCalls = 10000;
-  std::vector<double> rounds;
-  for (int round = 0; round < 3; round++) {
-    uint64_t total_ns = 0;
-    for (int i = 0; i < kCalls; i++) {
-      uint32_t verdict = 0;
-      total_ns += s.run(frame, 1, &verdict);
-      if (verdict != expected_verdict) {
-        throw Failure{"unexpected verdict " + std::to_string(verdict)};
-      }
+  return mean_of_single_runs(3, 10000, [&](int) {
+    uint32_t verdict = 0;
+    const uint32_t ns = s.run(frame, 1, &verdict);
+    if (verdict != expected_verdict) {
+      throw Failure{"unexpected verdict " + std::to_string(verdict)};
     }
-    rounds.push_back(static_cast<double>(total_ns) / kCalls);
-  }
-  return median(rounds);
+    return ns;
+  });
 }
 
 }  // namespace
 
 int main() {
-  libbpf_set_print([](enum libbpf_print_level level, const char* fmt, va_list args) {
-    return level == LIBBPF_WARN ? std::vfprintf(stderr, fmt, args) : 0;
-  });
-  cpu_set_t one{};
-  CPU_ZERO(&one);
-  CPU_SET(0, &one);
-  sched_setaffinity(0, sizeof one, &one);
+  quiet_libbpf_and_pin_to_cpu0();
   try {
     Steering s;
     const Bytes tcp_packet =

@@ -5,7 +5,7 @@
 //
 //   client ns  c0 10.1.0.2/24 ── r0 10.1.0.1/24  router ns  r1 10.2.0.1/24 ── s0 10.2.0.2/24  server ns
 //
-// Namespaces are h3fh-<pid>-<n>-{c,r,s}, deleted in TearDown.
+// The lab is flow_fixture.h's; namespaces are h3fh-<pid>-<n>-{c,r,s}, deleted in TearDown.
 #include "daemon/flow_hygiene.h"
 
 #include <arpa/inet.h>
@@ -24,161 +24,50 @@
 
 #include "config/config.h"
 #include "datapath/datapath.h"
+#include "flow_fixture.h"
 #include "health/monitor.h"
 #include "netns_fixture.h"
 
 namespace uplinkd {
 namespace {
 
-using uplinkd::testing::enter_netns;
 using uplinkd::testing::must_run;
 using uplinkd::testing::run_command;
 using uplinkd::testing::wait_until;
 
 constexpr uint32_t kUplink = 1;
-constexpr uint32_t kMask = 0x3F00;
 constexpr uint32_t kMark = 0x100;
-constexpr uint32_t kPolicy = 3;
-constexpr uint16_t kPort = 5201;
+constexpr uint16_t kPort = uplinkd::testing::kFlowPort;
 
-const char* const kConfig =
-    "config globals 'globals'\n"
-    "\toption mmx_mask '0x3F00'\n"
-    "config interface 'wan'\n"
-    "\toption enabled '1'\n"
-    "\toption device 'r1'\n"
-    "\toption gateway '10.2.0.2'\n"
-    "config interface 'wan2'\n"
-    "\toption enabled '1'\n"
-    "\toption device 'r1'\n"
-    "\toption gateway '10.2.0.2'\n"
-    "config member 'wan_m1'\n"
-    "\toption interface 'wan'\n"
-    "\toption metric '1'\n"
-    "config member 'wan2_m2'\n"
-    "\toption interface 'wan2'\n"
-    "\toption metric '2'\n"
-    "config policy 'failover'\n"
-    "\tlist use_member 'wan_m1'\n"
-    "\tlist use_member 'wan2_m2'\n"
-    "\toption failback 'move'\n"
-    "config rule 'all'\n"
-    "\toption use_policy 'failover'\n";
-
-// Runs `fn` with the calling thread inside namespace `ns`, then returns to `back`.
-template <typename Fn>
-auto in_netns(const std::string& ns, int back, Fn fn) {
-  EXPECT_EQ(enter_netns("/run/netns/" + ns), 0);
-  auto result = fn();
-  setns(back, CLONE_NEWNET);
-  return result;
-}
-
-class FlowHygieneTest : public ::testing::Test {
+class FlowHygieneTest : public testing::FlowRouterTest {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, BPF, packet sockets)";
     if (!datapath::is_bpffs("/sys/fs/bpf"))
       GTEST_SKIP() << "no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)";
-    static int counter = 0;
-    base_ = "h3fh-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(original_, 0);
-    for (const char* s : {"-c", "-r", "-s"}) {
-      ASSERT_EQ(run_command("ip netns add " + base_ + s).status, 0) << "ip netns add";
-      made_.push_back(base_ + s);
-      must_run("ip -n " + base_ + s + " link set lo up");
-    }
-    const std::string c = base_ + "-c", r = base_ + "-r", s = base_ + "-s";
-    must_run("ip -n " + r + " link add r0 type veth peer name c0 netns " + c);
-    must_run("ip -n " + r + " link add r1 type veth peer name s0 netns " + s);
-    must_run("ip -n " + c + " addr add 10.1.0.2/24 dev c0");
-    must_run("ip -n " + r + " addr add 10.1.0.1/24 dev r0");
-    must_run("ip -n " + r + " addr add 10.2.0.1/24 dev r1");
-    must_run("ip -n " + s + " addr add 10.2.0.2/24 dev s0");
-    for (const auto& [ns, dev] : {std::pair{c, "c0"}, {r, "r0"}, {r, "r1"}, {s, "s0"}}) {
-      must_run("ip -n " + ns + " link set " + dev + " up");
-    }
-    must_run("ip -n " + c + " route add default via 10.1.0.1");
-    must_run("ip -n " + s + " route add default via 10.2.0.1");
-    must_run("ip netns exec " + r + " sysctl -qw net.ipv4.ip_forward=1");
-    ASSERT_EQ(enter_netns("/run/netns/" + r), 0);
-    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.1.0.2").status == 0; }));
-    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.2.0.2").status == 0; }));
-
-    config_ = config::parse(kConfig, "mwan3");
-    dp_ = std::make_unique<datapath::Datapath>("/sys/fs/bpf", base_, [](const probe_reply_event&) {});
-    program_classifier();
-    dp_->attach_lan(static_cast<int>(if_nametoindex("r0")), "r0", false);
+    ASSERT_NO_FATAL_FAILURE(build_router("h3fh"));
+    start_datapath(testing::flow_lab_config("\toption failback 'move'\n"), kUplink);
   }
 
   void TearDown() override {
-    hygiene_.reset();
-    dp_.reset();
     for (int fd : {client_, server_, listener_}) {
       if (fd >= 0) close(fd);
     }
-    if (original_ >= 0) {
-      setns(original_, CLONE_NEWNET);
-      close(original_);
-    }
-    for (const auto& ns : made_) EXPECT_EQ(run_command("ip netns del " + ns).status, 0) << ns;
+    FlowRouterTest::TearDown();
   }
 
-  // Uplink `id` online on r1; one rule sending everything to a policy whose only member is `id`.
-  void program_classifier(uint32_t id = kUplink) {
-    write_uplink(UPLINK_STATE_ONLINE, 0, id);
-    classifier_cfg c{};
-    c.mmx_mask = kMask;
-    c.n_rules = 1;
-    c.default_mark = kMask;
-    c.flow_timeout_tcp_s = 7440;
-    c.flow_timeout_udp_s = 180;
-    c.flow_timeout_s = 600;
-    c.flags = UPLINKD_CFG_RESET_STALE_TCP;
-    dp_->write_classifier_cfg(c);
-    rule_entry rule{};
-    rule.policy_id = kPolicy;
-    dp_->write_rule(0, rule);
-    policy_entry p{};
-    p.n_members = 1;
-    p.threshold[0] = 0xFFFFFFFF;
-    p.mark[0] = config::mark_for_id(id, kMask);
-    p.uplink_id[0] = static_cast<uint16_t>(id);
-    dp_->write_policy(UPLINKD_POLICY_SLOT(kPolicy, 4), p);
-  }
-
+  // Uplink `id` (wan by default) written with `state` and `generation`.
   void write_uplink(uint32_t state, uint32_t generation, uint32_t id = kUplink) {
-    uplink_record u{};
-    u.ifindex = if_nametoindex("r1");
-    u.state = state;
-    u.generation = generation;
-    u.mark = config::mark_for_id(id, kMask);
-    dp_->write_uplink(id, u);
+    FlowRouterTest::write_uplink(id, state, generation);
   }
 
   // A connected pair: client_ (in the client ns) to server_ (accepted in the server ns), with data
   // both ways so lan_egress has seen the server's segments.
   void connect_pair() {
-    const int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    listener_ = in_netns(base_ + "-s", here, [] {
-      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-      int one = 1;
-      setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_port = htons(kPort);
-      bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-      listen(fd, 4);
-      return fd;
-    });
-    client_ = in_netns(base_ + "-c", here, [] { return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
-    close(here);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(kPort);
-    inet_pton(AF_INET, "10.2.0.2", &to.sin_addr);
-    ASSERT_EQ(connect(client_, reinterpret_cast<sockaddr*>(&to), sizeof to), 0) << std::strerror(errno);
+    listener_ = open_listener(4);
+    int connected = -1;
+    client_ = connect_client(&connected);
+    ASSERT_EQ(connected, 0) << std::strerror(errno);
     server_ = accept(listener_, nullptr, nullptr);
     ASSERT_GE(server_, 0);
     timeval tv{5, 0};  // every blocking call below is bounded
@@ -188,40 +77,20 @@ class FlowHygieneTest : public ::testing::Test {
   }
 
   // One message each way; true when both arrived.
-  bool exchange() {
-    char buf[64];
-    if (send(client_, "ping", 4, MSG_NOSIGNAL) != 4) return false;
-    if (recv(server_, buf, sizeof buf, 0) != 4) return false;
-    if (send(server_, "pong!", 5, MSG_NOSIGNAL) != 5) return false;
-    return recv(client_, buf, sizeof buf, 0) == 5;
-  }
+  bool exchange() { return testing::exchange_messages(client_, server_); }
 
   flow_key client_key() const {
-    flow_key k{};
-    inet_pton(AF_INET, "10.1.0.2", k.saddr);
-    inet_pton(AF_INET, "10.2.0.2", k.daddr);
     sockaddr_in local{};
     socklen_t len = sizeof local;
     getsockname(client_, reinterpret_cast<sockaddr*>(&local), &len);
-    k.sport = local.sin_port;
-    k.dport = htons(kPort);
-    k.proto = IPPROTO_TCP;
-    k.family = 4;
-    return k;
+    return testing::client_flow_key(local.sin_port);
   }
 
   void make_hygiene(bool reset = true) {
     config_.globals.reset_stale_tcp = reset;
-    hygiene_ = std::make_unique<FlowHygiene>(config_, *dp_,
-                                             FlowHygiene::Options{"h3test_" + std::to_string(getpid())});
+    FlowRouterTest::make_hygiene("h3test_");
   }
 
-  std::string base_;
-  int original_ = -1;
-  std::vector<std::string> made_;
-  config::Config config_;
-  std::unique_ptr<datapath::Datapath> dp_;
-  std::unique_ptr<FlowHygiene> hygiene_;
   int listener_ = -1, client_ = -1, server_ = -1;
 };
 
@@ -384,9 +253,12 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
     k.proto = i % 2 == 0 ? IPPROTO_TCP : IPPROTO_UDP;
     k.family = 4;
     flow_value v{};
-    // Every fourth flow idle for longer than its timeout (UDP 180 s; TCP 7440 s).
+    // Every fourth flow (all UDP) goes idle: stamped now, while the sweep below runs at now + 200 s,
+    // beyond UDP's 180 s. The others carry a stamp from the future, which counts as fresh. Time is
+    // moved forward rather than stamps back, so the test does not depend on the machine's uptime
+    // (a VM that just booted has little).
     const bool idle = i % 4 == 1;
-    v.last_seen_ns = idle && now > 200ULL * 1000000000ULL ? now - 200ULL * 1000000000ULL : now;
+    v.last_seen_ns = idle ? now : now + 1000ULL * 1000000000ULL;
     v.uplink_id = kUplink;
     v.mark = kMark;
     v.origin = FLOW_ORIGIN_RULE;
@@ -394,17 +266,17 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
     ASSERT_EQ(bpf_map_update_elem(fd, &k, &v, BPF_ANY), 0);
   }
   close(fd);
-  // Every other TCP flow has a tcp_seen entry, so the join has work to do; all of them are older
-  // than the TCP timeout (60 s here), so no RST goes out and the figure is the walk's alone.
-  config_.globals.flow_timeout_tcp_s = 60;
-  ASSERT_GT(now, 200ULL * 1000000000ULL) << "the machine booted less than 200 s ago";
+  // Every other TCP flow has a tcp_seen entry, so the join has work to do; the join runs at a time
+  // when all of them are older than the TCP timeout, so no RST goes out and the figure is the walk's.
+  const int64_t join_at = static_cast<int64_t>(now) + (config_.globals.flow_timeout_tcp_s + 60LL) * 1000000000LL;
+  const int64_t sweep_at = static_cast<int64_t>(now) + 200LL * 1000000000LL;
   const int seen_fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_TCP_SEEN).c_str());
   ASSERT_GE(seen_fd, 0);
   size_t with_seen = 0;
   dp_->for_each_flow([&](const flow_key& k, const flow_value&) {
     if (k.proto == IPPROTO_TCP && k.saddr[0] == 10 && (with_seen++ % 2) == 0) {
       tcp_seen ts{};
-      ts.last_seen_ns = now - 100ULL * 1000000000ULL;  // older than this test's TCP timeout: no RST sent
+      ts.last_seen_ns = now;  // older than the TCP timeout at join_at: no RST sent
       ts.ifindex = if_nametoindex("r0");
       bpf_map_update_elem(seen_fd, &k, &ts, BPF_ANY);
     }
@@ -413,7 +285,7 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
   close(seen_fd);
   write_uplink(UPLINK_STATE_OFFLINE, 1);
   auto t0 = std::chrono::steady_clock::now();
-  EXPECT_EQ(hygiene_->reset_stale_tcp(kUplink, 1, health::monotonic_ns()), 0U);  // every tcp_seen too old
+  EXPECT_EQ(hygiene_->reset_stale_tcp(kUplink, 1, join_at), 0U);  // every tcp_seen too old
   auto t1 = std::chrono::steady_clock::now();
   size_t visited = dp_->for_each_flow([](const flow_key&, const flow_value&) { return true; });
   auto t2 = std::chrono::steady_clock::now();
@@ -423,7 +295,7 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
   double longest_ms = 0;
   do {
     auto s0 = std::chrono::steady_clock::now();
-    hygiene_->sweep(health::monotonic_ns());
+    hygiene_->sweep(sweep_at);
     longest_ms = std::max(
         longest_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
     ++calls;

@@ -12,7 +12,7 @@
 // kernel lacks (the test skips here) and Debian's 6.1 and 6.12 kernels have:
 //   vmtest/run --kernel 6.12 --suite netns --filter 'FlowOffload*'
 //
-// Namespaces are h10fo-<pid>-<n>-{c,r,s}, deleted in TearDown.
+// The lab is flow_fixture.h's; namespaces are h10fo-<pid>-<n>-{c,r,s}, deleted in TearDown.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
@@ -36,46 +36,24 @@
 #include "config/config.h"
 #include "daemon/flow_hygiene.h"
 #include "datapath/datapath.h"
+#include "flow_fixture.h"
 #include "health/monitor.h"
 #include "netns_fixture.h"
 
 namespace uplinkd {
 namespace {
 
-using uplinkd::testing::enter_netns;
+using uplinkd::testing::client_flow_key;
+using uplinkd::testing::exchange_messages;
 using uplinkd::testing::must_run;
 using uplinkd::testing::run_command;
 using uplinkd::testing::wait_until;
 
-constexpr uint32_t kMask = 0x3F00;
+constexpr uint32_t kMask = uplinkd::testing::kFlowMask;
 constexpr uint32_t kDeadUplink = 1;  // mark 0x100: goes down in the test
 constexpr uint32_t kLiveUplink = 2;  // mark 0x200: stays up
-constexpr uint32_t kPolicy = 3;
-constexpr uint16_t kPort = 5201;
+constexpr uint16_t kPort = uplinkd::testing::kFlowPort;
 constexpr const char* kOffloadTable = "h10_offload";
-
-const char* const kConfig =
-    "config globals 'globals'\n"
-    "\toption mmx_mask '0x3F00'\n"
-    "config interface 'wan'\n"
-    "\toption enabled '1'\n"
-    "\toption device 'r1'\n"
-    "\toption gateway '10.2.0.2'\n"
-    "config interface 'wan2'\n"
-    "\toption enabled '1'\n"
-    "\toption device 'r1'\n"
-    "\toption gateway '10.2.0.2'\n"
-    "config member 'wan_m1'\n"
-    "\toption interface 'wan'\n"
-    "\toption metric '1'\n"
-    "config member 'wan2_m2'\n"
-    "\toption interface 'wan2'\n"
-    "\toption metric '2'\n"
-    "config policy 'failover'\n"
-    "\tlist use_member 'wan_m1'\n"
-    "\tlist use_member 'wan2_m2'\n"
-    "config rule 'all'\n"
-    "\toption use_policy 'failover'\n";
 
 // A firewall that offloads every forwarded TCP connection (OpenWrt's fw4 `flow_offloading '1'`
 // does the same). The counter shows what still takes the slow path: an offloaded connection's
@@ -98,15 +76,6 @@ struct Connection {
   uint16_t client_port = 0;  // host order
 };
 
-// Runs `fn` with the calling thread inside namespace `ns`, then returns to `back`.
-template <typename Fn>
-auto in_netns(const std::string& ns, int back, Fn fn) {
-  EXPECT_EQ(enter_netns("/run/netns/" + ns), 0);
-  auto result = fn();
-  setns(back, CLONE_NEWNET);
-  return result;
-}
-
 void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
   timeval tv{};
   tv.tv_sec = static_cast<time_t>(timeout.count() / 1000);
@@ -114,7 +83,7 @@ void set_receive_timeout(int fd, std::chrono::milliseconds timeout) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 }
 
-class FlowOffloadTest : public ::testing::Test {
+class FlowOffloadTest : public testing::FlowRouterTest {
  protected:
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (namespaces, BPF, nft, conntrack)";
@@ -122,66 +91,24 @@ class FlowOffloadTest : public ::testing::Test {
       GTEST_SKIP() << "no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)";
     if (run_command("command -v conntrack").status != 0 || run_command("command -v nft").status != 0)
       GTEST_SKIP() << "needs the conntrack and nft tools (Debian packages conntrack, nftables)";
-    static int counter = 0;
-    base_ = "h10fo-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(original_, 0);
-    ASSERT_NO_FATAL_FAILURE(build_topology());
-    ASSERT_EQ(enter_netns("/run/netns/" + router_ns()), 0);
-    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.1.0.2").status == 0; }));
-    ASSERT_TRUE(wait_until([] { return run_command("ping -c1 -W1 10.2.0.2").status == 0; }));
+    ASSERT_NO_FATAL_FAILURE(build_router("h10fo"));
     ASSERT_NO_FATAL_FAILURE(install_flowtable());
     if (IsSkipped()) return;
 
-    config_ = config::parse(kConfig, "mwan3");
-    dp_ = std::make_unique<datapath::Datapath>("/sys/fs/bpf", base_, [](const probe_reply_event&) {});
-    program_classifier(kDeadUplink);
-    dp_->attach_lan(static_cast<int>(if_nametoindex("r0")), "r0", false);
+    start_datapath(testing::flow_lab_config(), kDeadUplink);
     // As the daemon: FlowHygiene owns the ct mark table (the uplink bits of the packet mark copied
     // into the conntrack mark), which the delete by mark needs.
-    hygiene_ = std::make_unique<FlowHygiene>(config_, *dp_,
-                                             FlowHygiene::Options{"h10test_" + std::to_string(getpid())});
+    make_hygiene("h10test_");
   }
 
   void TearDown() override {
-    hygiene_.reset();
-    dp_.reset();
     for (Connection& c : connections_) {
       for (int fd : {c.client, c.server}) {
         if (fd >= 0) close(fd);
       }
     }
     if (listener_ >= 0) close(listener_);
-    if (original_ >= 0) {
-      setns(original_, CLONE_NEWNET);
-      close(original_);
-    }
-    for (const auto& ns : made_) EXPECT_EQ(run_command("ip netns del " + ns).status, 0) << ns;
-  }
-
-  std::string client_ns() const { return base_ + "-c"; }
-  std::string router_ns() const { return base_ + "-r"; }
-  std::string server_ns() const { return base_ + "-s"; }
-
-  void build_topology() {
-    for (const char* s : {"-c", "-r", "-s"}) {
-      ASSERT_EQ(run_command("ip netns add " + base_ + s).status, 0) << "ip netns add " << base_ << s;
-      made_.push_back(base_ + s);
-      must_run("ip -n " + base_ + s + " link set lo up");
-    }
-    const std::string c = client_ns(), r = router_ns(), s = server_ns();
-    must_run("ip -n " + r + " link add r0 type veth peer name c0 netns " + c);
-    must_run("ip -n " + r + " link add r1 type veth peer name s0 netns " + s);
-    must_run("ip -n " + c + " addr add 10.1.0.2/24 dev c0");
-    must_run("ip -n " + r + " addr add 10.1.0.1/24 dev r0");
-    must_run("ip -n " + r + " addr add 10.2.0.1/24 dev r1");
-    must_run("ip -n " + s + " addr add 10.2.0.2/24 dev s0");
-    for (const auto& [ns, dev] : {std::pair{c, "c0"}, {r, "r0"}, {r, "r1"}, {s, "s0"}}) {
-      must_run("ip -n " + ns + " link set " + dev + " up");
-    }
-    must_run("ip -n " + c + " route add default via 10.1.0.1");
-    must_run("ip -n " + s + " route add default via 10.2.0.1");
-    must_run("ip netns exec " + r + " sysctl -qw net.ipv4.ip_forward=1");
+    FlowRouterTest::TearDown();
   }
 
   // The flowtable needs nf_flow_table: without it (this host's kernel) nft refuses the table and
@@ -209,64 +136,14 @@ class FlowOffloadTest : public ::testing::Test {
     return run_command("printf '%s' '" + text + "' | nft -f -");
   }
 
-  // Every uplink online on r1 (so only their flows' generations matter); one rule sending
-  // everything to a policy whose only member is `id`.
-  void program_classifier(uint32_t id) {
-    write_uplink(id, UPLINK_STATE_ONLINE, 0);
-    classifier_cfg c{};
-    c.mmx_mask = kMask;
-    c.n_rules = 1;
-    c.default_mark = kMask;
-    c.flow_timeout_tcp_s = 7440;
-    c.flow_timeout_udp_s = 180;
-    c.flow_timeout_s = 600;
-    c.flags = UPLINKD_CFG_RESET_STALE_TCP;
-    dp_->write_classifier_cfg(c);
-    rule_entry rule{};
-    rule.policy_id = kPolicy;
-    dp_->write_rule(0, rule);
-    policy_entry p{};
-    p.n_members = 1;
-    p.threshold[0] = 0xFFFFFFFF;
-    p.mark[0] = config::mark_for_id(id, kMask);
-    p.uplink_id[0] = static_cast<uint16_t>(id);
-    dp_->write_policy(UPLINKD_POLICY_SLOT(kPolicy, 4), p);
-  }
-
-  void write_uplink(uint32_t id, uint32_t state, uint32_t generation) {
-    uplink_record u{};
-    u.ifindex = if_nametoindex("r1");
-    u.state = state;
-    u.generation = generation;
-    u.mark = config::mark_for_id(id, kMask);
-    dp_->write_uplink(id, u);
-  }
-
   // A new connection client -> server through the router, with one message each way (so
   // lan_egress has seen the server's segments and conntrack has seen the handshake complete).
   Connection& connect_one() {
-    const int here = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (listener_ < 0) {
-      listener_ = in_netns(server_ns(), here, [] {
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_port = htons(kPort);
-        bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-        listen(fd, 8);
-        return fd;
-      });
-    }
+    if (listener_ < 0) listener_ = open_listener(8);
     Connection& c = connections_.emplace_back();
-    c.client = in_netns(client_ns(), here, [] { return socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0); });
-    close(here);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(kPort);
-    inet_pton(AF_INET, "10.2.0.2", &to.sin_addr);
-    EXPECT_EQ(connect(c.client, reinterpret_cast<sockaddr*>(&to), sizeof to), 0) << std::strerror(errno);
+    int connected = -1;
+    c.client = connect_client(&connected);
+    EXPECT_EQ(connected, 0) << std::strerror(errno);
     set_receive_timeout(listener_, std::chrono::seconds(5));
     c.server = accept(listener_, nullptr, nullptr);
     EXPECT_GE(c.server, 0) << std::strerror(errno);
@@ -281,24 +158,9 @@ class FlowOffloadTest : public ::testing::Test {
   }
 
   // One message each way; true when both arrived.
-  static bool exchange(const Connection& c) {
-    char buf[64];
-    if (send(c.client, "ping", 4, MSG_NOSIGNAL) != 4) return false;
-    if (recv(c.server, buf, sizeof buf, 0) != 4) return false;
-    if (send(c.server, "pong!", 5, MSG_NOSIGNAL) != 5) return false;
-    return recv(c.client, buf, sizeof buf, 0) == 5;
-  }
+  static bool exchange(const Connection& c) { return exchange_messages(c.client, c.server); }
 
-  static flow_key key_of(const Connection& c) {
-    flow_key k{};
-    inet_pton(AF_INET, "10.1.0.2", k.saddr);
-    inet_pton(AF_INET, "10.2.0.2", k.daddr);
-    k.sport = htons(c.client_port);
-    k.dport = htons(kPort);
-    k.proto = IPPROTO_TCP;
-    k.family = 4;
-    return k;
-  }
+  static flow_key key_of(const Connection& c) { return client_flow_key(htons(c.client_port)); }
 
   // The router's conntrack line of `c` ("" when there is none). conntrack's count line goes to
   // stderr, which run_command merges.
@@ -343,12 +205,6 @@ class FlowOffloadTest : public ::testing::Test {
     std::printf("[          ] %s\n", line.c_str());
   }
 
-  std::string base_;
-  int original_ = -1;
-  std::vector<std::string> made_;
-  config::Config config_;
-  std::unique_ptr<datapath::Datapath> dp_;
-  std::unique_ptr<FlowHygiene> hygiene_;
   int listener_ = -1;
   std::deque<Connection> connections_;  // a deque: connect_one's references stay valid
 };
