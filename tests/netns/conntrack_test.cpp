@@ -22,6 +22,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "netns_fixture.h"
 
@@ -183,31 +184,33 @@ TEST_F(ConntrackTest, NothingToDeleteIsNotAnError) {
   EXPECT_EQ(entries_with(kLte), 1u);
 }
 
-// Thousands of entries, while `conntrack -D` deletes the same ones at the same time: whatever
-// vanishes under our walk is neither deleted twice nor a failure, and nothing else is touched.
+// Thousands of entries, while a second walk deletes the same ones at the same time: whatever
+// vanishes under a walk is neither deleted twice nor a failure, and nothing else is touched.
+// The survivors are counted with `conntrack -C` (the kernel's count): after thousands of deletes
+// in a row, a `conntrack -L` listing sometimes leaves out one entry that is still there (seen about
+// once in 40 runs: -L showed 99 of the other mark's 100 while -C said 100).
+// The rival is a second walk of ours (a thread; conntrack-tools' `conntrack -D -m` raced the same way).
 TEST_F(ConntrackTest, ManyEntriesVanishingDuringTheWalk) {
   constexpr int kMany = 5000;
   load_many(kMany, kWan, 10000);
   load_many(100, kLte, 30000);
   ASSERT_EQ(entries_with(kWan), size_t{kMany});
 
-  // Started in the background, it races with the call below (both walk the same entries).
-  const std::string rival_done = "/tmp/" + ns_ + "-rival.done";
-  // Its output goes nowhere: popen() would otherwise wait for the pipe it holds open.
-  must_run(in_ns("sh -c 'conntrack -D -m " + std::to_string(kWan) + "/" + std::to_string(kMask) +
-                 " >/dev/null 2>&1; touch " + rival_done + "' >/dev/null 2>&1 &"));
+  ConntrackDeleteResult rival;
+  // A thread starts in its creator's network namespace: the test's, entered in SetUp().
+  std::thread other([&] { rival = conntrack_delete_by_mark(kWan, kMask); });
   const ConntrackDeleteResult result = conntrack_delete_by_mark(kWan, kMask);
-  EXPECT_TRUE(uplinkd::testing::wait_until([&] { return access(rival_done.c_str(), F_OK) == 0; }))
-      << "conntrack -D did not finish within 5 s";
-  std::remove(rival_done.c_str());
+  other.join();
 
   EXPECT_EQ(result.failed, 0u);
+  EXPECT_EQ(rival.failed, 0u);
   EXPECT_LE(result.deleted, result.matched);
   EXPECT_LE(result.matched, size_t{kMany});
+  EXPECT_LE(result.deleted + rival.deleted, size_t{kMany});  // never one entry twice
   EXPECT_EQ(entries_with(kWan), 0u);
-  EXPECT_EQ(entries_with(kLte), 100u);
-  std::printf("  %d entries: examined %zu, matched %zu, deleted %zu here (the rest by conntrack -D)\n", kMany,
-              result.examined, result.matched, result.deleted);
+  EXPECT_EQ(run_command(in_ns("conntrack -C")).output, "100\n");  // exactly the other mark's entries
+  std::printf("  %d entries: examined %zu, matched %zu, deleted %zu here and %zu by the rival walk\n", kMany,
+              result.examined, result.matched, result.deleted, rival.deleted);
 }
 
 TEST_F(ConntrackTest, ManyEntriesAllDeleted) {
@@ -218,8 +221,8 @@ TEST_F(ConntrackTest, ManyEntriesAllDeleted) {
   EXPECT_EQ(result.examined, size_t{kMany});
   EXPECT_EQ(result.deleted, size_t{kMany});
   EXPECT_EQ(result.failed, 0u);
-  EXPECT_EQ(entries_with(kLte), 50u);
   EXPECT_EQ(entries_with(kWan), 0u);
+  EXPECT_EQ(run_command(in_ns("conntrack -C")).output, "50\n");  // the other mark's, counted by the kernel
 }
 
 std::array<uint8_t, 16> address(int family, const char* text) {
