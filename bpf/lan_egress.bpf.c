@@ -70,40 +70,10 @@ static __always_inline int parse_toward_client(void *data, void *end,
 					       struct segment_toward_client *seg)
 {
 	struct l3_view l3 = {};
-	void *pos = data;
-	int err;
 
 	/* The packet's source is the remote: it goes to key.daddr, its destination to key.saddr. */
-	if (l3_only) {
-		err = parse_raw_ip(pos, end, &l3, seg->key.daddr);
-	} else {
-		__be16 proto = parse_ethernet(&pos, end);
-
-		if (proto == bpf_htons(ETH_P_IP))
-			err = parse_ipv4(pos, end, &l3, seg->key.daddr);
-		else if (proto == bpf_htons(ETH_P_IPV6))
-			err = parse_ipv6(pos, end, &l3, seg->key.daddr);
-		else
-			return -1;
-	}
-	if (err)
+	if (parse_addresses(data, end, l3_only, &l3, seg->key.daddr, seg->key.saddr, &seg->key.family))
 		return -1;
-	if (l3.is_ipv6) {
-		struct ipv6hdr *ip6 = pos;
-
-		if ((void *)(ip6 + 1) > end)
-			return -1;
-		copy_bytes16(seg->key.saddr, (const __u8 *)&ip6->daddr);
-		seg->key.family = 6;
-		skip_ipv6_extensions(&l3, end); /* as lan_ingress keys it */
-	} else {
-		struct iphdr *ip = pos;
-
-		if ((void *)(ip + 1) > end)
-			return -1;
-		copy_bytes4(seg->key.saddr, (const __u8 *)&ip->daddr);
-		seg->key.family = 4;
-	}
 	return read_segment(&l3, data, end, seg);
 }
 

@@ -124,44 +124,58 @@ static __always_inline void read_ports(const struct l3_view *l3, void *end, stru
 		pkt->tcp_flags = tcp[13];
 }
 
-/* Fills pkt from the frame at pos (Ethernet with up to two VLAN tags, or bare IP when l3_only).
- * Returns 0 for IPv4/IPv6, -1 for anything else or a malformed IP header: pass it untouched. */
-static __always_inline int parse_flow(void *pos, void *end, int l3_only, struct flow_packet *pkt)
+/* Parses the frame at pos (Ethernet with up to two VLAN tags, or bare IP when l3_only) up to the
+ * upper-layer header: the source address goes to src, the destination to dst, the family (4 or 6)
+ * to *family, and l3 points at the upper layer as lan_ingress keys flows (IPv6 extension headers
+ * skipped). Returns 0 for IPv4/IPv6, -1 for anything else or a malformed IP header. Shared by
+ * lan_ingress (src = the client) and lan_egress (src = the remote), which must key alike. */
+static __always_inline int parse_addresses(void *pos, void *end, int l3_only, struct l3_view *l3,
+					   __u8 *src, __u8 *dst, __u8 *family)
 {
-	struct l3_view l3 = {};
 	int err;
 
 	if (l3_only) {
-		err = parse_raw_ip(pos, end, &l3, pkt->key.saddr);
+		err = parse_raw_ip(pos, end, l3, src);
 	} else {
 		__be16 proto = parse_ethernet(&pos, end);
 
 		if (proto == bpf_htons(ETH_P_IP))
-			err = parse_ipv4(pos, end, &l3, pkt->key.saddr);
+			err = parse_ipv4(pos, end, l3, src);
 		else if (proto == bpf_htons(ETH_P_IPV6))
-			err = parse_ipv6(pos, end, &l3, pkt->key.saddr);
+			err = parse_ipv6(pos, end, l3, src);
 		else
 			return -1;
 	}
 	if (err)
 		return -1;
 
-	if (l3.is_ipv6) {
+	if (l3->is_ipv6) {
 		struct ipv6hdr *ip6 = pos;
 
 		if ((void *)(ip6 + 1) > end)
 			return -1;
-		copy_bytes16(pkt->key.daddr, (const __u8 *)&ip6->daddr);
-		pkt->key.family = 6;
-		skip_ipv6_extensions(&l3, end);
+		copy_bytes16(dst, (const __u8 *)&ip6->daddr);
+		*family = 6;
+		skip_ipv6_extensions(l3, end);
 	} else {
 		struct iphdr *ip = pos;
 
 		if ((void *)(ip + 1) > end)
 			return -1;
-		copy_bytes4(pkt->key.daddr, (const __u8 *)&ip->daddr);
-		pkt->key.family = 4;
+		copy_bytes4(dst, (const __u8 *)&ip->daddr);
+		*family = 4;
 	}
+	return 0;
+}
+
+/* Fills pkt from the frame at pos; see parse_addresses(). Returns 0 for IPv4/IPv6, -1 for anything
+ * else or a malformed IP header: pass it untouched. */
+static __always_inline int parse_flow(void *pos, void *end, int l3_only, struct flow_packet *pkt)
+{
+	struct l3_view l3 = {};
+
+	if (parse_addresses(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr, &pkt->key.family))
+		return -1;
 	pkt->key.proto = l3.proto;
 	read_ports(&l3, end, pkt);
 	return 0;
