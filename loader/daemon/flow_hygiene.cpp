@@ -186,7 +186,7 @@ FlowHygiene::FlowHygiene(const config::Config& cfg, datapath::Datapath& dp, Opti
   if (!options_.ct_table.empty()) {
     try {
       ct_marks_ =
-          std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_marks());
+          std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_uplinks());
     } catch (const std::exception& e) {
       throw std::runtime_error("installing nft table inet " + options_.ct_table +
                                " (copies the uplink mark into the conntrack mark): " + e.what());
@@ -196,13 +196,14 @@ FlowHygiene::FlowHygiene(const config::Config& cfg, datapath::Datapath& dp, Opti
 
 FlowHygiene::~FlowHygiene() = default;
 
-std::vector<uint32_t> FlowHygiene::enabled_marks() const {
-  std::vector<uint32_t> marks;
+// With their devices, so that connections arriving on an uplink are answered by it (ct_mark.h).
+std::vector<netlink::UplinkMark> FlowHygiene::enabled_uplinks() const {
+  std::vector<netlink::UplinkMark> uplinks;
   for (const auto& i : cfg_.interfaces) {
     const uint32_t mark = config::mark_for_id(i.id, cfg_.globals.mmx_mask);
-    if (i.enabled && mark != 0) marks.push_back(mark);
+    if (i.enabled && mark != 0) uplinks.push_back({mark, i.device});
   }
-  return marks;
+  return uplinks;
 }
 
 void FlowHygiene::reconfigure() {
@@ -211,7 +212,7 @@ void FlowHygiene::reconfigure() {
     // A changed mmx_mask needs a new table: the rules' mask is fixed at construction.
     ct_marks_.reset();
     ct_marks_ =
-        std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_marks());
+        std::make_unique<netlink::CtMarkRules>(options_.ct_table, cfg_.globals.mmx_mask, enabled_uplinks());
   } catch (const std::exception& e) {
     log::error("nft table inet " + options_.ct_table + ": " + e.what() +
                "; conntrack entries are not marked, so deleting them by mark finds none");

@@ -33,6 +33,7 @@ namespace uplinkd {
 
 namespace netlink {
 class CtMarkRules;
+struct UplinkMark;
 }
 
 // The RST that resets a LAN client's end of `key` (client = saddr): from the remote (daddr) to the
@@ -118,7 +119,7 @@ class FlowHygiene {
   size_t delete_conntrack_by_mark(uint32_t id, uint32_t mark, const char* why);
   [[nodiscard]] bool seen_is_fresh(const tcp_seen& seen, int64_t now_ns) const;
   [[nodiscard]] uint32_t timeout_s(uint8_t proto) const;
-  [[nodiscard]] std::vector<uint32_t> enabled_marks() const;
+  [[nodiscard]] std::vector<netlink::UplinkMark> enabled_uplinks() const;
   [[nodiscard]] std::string name_of(uint32_t id) const;
   void sweep_flows(int64_t now_ns);
   void sweep_tcp_seen();

@@ -15,6 +15,8 @@ namespace uplinkd::netlink {
 namespace {
 
 constexpr const char* kChain = "postrouting";
+constexpr const char* kInboundChain = "prerouting";
+constexpr size_t kMaxDeviceName = 15;  // IFNAMSIZ less its terminating zero
 constexpr size_t kMaxTableName = 255;  // NFT_TABLE_MAXNAMELEN less its terminating zero
 
 std::string hex(uint32_t value) {
@@ -39,16 +41,43 @@ void check_table_name(const std::string& table) {
   }
 }
 
-void check_marks(uint32_t mmx_mask, const std::vector<uint32_t>& marks) {
+// Device names go into the rules as quoted strings: nothing in them may end or escape the quote.
+bool is_quotable_device(const std::string& device) {
+  if (device.size() > kMaxDeviceName) return false;
+  for (char c : device) {
+    const auto byte = static_cast<unsigned char>(c);
+    if (byte <= ' ' || byte == 0x7f || c == '"' || c == '\\') return false;
+  }
+  return true;
+}
+
+void check_uplinks(uint32_t mmx_mask, const std::vector<UplinkMark>& uplinks) {
   if (mmx_mask == 0) {
     throw std::invalid_argument("ct mark rules: mmx_mask is 0");
   }
-  for (uint32_t mark : marks) {
-    if (mark == 0 || (mark & ~mmx_mask) != 0) {
-      throw std::invalid_argument("ct mark rules: uplink mark " + hex(mark) + " is " +
-                                  (mark == 0 ? "0" : "outside mmx_mask " + hex(mmx_mask)));
+  for (const UplinkMark& uplink : uplinks) {
+    if (uplink.mark == 0 || (uplink.mark & ~mmx_mask) != 0) {
+      throw std::invalid_argument("ct mark rules: uplink mark " + hex(uplink.mark) + " is " +
+                                  (uplink.mark == 0 ? "0" : "outside mmx_mask " + hex(mmx_mask)));
+    }
+    if (!is_quotable_device(uplink.device)) {
+      throw std::invalid_argument("ct mark rules: device name '" + uplink.device +
+                                  "' is not a network device name (at most 15 bytes, no blanks, quotes or "
+                                  "backslashes)");
     }
   }
+}
+
+std::string quoted(const std::string& device) { return "\"" + device + "\""; }
+
+// `{ "wan", "wwan" }`: the uplink devices, for the reply rule's "not from an uplink".
+std::string device_set(const std::vector<UplinkMark>& uplinks) {
+  std::string set;
+  for (const UplinkMark& uplink : uplinks) {
+    if (uplink.device.empty() || set.find(quoted(uplink.device)) != std::string::npos) continue;
+    set += (set.empty() ? "{ " : ", ") + quoted(uplink.device);
+  }
+  return set.empty() ? set : set + " }";
 }
 
 // nft keeps error text in its own buffer while buffering is on; empty when there is none.
@@ -64,7 +93,7 @@ std::string error_text(nft_ctx* nft) {
 }  // namespace
 
 std::string CtMarkRules::commands_for(const std::string& table, uint32_t mmx_mask,
-                                      const std::vector<uint32_t>& uplink_marks) {
+                                      const std::vector<UplinkMark>& uplinks) {
   const std::string where = "inet " + table;
   // `add` then `delete` makes the delete valid whether or not a table is there, so one transaction
   // replaces a leftover (or the current) table with the new one.
@@ -75,20 +104,36 @@ std::string CtMarkRules::commands_for(const std::string& table, uint32_t mmx_mas
               " { type filter hook postrouting priority mangle; policy accept; }\n";
   const std::string mask = hex(mmx_mask);
   const std::string keep = hex(~mmx_mask);
-  for (uint32_t mark : uplink_marks) {
-    const std::string m = hex(mark);
+  for (const UplinkMark& uplink : uplinks) {
+    const std::string m = hex(uplink.mark);
     commands.append("add rule ").append(where).append(" ").append(kChain);
     commands.append(" meta mark & ").append(mask).append(" == ").append(m);
     commands.append(" ct mark & ").append(mask).append(" != ").append(m);
     commands.append(" ct mark set ct mark & ").append(keep).append(" | ").append(m).append("\n");
   }
+  const std::string uplink_devices = device_set(uplinks);
+  if (uplink_devices.empty()) return commands;
+  // dstnat + 1 (-99): after a port forward's DNAT, still before the routing decision.
+  commands += "add chain " + where + " " + kInboundChain +
+              " { type filter hook prerouting priority -99; policy accept; }\n";
+  for (const UplinkMark& uplink : uplinks) {
+    if (uplink.device.empty()) continue;
+    const std::string m = hex(uplink.mark);
+    commands.append("add rule ").append(where).append(" ").append(kInboundChain);
+    commands.append(" iifname ").append(quoted(uplink.device)).append(" ct state new");
+    commands.append(" ct mark set ct mark & ").append(keep).append(" | ").append(m).append("\n");
+    commands.append("add rule ").append(where).append(" ").append(kInboundChain);
+    commands.append(" iifname != ").append(uplink_devices).append(" ct direction reply");
+    commands.append(" ct mark & ").append(mask).append(" == ").append(m);
+    commands.append(" meta mark set meta mark & ").append(keep).append(" | ").append(m).append("\n");
+  }
   return commands;
 }
 
-CtMarkRules::CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<uint32_t> uplink_marks)
+CtMarkRules::CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<UplinkMark> uplinks)
     : table_(std::move(table)), mmx_mask_(mmx_mask) {
   check_table_name(table_);
-  check_marks(mmx_mask_, uplink_marks);
+  check_uplinks(mmx_mask_, uplinks);
   nft_ = nft_ctx_new(NFT_CTX_DEFAULT);
   if (nft_ == nullptr) {
     throw std::runtime_error("ct mark rules: cannot create an nftables context (out of memory?)");
@@ -96,12 +141,12 @@ CtMarkRules::CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<uint3
   nft_ctx_buffer_output(nft_);
   nft_ctx_buffer_error(nft_);
   try {
-    run(commands_for(table_, mmx_mask_, uplink_marks), "installing");
+    run(commands_for(table_, mmx_mask_, uplinks), "installing");
   } catch (...) {
     nft_ctx_free(nft_);
     throw;
   }
-  marks_ = std::move(uplink_marks);
+  uplinks_ = std::move(uplinks);
 }
 
 CtMarkRules::~CtMarkRules() {
@@ -117,10 +162,10 @@ CtMarkRules::~CtMarkRules() {
   nft_ctx_free(nft_);
 }
 
-void CtMarkRules::update(std::vector<uint32_t> uplink_marks) {
-  check_marks(mmx_mask_, uplink_marks);
-  run(commands_for(table_, mmx_mask_, uplink_marks), "updating");
-  marks_ = std::move(uplink_marks);
+void CtMarkRules::update(std::vector<UplinkMark> uplinks) {
+  check_uplinks(mmx_mask_, uplinks);
+  run(commands_for(table_, mmx_mask_, uplinks), "updating");
+  uplinks_ = std::move(uplinks);
 }
 
 void CtMarkRules::run(const std::string& commands, const std::string& what) {

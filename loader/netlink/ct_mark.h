@@ -11,6 +11,20 @@
 // is not rewritten on every packet. Bitwise operations take constants only: combining two
 // registers needs kernel 6.13, and the floor is 5.15.
 //
+// Connections that come IN on an uplink (a port forward, a routed IPv6 server on the LAN) must be
+// answered by that uplink. TCP ones are remembered by the BPF datapath; for every protocol (UDP
+// port forwards above all) a prerouting chain (type filter, priority dstnat + 1, so after the DNAT)
+// holds per uplink M with device D:
+//
+//   iifname D  ct state new  ct mark set ct mark & ~MASK | M
+//   iifname != { all uplink devices }  ct direction reply  ct mark & MASK == M
+//       meta mark set meta mark & ~MASK | M
+//
+// The first tags the connection with its arrival uplink; the second gives its answers, coming from
+// the LAN side, that uplink's packet mark before the routing decision, so the fwmark rule sends
+// them out of D whatever the LAN classifier chose. Replies arriving on an uplink (to connections
+// the LAN opened) are left alone: marking those would route them back by the uplink's table.
+//
 // Works in the network namespace of the thread that constructs the object (libnftables binds its
 // netlink socket there).
 #pragma once
@@ -23,35 +37,44 @@ struct nft_ctx;
 
 namespace uplinkd::netlink {
 
+// One uplink: its mark (non-zero, inside mmx_mask) and its device ("" when not known yet: then
+// only the copy rule is installed for it, no inbound rules).
+struct UplinkMark {
+  uint32_t mark = 0;
+  std::string device;
+  bool operator==(const UplinkMark&) const = default;
+};
+
 class CtMarkRules {
  public:
   // Installs table `inet <table>` in one transaction, replacing a table of the same name left by
   // a previous run that crashed. `table` is an nft identifier (letters, digits, '_', '.', '-',
-  // starting with a letter or '_'); every mark is non-zero and inside `mmx_mask`. Throws
+  // starting with a letter or '_'); every mark is non-zero and inside `mmx_mask`; a device name is
+  // at most 15 bytes without quotes, backslashes, blanks or control characters. Throws
   // std::invalid_argument for bad arguments, std::runtime_error with nft's message otherwise.
-  CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<uint32_t> uplink_marks);
+  CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<UplinkMark> uplinks);
   ~CtMarkRules();  // deletes exactly this table
   CtMarkRules(const CtMarkRules&) = delete;
   CtMarkRules& operator=(const CtMarkRules&) = delete;
 
-  // Replaces the rules with one per mark in `uplink_marks`, atomically (packets see the old set
+  // Replaces the rules with those for `uplinks`, atomically (packets see the old set
   // or the new one, never none). Rebuilds the whole table, so it also brings back a table that
   // someone deleted meanwhile. Throws like the constructor; the old rules stay on failure.
-  void update(std::vector<uint32_t> uplink_marks);
+  void update(std::vector<UplinkMark> uplinks);
 
   [[nodiscard]] const std::string& table() const { return table_; }
-  [[nodiscard]] const std::vector<uint32_t>& marks() const { return marks_; }
+  [[nodiscard]] const std::vector<UplinkMark>& uplinks() const { return uplinks_; }
 
   // The nft commands update() runs (for logs and tests).
   [[nodiscard]] static std::string commands_for(const std::string& table, uint32_t mmx_mask,
-                                                const std::vector<uint32_t>& uplink_marks);
+                                                const std::vector<UplinkMark>& uplinks);
 
  private:
   void run(const std::string& commands, const std::string& what);
 
   std::string table_;
   uint32_t mmx_mask_ = 0;
-  std::vector<uint32_t> marks_;
+  std::vector<UplinkMark> uplinks_;
   ::nft_ctx* nft_ = nullptr;
 };
 

@@ -6,7 +6,7 @@
 #     an ICMP unreachable at once;
 #   - a sticky rule (UDP to port 4433) keeps the client's new flows on one uplink;
 #   - a port forward on the backup uplink (wan2:8080 -> LAN 10.10.0.2:8080) is answered via wan2,
-#     although the main table's default route is wan1;
+#     although the main table's default route is wan1; the same for a UDP port forward (wan2:8081);
 #   - failover: when wan1 goes offline, new flows of `balanced` all leave by wan2, and move back
 #     when it returns;
 #   - stopping uplinkd leaves the router's rules and routes exactly as they were before it started.
@@ -102,18 +102,23 @@ table inet ulcount {
   counter wan2 { }
   counter fwd_wan1 { }
   counter fwd_wan2 { }
+  counter ufwd_wan1 { }
+  counter ufwd_wan2 { }
   chain post {
     type filter hook postrouting priority 0;
     oifname "wan1" udp dport { 9999, 4433 } counter name "wan1"
     oifname "wan2" udp dport { 9999, 4433 } counter name "wan2"
     oifname "wan1" tcp sport 8080 counter name "fwd_wan1"
     oifname "wan2" tcp sport 8080 counter name "fwd_wan2"
+    oifname "wan1" udp sport 8081 counter name "ufwd_wan1"
+    oifname "wan2" udp sport 8081 counter name "ufwd_wan2"
   }
 }
 table ip ulfwd {
   chain pre {
     type nat hook prerouting priority -100;
     iifname "wan2" tcp dport 8080 dnat to 10.10.0.2:8080
+    iifname "wan2" udp dport 8081 dnat to 10.10.0.2:8081
   }
 }
 NFT
@@ -186,6 +191,30 @@ info "port forward answer '$answer'; reply packets out of wan1 $fw1, out of wan2
 [[ $answer == HELLO ]] || fail "unexpected answer through the port forward: '$answer'"
 ((fw2 > 0 && fw1 == 0)) || fail "the LAN server's replies left by wan1 ($fw1) instead of wan2 ($fw2)"
 pass "a port forward on the backup uplink is answered via the backup (main default is wan1)"
+
+# The same for UDP: the LAN server's answers would be classified by the default rule (3:2) without
+# uplinkd's inbound rules (ct mark at arrival, packet mark for the answers). Six clients, six
+# source ports: all answers leaving by wan2 by chance has a probability of 0.4 %.
+ip netns exec "$P-lan" timeout 60 python3 -c '
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("10.10.0.2", 8081))
+for _ in range(6):
+    d, a = s.recvfrom(64); s.sendto(d.upper(), a)' &
+ul_bg_add $!
+sleep 0.3
+answers=$(ip netns exec "$P-core" timeout 30 python3 -c '
+import socket
+got = 0
+for _ in range(6):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+    c.sendto(b"hello", ("198.51.100.2", 8081))
+    got += c.recv(64) == b"HELLO"
+print(got)') || fail "the UDP port forward on wan2 did not answer"
+uf1=$(count ufwd_wan1) uf2=$(count ufwd_wan2)
+info "UDP port forward: $answers of 6 answered; answers out of wan1 $uf1, out of wan2 $uf2"
+[[ $answers == 6 ]] || fail "the UDP port forward answered $answers of 6 datagrams"
+((uf2 == 6 && uf1 == 0)) || fail "the LAN server's UDP answers left by wan1 ($uf1) instead of wan2 ($uf2)"
+pass "a UDP port forward on the backup uplink is answered via the backup (6 of 6 answers on wan2)"
 
 seen=$(hook_count)
 lab_outage "$P" isp1 on

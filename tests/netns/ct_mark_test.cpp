@@ -1,7 +1,8 @@
 // CtMarkRules in a router namespace that really forwards: a LAN client sends UDP datagrams through
 // the router to a server; a stand-in for uplinkd's classifier (an nft prerouting rule) sets the
 // packet mark, and the conntrack entries must come out with the uplink bits copied and every other
-// ct mark bit kept. Also: update(), the destructor, a stale table of a crashed run, bad input.
+// ct mark bit kept. A UDP port forward on the uplink is answered with the uplink's mark. Also:
+// update(), the destructor, a stale table of a crashed run, bad input.
 //
 //   lan   lan0 10.1.0.2/24  2001:db8:10::2/64
 //   rt    lan0 10.1.0.1/24  2001:db8:10::1/64 | wan0 198.51.100.1/24  2001:db8:20::1/64
@@ -35,6 +36,13 @@ using uplinkd::testing::wait_until;
 
 constexpr uint32_t kMask = 0x3f00;
 constexpr const char* kTable = "ulh2_ctmark";
+
+// Uplinks known by mark only: the copy rules, no inbound rules.
+std::vector<UplinkMark> marks(std::initializer_list<uint32_t> values) {
+  std::vector<UplinkMark> uplinks;
+  for (uint32_t mark : values) uplinks.push_back({mark, ""});
+  return uplinks;
+}
 
 // What the classifier would do, plus a firewall's own ct mark bit (0x10000) and an old uplink
 // id (0x200) already on every new entry, which the copy must keep and replace respectively.
@@ -150,7 +158,7 @@ class CtMarkTest : public ::testing::Test {
 };
 
 TEST_F(CtMarkTest, CopiesTheUplinkBitsOfForwardedFlowsAndKeepsTheOthers) {
-  CtMarkRules rules(kTable, kMask, {0x100, 0x300});
+  CtMarkRules rules(kTable, kMask, marks({0x100, 0x300}));
 
   send_udp("198.51.100.7", 5353);  // packet mark 0x100
   send_udp("198.51.100.7", 5354);  // packet mark 0x300
@@ -165,7 +173,7 @@ TEST_F(CtMarkTest, CopiesTheUplinkBitsOfForwardedFlowsAndKeepsTheOthers) {
 }
 
 TEST_F(CtMarkTest, RulesListBackAsWritten) {
-  CtMarkRules rules(kTable, kMask, {0x100, 0x200});
+  CtMarkRules rules(kTable, kMask, marks({0x100, 0x200}));
   const std::string table = our_table();
   EXPECT_NE(table.find("type filter hook postrouting priority mangle; policy accept;"), std::string::npos)
       << table;
@@ -179,24 +187,106 @@ TEST_F(CtMarkTest, RulesListBackAsWritten) {
 
 TEST_F(CtMarkTest, UpdateReplacesTheRulesAndTheDestructorLeavesNothing) {
   {
-    CtMarkRules rules(kTable, kMask, {0x100});
+    CtMarkRules rules(kTable, kMask, marks({0x100}));
     EXPECT_EQ(count(our_table(), "ct mark set"), 1u);
-    rules.update({0x200, 0x300, 0x400});
+    rules.update(marks({0x200, 0x300, 0x400}));
     const std::string table = our_table();
     EXPECT_EQ(count(table, "ct mark set"), 3u) << table;
     EXPECT_EQ(table.find("== 0x00000100"), std::string::npos) << table;
-    EXPECT_EQ(rules.marks(), (std::vector<uint32_t>{0x200, 0x300, 0x400}));
+    EXPECT_EQ(rules.uplinks(), marks({0x200, 0x300, 0x400}));
 
     send_udp("198.51.100.7", 5354);  // 0x300 is still copied after the update
     EXPECT_EQ(ct_mark_of("ipv4", 5354), std::optional<uint32_t>(0x10300));
 
     rules.update({});
     EXPECT_EQ(count(our_table(), "ct mark set"), 0u);
-    EXPECT_THROW(rules.update({0x100, 0x4000}), std::invalid_argument);  // outside the mask
+    EXPECT_THROW(rules.update(marks({0x100, 0x4000})), std::invalid_argument);  // outside the mask
     EXPECT_EQ(count(our_table(), "ct mark set"), 0u);                    // unchanged on failure
   }
   EXPECT_EQ(nft_tables().find(kTable), std::string::npos) << nft_tables();
   EXPECT_NE(nft_tables().find("ulh2_standin"), std::string::npos);  // someone else's table stays
+}
+
+// A UDP port forward on the uplink wan0 (198.51.100.1:6000 -> the LAN's 10.1.0.2:6000): the
+// entry gets wan0's uplink bits on arrival, and the LAN server's answer carries wan0's packet
+// mark when it is routed (so uplinkd's fwmark rule would send it out of wan0). A flow the LAN
+// opened towards wan0 carries the same ct mark, but its replies (arriving on wan0) stay unmarked.
+TEST_F(CtMarkTest, ConnectionsArrivingOnAnUplinkAreAnsweredWithItsMark) {
+  CtMarkRules rules(kTable, kMask, {{0x100, ""}, {0x300, "wan0"}});
+  must_run(in(rt_, "nft add rule inet ulh2_standin prerouting udp dport 7000 meta mark set 0x300"));
+  const std::string extra = R"(table ip ulh2_fwd {
+  chain pre {
+    type nat hook prerouting priority -100; policy accept;
+    iifname "wan0" udp dport 6000 dnat to 10.1.0.2:6000
+  }
+}
+table inet ulh2_count {
+  counter answer_marked { }
+  counter answer_unmarked { }
+  counter reply_marked { }
+  counter reply_unmarked { }
+  chain post {
+    type filter hook postrouting priority 100; policy accept;
+    oifname "wan0" udp sport 6000 meta mark & 0x3f00 == 0x300 counter name "answer_marked"
+    oifname "wan0" udp sport 6000 meta mark & 0x3f00 != 0x300 counter name "answer_unmarked"
+    oifname "lan0" udp sport 7000 meta mark & 0x3f00 != 0 counter name "reply_marked"
+    oifname "lan0" udp sport 7000 meta mark & 0x3f00 == 0 counter name "reply_unmarked"
+  }
+})";
+  must_run("printf '%s\\n' '" + extra + "' | " + in(rt_, "nft -f -"));
+
+  // One-shot UDP echo servers (bounded by timeout) and clients that retry until the server is up.
+  const auto echo_server = [&](const std::string& ns, const std::string& address, int port) {
+    must_run(in(ns, "timeout 15 python3 -c 'import socket\n"
+                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "s.bind((\"" + address + "\", " + std::to_string(port) + "))\n"
+                    "for _ in range(2):\n"
+                    "    d, a = s.recvfrom(64); s.sendto(d.upper(), a)' >/dev/null 2>&1 &"));
+  };
+  const auto ask = [&](const std::string& ns, const std::string& address, int port) {
+    return run_command(in(ns, "timeout 10 python3 -c 'import socket\n"
+                              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
+                              "for _ in range(10):\n"
+                              "    s.sendto(b\"ping\", (\"" + address + "\", " + std::to_string(port) + "))\n"
+                              "    try:\n"
+                              "        print(s.recv(64).decode()); break\n"
+                              "    except socket.timeout:\n"
+                              "        pass'"))
+        .output;
+  };
+  echo_server(lan_, "10.1.0.2", 6000);
+  echo_server(srv_, "198.51.100.7", 7000);
+  EXPECT_EQ(ask(srv_, "198.51.100.1", 6000), "PING\n") << "the port forward did not answer";
+  EXPECT_EQ(ask(lan_, "198.51.100.7", 7000), "PING\n") << "the LAN's own flow got no reply";
+
+  const auto packets = [&](const std::string& counter) {
+    const std::string text = run_command(in(rt_, "nft list counter inet ulh2_count " + counter)).output;
+    const size_t at = text.find("packets ");
+    return at == std::string::npos ? -1L : std::stol(text.substr(at + 8));
+  };
+  EXPECT_GE(packets("answer_marked"), 1) << our_table();
+  EXPECT_EQ(packets("answer_unmarked"), 0) << our_table();
+  EXPECT_GE(packets("reply_unmarked"), 1);
+  EXPECT_EQ(packets("reply_marked"), 0) << "a reply arriving on the uplink was given its mark";
+  // 0x10200 from the stand-in on creation; wan0's bits replace the old id, 0x10000 is kept.
+  EXPECT_EQ(ct_mark_of("ipv4", 6000), std::optional<uint32_t>(0x10300));
+  EXPECT_EQ(ct_mark_of("ipv4", 7000), std::optional<uint32_t>(0x10300));
+}
+
+TEST_F(CtMarkTest, InboundRulesListBackAsWritten) {
+  CtMarkRules rules(kTable, kMask, {{0x100, "wan"}, {0x200, "wwan0"}, {0x300, ""}});
+  const std::string table = our_table();
+  EXPECT_NE(table.find("type filter hook prerouting priority dstnat + 1; policy accept;"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("iifname \"wan\" ct state new ct mark set ct mark & 0xffffc1ff | 0x00000100"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("iifname != { \"wan\", \"wwan0\" } ct direction reply ct mark & 0x00003f00 == "
+                       "0x00000200 meta mark set meta mark & 0xffffc2ff | 0x00000200"),
+            std::string::npos)
+      << table;
+  EXPECT_EQ(count(table, "ct state new"), 2u) << table;  // none for the uplink without a device
+  EXPECT_EQ(count(table, "ct mark set"), 5u) << table;   // 3 copies + 2 arrivals
 }
 
 TEST_F(CtMarkTest, ReplacesAStaleTableOfACrashedRun) {
@@ -204,32 +294,34 @@ TEST_F(CtMarkTest, ReplacesAStaleTableOfACrashedRun) {
   must_run(in(rt_, std::string("nft add chain inet ") + kTable + " leftover"));
   must_run(in(rt_, std::string("nft add rule inet ") + kTable + " leftover meta mark 0x500 counter"));
 
-  CtMarkRules rules(kTable, kMask, {0x100});
+  CtMarkRules rules(kTable, kMask, marks({0x100}));
   const std::string table = our_table();
   EXPECT_EQ(table.find("leftover"), std::string::npos) << table;
   EXPECT_EQ(count(table, "ct mark set"), 1u) << table;
 }
 
 TEST_F(CtMarkTest, UpdateBringsBackATableSomeoneDeleted) {
-  CtMarkRules rules(kTable, kMask, {0x100});
+  CtMarkRules rules(kTable, kMask, marks({0x100}));
   must_run(in(rt_, std::string("nft delete table inet ") + kTable));
-  rules.update({0x100});
+  rules.update(marks({0x100}));
   EXPECT_EQ(count(our_table(), "ct mark set"), 1u);
 }
 
 TEST_F(CtMarkTest, RefusesBadInputWithoutInstallingAnything) {
-  EXPECT_THROW(CtMarkRules("bad name; flush ruleset", kMask, {0x100}), std::invalid_argument);
-  EXPECT_THROW(CtMarkRules("", kMask, {0x100}), std::invalid_argument);
-  EXPECT_THROW(CtMarkRules(kTable, kMask, {0}), std::invalid_argument);
-  EXPECT_THROW(CtMarkRules(kTable, kMask, {0x10100}), std::invalid_argument);
-  EXPECT_THROW(CtMarkRules(kTable, 0, {0x100}), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules("bad name; flush ruleset", kMask, marks({0x100})), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules("", kMask, marks({0x100})), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules(kTable, kMask, marks({0})), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules(kTable, kMask, marks({0x10100})), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules(kTable, 0, marks({0x100})), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules(kTable, kMask, {{0x100, "wan\" accept"}}), std::invalid_argument);
+  EXPECT_THROW(CtMarkRules(kTable, kMask, {{0x100, "a-name-of-16-byte"}}), std::invalid_argument);
   EXPECT_EQ(nft_tables().find(kTable), std::string::npos);
   EXPECT_NE(nft_tables().find("ulh2_standin"), std::string::npos);
 }
 
 TEST_F(CtMarkTest, NftErrorsCarryNftsMessage) {
   try {
-    CtMarkRules rules("chain", kMask, {0x100});  // a keyword: nft's parser refuses it
+    CtMarkRules rules("chain", kMask, marks({0x100}));  // a keyword: nft's parser refuses it
     ADD_FAILURE() << "a table named 'chain' was accepted";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos) << e.what();
