@@ -12,6 +12,8 @@
 #include <cstring>
 
 #include "common/log.h"
+#include "datapath/rule_state.h"
+#include "policy/rule_identity.h"
 
 namespace uplinkd {
 namespace {
@@ -178,6 +180,8 @@ std::string PolicyRuntime::reload(const config::Config& next, Compiled compiled,
   std::string problems;
   auto note = [&](const std::string& what) { problems += (problems.empty() ? "" : "; ") + what; };
   const config::Config old = std::move(cfg_);
+  std::vector<std::string> old_rule_names;
+  for (const auto& info : rules_.info) old_rule_names.push_back(info.name);
   cfg_ = next;
   marks_ = compiled.marks;
   policy_ids_ = std::move(compiled.policy_ids);
@@ -217,9 +221,28 @@ std::string PolicyRuntime::reload(const config::Config& next, Compiled compiled,
   // last, so the classifier reads only rules already written.
   publish(online);
   load_sets();
+  carry_rule_state(old_rule_names, note);
   write_rules();
   write_classifier_cfg();
   return problems;
+}
+
+// Per-rule counters, sticky entries and flows' rule ids follow their rule by name (rule_identity.h).
+void PolicyRuntime::carry_rule_state(const std::vector<std::string>& old_rule_names,
+                                     const std::function<void(const std::string&)>& note) {
+  std::vector<std::string> new_rule_names;
+  for (const auto& info : rules_.info) new_rule_names.push_back(info.name);
+  const std::vector<uint32_t> remap = policy::rule_id_remap(old_rule_names, new_rule_names);
+  if (policy::is_identity(remap)) return;
+  try {
+    const datapath::RuleStateCarried c = datapath::carry_rule_state(dp_.pin_dir(), remap);
+    log::info("reload: rules renumbered; per-rule state follows each rule by name: counters of " +
+              std::to_string(c.counters_moved) + " rule(s) moved, " + std::to_string(c.sticky_moved) +
+              " sticky entries moved, " + std::to_string(c.sticky_dropped) + " of removed rules dropped, " +
+              std::to_string(c.flows_relabelled) + " flows relabelled");
+  } catch (const std::exception& e) {
+    note(std::string("per-rule counters and sticky entries stay by position: ") + e.what());
+  }
 }
 
 std::vector<PolicyRuntime::RouteMember> PolicyRuntime::default_route_members(int family) const {

@@ -4,6 +4,7 @@
 // the connected-networks trie current, and attaches the LAN classifier to every LAN-side device.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -84,6 +85,8 @@ class PolicyRuntime {
 
  private:
   void write_rules();
+  void carry_rule_state(const std::vector<std::string>& old_rule_names,
+                        const std::function<void(const std::string&)>& note);
   void write_classifier_cfg();
   void log_rule_warnings() const;
   int install_uplink_rules(const config::InterfaceConfig& i, std::string* error);

@@ -3,6 +3,7 @@
 #   - a long-lived TCP connection from the LAN via wan1 keeps flowing through every reload below;
 #   - a reload that changes weights and adds a rule: the uplinks keep their tracking (no transition,
 #     no hook event), mwan3's ip rules stay as they are, and the new rule takes effect for new flows;
+#   - per-rule packet counters follow their rule by name when a reload renumbers the rules;
 #   - wan1 probed differently (same id and mark): a new monitor, and its flows keep going;
 #   - a config with an error is refused with file:line: option, uplinkctl exits non-zero, and the
 #     running configuration keeps working (status, rules and the flow unchanged);
@@ -50,6 +51,14 @@ table inet ulcount {
 }
 NFT
 count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
+# rule_packets <name>: the rule's new-flow packet counter from `uplinkctl rules --json`, -1 if absent.
+rule_packets() {
+  ctl rules --json | python3 -c '
+import json, sys
+data = json.load(sys.stdin)
+rules = data["rules"] if isinstance(data, dict) else data
+print(next((r["packets"] for r in rules if r["name"] == sys.argv[1]), -1))' "$1"
+}
 reset_udp() {
   ip netns exec "$P-rtr" nft reset counter inet ulcount wan1 >/dev/null
   ip netns exec "$P-rtr" nft reset counter inet ulcount wan2 >/dev/null
@@ -123,6 +132,8 @@ t1=$(transitions wan1) t2=$(transitions wan2) hooks=$(hook_count) rules_before=$
 reset_udp
 flows 40 203.0.113.3 30000
 [[ $(count wan1) == 40 ]] || fail "before the reload 203.0.113.3 should go by wan1: wan1 $(count wan1), wan2 $(count wan2)"
+default_packets=$(rule_packets default_rule)
+((default_packets >= 40)) || fail "default_rule counted $default_packets new-flow packets, expected at least 40"
 with_rule_to_core3 >"$CFG"
 cat >>"$CFG" <<'EOF2'
 
@@ -149,6 +160,11 @@ flow_alive "after a reload that changed weights and added a rule"
 [[ $(hook_count) == "$hooks" ]] || fail "reload caused hook events: $(hook_since "$hooks")"
 [[ $(uplink_rules) == "$rules_before" ]] || fail "reload changed mwan3's ip rules of the kept uplinks: $(diff <(echo "$rules_before") <(uplink_rules))"
 pass "reload kept both uplinks' tracking (no transition, no hook event) and their ip rules"
+# to_core3 now sits where default_rule was: the counters follow the rule's name, not the position.
+after_default=$(rule_packets default_rule) after_new=$(rule_packets to_core3)
+((after_default >= default_packets && after_new == 0)) ||
+  fail "per-rule counters did not follow the rules: default_rule $default_packets -> $after_default, new to_core3 $after_new"
+pass "per-rule counters follow each rule by name across a reload that renumbers them (default_rule $after_default, to_core3 0)"
 ctl rules | grep -q to_core3 || fail "uplinkctl rules does not show the new rule: $(ctl rules)"
 ctl policies | grep -q "wan2 (40%)" || fail "the new weights are not in force: $(ctl policies)"
 reset_udp
