@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "datapath/wg_steering.h"
+#include "wireguard/wireguard_text.h"
 
 namespace uplinkd::wireguard {
 namespace {
@@ -82,8 +83,22 @@ void WireguardManager::poll() {
   WatchChanges changes = watcher_.poll();
   log_changes(changes);
   tracked_ = collect();
+  warn_about_fwmarks();
   sync_endpoints(tracked_);
   refresh_routes();
+}
+
+// Once per device and fwmark: the log would otherwise repeat it every poll.
+void WireguardManager::warn_about_fwmarks() {
+  std::map<std::string, uint32_t> now;
+  for (const Tracked& t : tracked_) now[t.device] = t.wg_fwmark;
+  for (const auto& [device, fwmark] : now) {
+    auto seen = fwmark_warned_.find(device);
+    if (seen != fwmark_warned_.end() && seen->second == fwmark) continue;
+    const std::string problem = fwmark_problem(device, fwmark, cfg_);
+    if (!problem.empty()) log::warn("wireguard: " + problem);
+  }
+  fwmark_warned_ = std::move(now);
 }
 
 void WireguardManager::log_changes(const WatchChanges& changes) const {
@@ -319,6 +334,10 @@ nlohmann::json WireguardManager::json() const {
     peers.push_back(std::move(peer));
   }
   std::vector<std::string> problems = watcher_.problems();
+  for (const auto& [device, fwmark] : fwmark_warned_) {
+    const std::string problem = fwmark_problem(device, fwmark, cfg_);
+    if (!problem.empty()) problems.push_back(problem);
+  }
   for (const config::WireguardConfig& wg : cfg_.wireguard) {
     problems.insert(problems.end(), wg.unsupported_endpoints.begin(), wg.unsupported_endpoints.end());
   }

@@ -98,6 +98,7 @@ class WireguardManager {
   const UplinkInfo* uplink(uint32_t id) const;
   std::optional<uint32_t> allocate_endpoint_id();
   void log_changes(const WatchChanges& changes) const;
+  void warn_about_fwmarks();
 
   config::Config cfg_;
   std::map<std::string, uint32_t> policy_ids_;
@@ -110,6 +111,7 @@ class WireguardManager {
   std::map<std::string, EndpointState> endpoints_;  // by Endpoint::str()
   std::set<uint32_t> free_ids_;
   std::map<std::string, EndpointRouteReport> route_reports_;  // by endpoint address
+  std::map<std::string, uint32_t> fwmark_warned_;              // device -> fwmark last checked
   std::vector<std::string> problems_;
   bool stopped_ = false;
 };

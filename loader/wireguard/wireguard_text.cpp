@@ -1,5 +1,10 @@
 #include "wireguard/wireguard_text.h"
 
+#include <cstdio>
+#include <stdexcept>
+
+#include "policy/policy_table.h"
+
 namespace uplinkd::wireguard {
 namespace {
 
@@ -46,6 +51,35 @@ std::string format_wireguard(const nlohmann::json& answer) {
     for (const auto& p : problems) out += " " + p.get<std::string>() + "\n";
   }
   return out;
+}
+
+std::string fwmark_problem(const std::string& device, uint32_t fwmark, const config::Config& cfg) {
+  policy::MarkSpace marks;
+  try {
+    marks = policy::MarkSpace::from_mask(cfg.globals.mmx_mask);
+  } catch (const std::invalid_argument&) {
+    return "";  // config validation refuses such a mask first
+  }
+  const uint32_t under_mask = fwmark & marks.mask;
+  if (under_mask == 0 || under_mask == marks.default_mark) return "";
+  auto hex = [](uint32_t v) {
+    char text[16];
+    std::snprintf(text, sizeof text, "0x%x", v);
+    return std::string(text);
+  };
+  const std::string head = "device " + device + " has fwmark " + hex(fwmark) + ", whose bits under mmx_mask " +
+                           hex(marks.mask) + " are ";
+  const std::string fix = "; give it a fwmark without bits in mmx_mask (wg set " + device + " fwmark ...)";
+  if (under_mask == marks.blackhole_mark || under_mask == marks.unreachable_mark) {
+    return head + "mwan3's " + (under_mask == marks.blackhole_mark ? "blackhole" : "unreachable") +
+           " mark: its tunnel packets are dropped by that ip rule" + fix;
+  }
+  for (const auto& i : cfg.interfaces) {
+    if (!i.enabled || marks.interface_mark(i.id) != under_mask) continue;
+    return head + "interface " + i.name + "'s mark: its tunnel packets are routed by " + i.name +
+           "'s table only and are unreachable while " + i.name + " is down (uplinkd cannot move them)" + fix;
+  }
+  return "";
 }
 
 }  // namespace uplinkd::wireguard

@@ -40,3 +40,44 @@ TEST(WireguardText, NoPeers) {
 
 }  // namespace
 }  // namespace uplinkd::wireguard
+
+namespace uplinkd::wireguard {
+namespace {
+
+config::Config two_uplinks() {
+  config::Config cfg;
+  cfg.globals.mmx_mask = 0x3F00;
+  for (uint32_t id : {1U, 2U, 3U}) {
+    config::InterfaceConfig i;
+    i.name = id == 1 ? "wan" : id == 2 ? "wan2" : "wan3";
+    i.id = id;
+    i.enabled = id != 3;
+    cfg.interfaces.push_back(i);
+  }
+  return cfg;
+}
+
+TEST(WireguardFwmark, AnUplinksMarkPinsTheTunnel) {
+  const std::string problem = fwmark_problem("wg0", 0x10200, two_uplinks());
+  EXPECT_NE(problem.find("device wg0 has fwmark 0x10200, whose bits under mmx_mask 0x3f00 are interface wan2's mark"),
+            std::string::npos)
+      << problem;
+  EXPECT_NE(problem.find("unreachable while wan2 is down"), std::string::npos) << problem;
+  EXPECT_NE(problem.find("wg set wg0 fwmark"), std::string::npos) << problem;
+}
+
+TEST(WireguardFwmark, BlackholeAndUnreachableMarksDropIt) {
+  EXPECT_NE(fwmark_problem("wg0", 0x3d00, two_uplinks()).find("blackhole"), std::string::npos);
+  EXPECT_NE(fwmark_problem("wg0", 0x3e00, two_uplinks()).find("unreachable mark"), std::string::npos);
+}
+
+TEST(WireguardFwmark, HarmlessMarksSayNothing) {
+  EXPECT_EQ(fwmark_problem("wg0", 0, two_uplinks()), "");
+  EXPECT_EQ(fwmark_problem("wg0", 0xca6c, two_uplinks()), "") << "wg-quick's 51820: bits 0xa00 are id 10, which no interface has";
+  EXPECT_EQ(fwmark_problem("wg0", 0x3f00, two_uplinks()), "") << "mwan3's default mark: the main table";
+  EXPECT_EQ(fwmark_problem("wg0", 0x300, two_uplinks()), "") << "wan3 is disabled: no rule for its mark";
+  EXPECT_EQ(fwmark_problem("wg0", 0x500, two_uplinks()), "") << "an id no interface has";
+}
+
+}  // namespace
+}  // namespace uplinkd::wireguard
