@@ -288,38 +288,22 @@ size_t FlowHygiene::reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int
   return sent;
 }
 
-size_t FlowHygiene::delete_conntrack_by_mark(uint32_t id, uint32_t mark, const char* why) {
+bool FlowHygiene::queue_conntrack_delete(uint32_t id, uint32_t mark, const std::string& why) {
   // Mark 0 or an unknown id would match every unmarked entry: a global flush in disguise.
-  if (id == 0 || mark == 0 || (mark & cfg_.globals.mmx_mask) == 0) return 0;
-  try {
-    const netlink::ConntrackDeleteResult r = netlink::conntrack_delete_by_mark(mark, cfg_.globals.mmx_mask);
-    conntrack_deleted_ += r.deleted;
-    conntrack_failed_ += r.failed;
-    per_uplink_[id].conntrack_deleted += r.deleted;
-    if (r.failed != 0) {
-      log::warn("interface " + name_of(id) + ": " + std::to_string(r.failed) + " of " +
-                std::to_string(r.matched) + " conntrack entries with mark " + hex(mark) +
-                " could not be deleted (" + why + ")");
-    }
-    return r.deleted;
-  } catch (const std::exception& e) {
-    log::error("interface " + name_of(id) + ": deleting conntrack entries with mark " + hex(mark) + "/" +
-               hex(cfg_.globals.mmx_mask) + " (" + why + "): " + e.what());
-    return 0;
-  }
+  if (id == 0 || mark == 0 || (mark & cfg_.globals.mmx_mask) == 0) return false;
+  ct_worker_.submit({id, name_of(id), mark, cfg_.globals.mmx_mask, why});
+  return true;
 }
 
 void FlowHygiene::on_disconnected(uint32_t id, uint32_t mark, uint32_t generation, int64_t now_ns) {
   const int64_t start = now_ns;
   const size_t resets = reset_stale_tcp(id, generation, now_ns);
-  const bool by_mark = cfg_.globals.conntrack_by_mark;
-  const size_t deleted = by_mark ? delete_conntrack_by_mark(id, mark, "disconnected") : 0;
+  const bool queued = cfg_.globals.conntrack_by_mark && queue_conntrack_delete(id, mark, "disconnected");
   const int64_t took_us = (health::monotonic_ns() - start) / 1000;
   log::notice("interface " + name_of(id) + " offline: " + std::to_string(resets) +
-              " idle TCP client(s) reset, " +
-              (by_mark ? std::to_string(deleted) + " conntrack entries with mark " + hex(mark) + " deleted"
-                       : std::string("conntrack left alone (conntrack_by_mark 0)")) +
-              " in " + std::to_string(took_us) + " us");
+              " idle TCP client(s) reset in " + std::to_string(took_us) + " us, " +
+              (queued ? "conntrack entries with mark " + hex(mark) + " being deleted in the background"
+                      : std::string("conntrack left alone (conntrack_by_mark 0)")));
 }
 
 void FlowHygiene::on_event(uint32_t id, uint32_t mark, std::string_view event) {
@@ -333,9 +317,10 @@ void FlowHygiene::on_event(uint32_t id, uint32_t mark, std::string_view event) {
   // on_disconnected() has done it already.
   if (event == "disconnected" && cfg_.globals.conntrack_by_mark) return;
   const std::string why = "flush_conntrack " + std::string(event);
-  const size_t deleted = delete_conntrack_by_mark(id, mark, why.c_str());
-  log::info("interface " + iface->name + ": " + why + ": " + std::to_string(deleted) +
-            " conntrack entries with its mark deleted (uplinkd never flushes the whole table)");
+  if (queue_conntrack_delete(id, mark, why)) {
+    log::info("interface " + iface->name + ": " + why + ": deleting the conntrack entries with its mark " +
+              "in the background (uplinkd never flushes the whole table)");
+  }
 }
 
 void FlowHygiene::on_connected(uint32_t id, const policy::OnlineInterfaces& online, int64_t now_ns) {
@@ -449,16 +434,20 @@ void FlowHygiene::sweep_tcp_seen() {
 nlohmann::json FlowHygiene::counters_json() const {
   const datapath::FlowCounters dp = dp_.flow_counters();
   const int64_t now = health::monotonic_ns();
+  // By tuple (failback) here, by mark on the worker.
+  const ConntrackWorker::Totals by_mark = ct_worker_.totals();
   nlohmann::json uplinks = nlohmann::json::array();
   for (const auto& i : cfg_.interfaces) {
     if (!i.enabled) continue;
     auto it = per_uplink_.find(i.id);
     const PerUplink u = it != per_uplink_.end() ? it->second : PerUplink{};
+    auto marked = by_mark.deleted_by_uplink.find(i.id);
+    const uint64_t marked_deleted = marked != by_mark.deleted_by_uplink.end() ? marked->second : 0;
     uplinks.push_back({{"name", i.name},
                        {"id", i.id},
                        {"tracked", u.tracked},
                        {"proactive_resets", u.proactive_resets},
-                       {"conntrack_deleted", u.conntrack_deleted},
+                       {"conntrack_deleted", u.conntrack_deleted + marked_deleted},
                        {"failback_moved", u.failback_moved}});
   }
   return {{"tracked", tracked_},
@@ -472,8 +461,9 @@ nlohmann::json FlowHygiene::counters_json() const {
           {"idle_reclassified", dp.idle_reclassified},
           {"expired", expired_},
           {"tcp_seen_pruned", tcp_seen_pruned_},
-          {"conntrack_deleted", conntrack_deleted_},
-          {"conntrack_failed", conntrack_failed_},
+          {"conntrack_deleted", conntrack_deleted_ + by_mark.deleted},
+          {"conntrack_failed", by_mark.failed},
+          {"conntrack_pending", by_mark.pending},
           {"failback_moved", failback_moved_},
           {"reset_stale_tcp", cfg_.globals.reset_stale_tcp},
           {"conntrack_by_mark", cfg_.globals.conntrack_by_mark},
@@ -508,6 +498,10 @@ std::string format_flows(const nlohmann::json& f) {
       buf, sizeof buf, " conntrack entries deleted %llu (%llu failed), moved back by failback %llu\n",
       f.value("conntrack_deleted", 0ULL), f.value("conntrack_failed", 0ULL), f.value("failback_moved", 0ULL));
   out << buf;
+  if (f.value("conntrack_pending", 0ULL) != 0) {
+    std::snprintf(buf, sizeof buf, " conntrack deletes under way: %llu\n", f.value("conntrack_pending", 0ULL));
+    out << buf;
+  }
   const auto t = f.value("timeouts_s", nlohmann::json::object());
   std::snprintf(
       buf, sizeof buf,

@@ -4,7 +4,7 @@
 //   every flow of it is stale already): the LAN client of every stale TCP flow whose sequence
 //   lan_egress has seen gets a RST at once (proactive: a socket that only waits for data fails now,
 //   not at its next send), and the uplink's conntrack entries are deleted by its mark (never a
-//   global flush; never for mark 0).
+//   global flush; never for mark 0), on a thread of their own (ConntrackWorker).
 // - Failback (`option failback 'move'` of a policy): when a better member comes back, the policy's
 //   flows on the others are made stale, their TCP clients reset and their conntrack entries deleted
 //   by tuple, so new connections go by the returning uplink.
@@ -13,9 +13,10 @@
 // - The nft table copying the uplink mark into the conntrack mark (CtMarkRules), which the delete
 //   by mark needs.
 //
-// Everything runs on the daemon's loop; costs are in the README section "Flows".
+// Everything else runs on the daemon's loop; costs are in the README section "Flows".
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "daemon/conntrack_worker.h"
 #include "datapath/datapath.h"
 #include "maps/uplinkd_maps.h"
 #include "policy/policy_table.h"
@@ -86,7 +88,8 @@ class FlowHygiene {
   FlowHygiene& operator=(const FlowHygiene&) = delete;
 
   // Uplink `id` (mark `mark`, generation now `generation`) went down: proactive resets, then its
-  // conntrack entries by mark. Logs one line with the counts.
+  // conntrack entries by mark, queued for the worker thread. Logs one line with the resets; the
+  // worker logs the deletes when done.
   void on_disconnected(uint32_t id, uint32_t mark, uint32_t generation, int64_t now_ns);
   // Uplink `id` is online; `online` is every online interface now. Moves flows of `failback 'move'`
   // policies to it when it is one of their best members.
@@ -101,6 +104,8 @@ class FlowHygiene {
   void reconfigure();
 
   [[nodiscard]] nlohmann::json counters_json() const;
+  // For tests and benchmarks: true once every queued conntrack delete is done.
+  bool wait_conntrack_idle(std::chrono::milliseconds limit) { return ct_worker_.wait_idle(limit); }
 
   // Proactive resets of the stale TCP flows of `uplink_id` (flows whose generation is not
   // `generation`); deletes each reset flow and its tcp_seen entry. Returns the resets sent.
@@ -116,7 +121,7 @@ class FlowHygiene {
 
   bool reset_one(const flow_key& key, int64_t now_ns);
   bool reset_with(const flow_key& key, const tcp_seen& seen, int64_t now_ns);
-  size_t delete_conntrack_by_mark(uint32_t id, uint32_t mark, const char* why);
+  bool queue_conntrack_delete(uint32_t id, uint32_t mark, const std::string& why);
   [[nodiscard]] bool seen_is_fresh(const tcp_seen& seen, int64_t now_ns) const;
   [[nodiscard]] uint32_t timeout_s(uint8_t proto) const;
   [[nodiscard]] std::vector<netlink::UplinkMark> enabled_uplinks() const;
@@ -135,9 +140,9 @@ class FlowHygiene {
   uint64_t expired_ = 0;
   uint64_t tcp_seen_pruned_ = 0;
   uint64_t conntrack_deleted_ = 0;
-  uint64_t conntrack_failed_ = 0;
   uint64_t failback_moved_ = 0;
   std::map<uint32_t, PerUplink> per_uplink_;
+  ConntrackWorker ct_worker_;  // last: destroyed first, finishing its deletes while the rest exists
 
   // The sweep: one pass over each map, a batch per call.
   datapath::MapCursor flow_cursor_;

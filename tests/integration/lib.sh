@@ -236,7 +236,8 @@ uplinkd_alive() {
 }
 
 # stop_uplinkd: SIGTERM, wait ≤ 10 s. Sets UPLINKD_EXIT (exit status). Returns 1 if it had to be
-# killed (did not stop within 10 s).
+# killed (did not stop within 10 s) or exited non-zero (a clean stop exits 0; 143 means SIGTERM's
+# default action killed it, skipping its cleanup).
 stop_uplinkd() {
   local pid=$UPLINKD_PID t0
   [[ -n $pid ]] || return 0
@@ -246,6 +247,10 @@ stop_uplinkd() {
     UPLINKD_EXIT=$UL_REAPED
     UPLINKD_PID=
     info "uplinkd stopped by SIGTERM in $(fsub "$t0" "$(now)") s, exit status $UPLINKD_EXIT"
+    if [[ $UPLINKD_EXIT != 0 ]]; then
+      log "uplinkd exited with status $UPLINKD_EXIT on SIGTERM, not 0: not a clean stop"
+      return 1
+    fi
     return 0
   fi
   kill -KILL "$pid" 2>/dev/null

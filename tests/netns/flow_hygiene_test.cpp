@@ -184,9 +184,38 @@ TEST_F(FlowHygieneTest, ConntrackEntriesOfTheDeadMarkGoOthersStay) {
       "SEEN_REPLY");
   write_uplink(UPLINK_STATE_OFFLINE, 1);
   hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  // The delete runs on the worker thread; on_disconnected does not wait for it.
+  ASSERT_TRUE(hygiene_->wait_conntrack_idle(std::chrono::seconds(10)));
   EXPECT_EQ(entries("0x100").rfind("0", 0), 0U) << run_command("conntrack -L").output;
   EXPECT_NE(run_command("conntrack -L -p tcp --dport 22").output.find("sport=40000"), std::string::npos);
-  EXPECT_GE(hygiene_->counters_json()["conntrack_deleted"].get<uint64_t>(), 1U);
+  const auto j = hygiene_->counters_json();
+  EXPECT_GE(j["conntrack_deleted"].get<uint64_t>(), 1U) << j.dump();
+  EXPECT_GE(j["interfaces"][0]["conntrack_deleted"].get<uint64_t>(), 1U) << j.dump();
+  EXPECT_EQ(j["conntrack_pending"], 0U) << j.dump();
+}
+
+// mwan3's `list flush_conntrack 'ifdown'`: uplinkd deletes that uplink's entries by mark (not the
+// whole table) when the event comes; events not listed delete nothing.
+TEST_F(FlowHygieneTest, FlushConntrackEventDeletesOnlyThatUplinksEntries) {
+  config_.interfaces[0].flush_conntrack = {"ifdown"};
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  ASSERT_NO_FATAL_FAILURE(connect_pair());
+  ASSERT_TRUE(exchange());
+  auto marked = [] {
+    return run_command("conntrack -L -m 0x100/0x3f00 2>/dev/null | grep -c dport=" + std::to_string(kPort)).output;
+  };
+  ASSERT_TRUE(wait_until([&] { return marked().rfind("1", 0) == 0; })) << run_command("conntrack -L").output;
+  must_run("conntrack -I -p udp -s 10.2.0.1 -d 10.2.0.2 --sport 40001 --dport 53 -t 60");
+
+  hygiene_->on_event(kUplink, kMark, "ifup");  // not listed
+  ASSERT_TRUE(hygiene_->wait_conntrack_idle(std::chrono::seconds(10)));
+  EXPECT_EQ(marked().rfind("1", 0), 0U) << "an event not in flush_conntrack deleted entries";
+
+  hygiene_->on_event(kUplink, kMark, "ifdown");
+  ASSERT_TRUE(hygiene_->wait_conntrack_idle(std::chrono::seconds(10)));
+  EXPECT_EQ(marked().rfind("0", 0), 0U) << run_command("conntrack -L").output;
+  EXPECT_NE(run_command("conntrack -L -p udp --dport 53").output.find("sport=40001"), std::string::npos)
+      << "an unmarked entry was deleted";
 }
 
 TEST_F(FlowHygieneTest, ResetsOffLeaveTheClientAlone) {

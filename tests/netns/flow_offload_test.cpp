@@ -269,6 +269,8 @@ TEST_F(FlowOffloadTest, DisconnectedTakesOffloadedFlowsOffTheFastPathAndResetsTh
               std::chrono::duration<double, std::milli>(idle_failed_at - disconnected_at).count());
 
   // Off the fast path: their conntrack entries are gone (a dying entry is refused by the flowtable).
+  // The delete by mark runs on the worker thread.
+  ASSERT_TRUE(hygiene_->wait_conntrack_idle(std::chrono::seconds(10)));
   EXPECT_EQ(conntrack_line(idle), "") << run_command("conntrack -L").output;
   EXPECT_EQ(conntrack_line(active), "") << run_command("conntrack -L").output;
   EXPECT_GE(hygiene_->counters_json()["conntrack_deleted"].get<uint64_t>(), 2U)
