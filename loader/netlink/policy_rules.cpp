@@ -112,14 +112,16 @@ int collect_route(nl_msg* message, void* context) {
   return NL_OK;
 }
 
-// A dump that fails after it started ends with NLMSG_DONE carrying the negative errno.
+// A dump that fails after it started ends with NLMSG_DONE carrying the negative errno; it goes to
+// the dump's kernel_errno (Dump is TableDump or AddressDump).
+template <typename Dump>
 int remember_done_errno(nl_msg* message, void* context) {
   nlmsghdr* header = nlmsg_hdr(message);
   if (nlmsg_datalen(header) >= static_cast<int>(sizeof(int))) {
     int code = 0;
     std::memcpy(&code, nlmsg_data(header), sizeof code);
     if (code < 0) {
-      static_cast<TableDump*>(context)->kernel_errno = -code;
+      static_cast<Dump*>(context)->kernel_errno = -code;
     }
   }
   return NL_STOP;
@@ -145,7 +147,7 @@ int dump_table_once(nl_sock* sock, TableDump* dump) {
   dump->kernel_errno = 0;
   nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump->kernel_errno);
   nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_route, dump);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno, dump);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno<TableDump>, dump);
   int err = nl_send_auto(sock, message.get());
   if (err >= 0) {
     err = nl_recvmsgs_default(sock);
@@ -226,18 +228,6 @@ int collect_address(nl_msg* message, void* context) {
   return NL_OK;
 }
 
-int remember_address_done_errno(nl_msg* message, void* context) {
-  nlmsghdr* header = nlmsg_hdr(message);
-  if (nlmsg_datalen(header) >= static_cast<int>(sizeof(int))) {
-    int code = 0;
-    std::memcpy(&code, nlmsg_data(header), sizeof code);
-    if (code < 0) {
-      static_cast<AddressDump*>(context)->kernel_errno = -code;
-    }
-  }
-  return NL_STOP;
-}
-
 // The global addresses of `family` on `ifindex`. The request carries a full ifaddrmsg with the index, as
 // strict checking (set on this socket by dump_table_once) requires; older kernels send every address and
 // the callback filters.
@@ -255,7 +245,7 @@ int read_addresses(nl_sock* sock, int family, int ifindex, std::vector<IpAddress
   AddressDump dump{family, ifindex, {}, 0};
   nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump.kernel_errno);
   nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_address, &dump);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_address_done_errno, &dump);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno<AddressDump>, &dump);
   int err = nl_send_auto(sock, message.get());
   if (err >= 0) {
     err = nl_recvmsgs_default(sock);
