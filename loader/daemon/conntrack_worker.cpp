@@ -90,19 +90,21 @@ void ConntrackWorker::run() {
 
 void ConntrackWorker::work(const Job& job) {
   const auto start = std::chrono::steady_clock::now();
-  const std::string what = "conntrack entries with mark " + hex(job.mark) + "/" + hex(job.mask) + " (" + job.why + ")";
+  const std::string what =
+      "conntrack entries with mark " + hex(job.mark) + "/" + hex(job.mask) + " (" + job.why + ")";
   try {
     const netlink::ConntrackDeleteResult r = netlink::conntrack_delete_by_mark(job.mark, job.mask);
     const auto took_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start).count();
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start)
+            .count();
     {
       std::lock_guard<std::mutex> lock(mutex_);
       totals_.deleted += r.deleted;
       totals_.failed += r.failed;
       totals_.deleted_by_uplink[job.uplink_id] += r.deleted;
     }
-    log::notice("interface " + job.interface + ": " + std::to_string(r.deleted) + " " + what + " deleted in " +
-                std::to_string(took_ms) + " ms");
+    log::notice("interface " + job.interface + ": " + std::to_string(r.deleted) + " " + what +
+                " deleted in " + std::to_string(took_ms) + " ms");
     if (r.failed != 0) {
       log::warn("interface " + job.interface + ": " + std::to_string(r.failed) + " of " +
                 std::to_string(r.matched) + " " + what + " could not be deleted");

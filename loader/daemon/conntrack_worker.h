@@ -25,7 +25,7 @@ class ConntrackWorker {
     std::string interface;  // for the log line
     uint32_t mark = 0;      // non-zero under mask (conntrack_delete_by_mark refuses anything else)
     uint32_t mask = 0;
-    std::string why;        // "disconnected", "flush_conntrack ifdown"
+    std::string why;  // "disconnected", "flush_conntrack ifdown"
   };
   struct Totals {
     uint64_t deleted = 0;

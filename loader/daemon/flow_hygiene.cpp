@@ -499,7 +499,8 @@ std::string format_flows(const nlohmann::json& f) {
       f.value("conntrack_deleted", 0ULL), f.value("conntrack_failed", 0ULL), f.value("failback_moved", 0ULL));
   out << buf;
   if (f.value("conntrack_pending", 0ULL) != 0) {
-    std::snprintf(buf, sizeof buf, " conntrack deletes under way: %llu\n", f.value("conntrack_pending", 0ULL));
+    std::snprintf(buf, sizeof buf, " conntrack deletes under way: %llu\n",
+                  f.value("conntrack_pending", 0ULL));
     out << buf;
   }
   const auto t = f.value("timeouts_s", nlohmann::json::object());

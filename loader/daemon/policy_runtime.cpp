@@ -1,12 +1,11 @@
 #include "daemon/policy_runtime.h"
 
+#include <bpf/bpf.h>
 #include <net/if.h>
 #include <net/if_arp.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <bpf/bpf.h>
 
 #include <cerrno>
 #include <cstring>
@@ -385,8 +384,8 @@ nlohmann::json PolicyRuntime::rules_json() const {
   for (const auto& st : sets_->status()) {
     for (size_t i = 0; i < rules.size() && i < rules_.entries.size(); ++i) {
       if (rules_.entries[i].set_id != st.id) continue;
-      rules[i]["set"] = {{"name", st.name}, {"table", st.where}, {"prefixes", st.prefixes},
-                         {"problem", st.problem}};
+      rules[i]["set"] = {
+          {"name", st.name}, {"table", st.where}, {"prefixes", st.prefixes}, {"problem", st.problem}};
     }
   }
   return rules;

@@ -252,7 +252,8 @@ void log_route_changes(const std::string& endpoint, const EndpointRouteReport& b
   }
   for (const std::string& r : now.stale) {
     if (std::find(before.stale.begin(), before.stale.end(), r) == before.stale.end())
-      log::warn("wireguard: endpoint " + endpoint + ": host route pinned to another uplink (fix_endpoint_routes off): " + r);
+      log::warn("wireguard: endpoint " + endpoint +
+                ": host route pinned to another uplink (fix_endpoint_routes off): " + r);
   }
 }
 

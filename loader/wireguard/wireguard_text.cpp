@@ -67,8 +67,8 @@ std::string fwmark_problem(const std::string& device, uint32_t fwmark, const con
     std::snprintf(text, sizeof text, "0x%x", v);
     return std::string(text);
   };
-  const std::string head = "device " + device + " has fwmark " + hex(fwmark) + ", whose bits under mmx_mask " +
-                           hex(marks.mask) + " are ";
+  const std::string head = "device " + device + " has fwmark " + hex(fwmark) +
+                           ", whose bits under mmx_mask " + hex(marks.mask) + " are ";
   const std::string fix = "; give it a fwmark without bits in mmx_mask (wg set " + device + " fwmark ...)";
   if (under_mask == marks.blackhole_mark || under_mask == marks.unreachable_mark) {
     return head + "mwan3's " + (under_mask == marks.blackhole_mark ? "blackhole" : "unreachable") +

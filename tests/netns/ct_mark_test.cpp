@@ -201,7 +201,7 @@ TEST_F(CtMarkTest, UpdateReplacesTheRulesAndTheDestructorLeavesNothing) {
     rules.update({});
     EXPECT_EQ(count(our_table(), "ct mark set"), 0u);
     EXPECT_THROW(rules.update(marks({0x100, 0x4000})), std::invalid_argument);  // outside the mask
-    EXPECT_EQ(count(our_table(), "ct mark set"), 0u);                    // unchanged on failure
+    EXPECT_EQ(count(our_table(), "ct mark set"), 0u);                           // unchanged on failure
   }
   EXPECT_EQ(nft_tables().find(kTable), std::string::npos) << nft_tables();
   EXPECT_NE(nft_tables().find("ulh2_standin"), std::string::npos);  // someone else's table stays
@@ -237,17 +237,23 @@ table inet ulh2_count {
 
   // One-shot UDP echo servers (bounded by timeout) and clients that retry until the server is up.
   const auto echo_server = [&](const std::string& ns, const std::string& address, int port) {
-    must_run(in(ns, "timeout 15 python3 -c 'import socket\n"
-                    "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-                    "s.bind((\"" + address + "\", " + std::to_string(port) + "))\n"
+    must_run(in(ns,
+                "timeout 15 python3 -c 'import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "s.bind((\"" +
+                    address + "\", " + std::to_string(port) +
+                    "))\n"
                     "for _ in range(2):\n"
                     "    d, a = s.recvfrom(64); s.sendto(d.upper(), a)' >/dev/null 2>&1 &"));
   };
   const auto ask = [&](const std::string& ns, const std::string& address, int port) {
-    return run_command(in(ns, "timeout 10 python3 -c 'import socket\n"
-                              "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
-                              "for _ in range(10):\n"
-                              "    s.sendto(b\"ping\", (\"" + address + "\", " + std::to_string(port) + "))\n"
+    return run_command(in(ns,
+                          "timeout 10 python3 -c 'import socket\n"
+                          "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.5)\n"
+                          "for _ in range(10):\n"
+                          "    s.sendto(b\"ping\", (\"" +
+                              address + "\", " + std::to_string(port) +
+                              "))\n"
                               "    try:\n"
                               "        print(s.recv(64).decode()); break\n"
                               "    except socket.timeout:\n"

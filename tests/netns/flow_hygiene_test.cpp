@@ -202,7 +202,8 @@ TEST_F(FlowHygieneTest, FlushConntrackEventDeletesOnlyThatUplinksEntries) {
   ASSERT_NO_FATAL_FAILURE(connect_pair());
   ASSERT_TRUE(exchange());
   auto marked = [] {
-    return run_command("conntrack -L -m 0x100/0x3f00 2>/dev/null | grep -c dport=" + std::to_string(kPort)).output;
+    return run_command("conntrack -L -m 0x100/0x3f00 2>/dev/null | grep -c dport=" + std::to_string(kPort))
+        .output;
   };
   ASSERT_TRUE(wait_until([&] { return marked().rfind("1", 0) == 0; })) << run_command("conntrack -L").output;
   must_run("conntrack -I -p udp -s 10.2.0.1 -d 10.2.0.2 --sport 40001 --dport 53 -t 60");
@@ -297,7 +298,8 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
   close(fd);
   // Every other TCP flow has a tcp_seen entry, so the join has work to do; the join runs at a time
   // when all of them are older than the TCP timeout, so no RST goes out and the figure is the walk's.
-  const int64_t join_at = static_cast<int64_t>(now) + (config_.globals.flow_timeout_tcp_s + 60LL) * 1000000000LL;
+  const int64_t join_at =
+      static_cast<int64_t>(now) + (config_.globals.flow_timeout_tcp_s + 60LL) * 1000000000LL;
   const int64_t sweep_at = static_cast<int64_t>(now) + 200LL * 1000000000LL;
   const int seen_fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_TCP_SEEN).c_str());
   ASSERT_GE(seen_fd, 0);

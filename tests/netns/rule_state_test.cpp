@@ -24,8 +24,8 @@ class RuleStateTest : public ::testing::Test {
   void SetUp() override {
     if (geteuid() != 0) GTEST_SKIP() << "needs root (loads BPF programs)";
     if (!is_bpffs("/sys/fs/bpf")) GTEST_SKIP() << "no bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)";
-    dp_ = std::make_unique<Datapath>("/sys/fs/bpf", "ulrs-" + std::to_string(getpid()),
-                                     [](const probe_reply_event&) {}, 4096);
+    dp_ = std::make_unique<Datapath>(
+        "/sys/fs/bpf", "ulrs-" + std::to_string(getpid()), [](const probe_reply_event&) {}, 4096);
     counters_ = open_map(UPLINKD_MAP_RULE_COUNTERS);
     sticky_ = open_map(UPLINKD_MAP_STICKY);
     flows_ = open_map(UPLINKD_MAP_FLOWS);
@@ -174,7 +174,8 @@ TEST_F(RuleStateTest, UnchangedRulesTouchNothing) {
   ASSERT_NO_FATAL_FAILURE(fill_old_state());
   const RuleStateCarried carried =
       carry_rule_state(dp_->pin_dir(), policy::rule_id_remap({"a", "b", "c"}, {"a", "b", "c", "d"}));
-  EXPECT_EQ(carried.counters_moved + carried.sticky_moved + carried.sticky_dropped + carried.flows_relabelled, 0u);
+  EXPECT_EQ(carried.counters_moved + carried.sticky_moved + carried.sticky_dropped + carried.flows_relabelled,
+            0u);
   EXPECT_EQ(packets(1), 20 + static_cast<uint64_t>(cpus_) - 1);
   EXPECT_EQ(sticky_uplink(2, 2), 2);
   EXPECT_EQ(flow(1002).rule_id, 2);

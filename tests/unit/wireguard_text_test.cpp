@@ -59,7 +59,8 @@ config::Config two_uplinks() {
 
 TEST(WireguardFwmark, AnUplinksMarkPinsTheTunnel) {
   const std::string problem = fwmark_problem("wg0", 0x10200, two_uplinks());
-  EXPECT_NE(problem.find("device wg0 has fwmark 0x10200, whose bits under mmx_mask 0x3f00 are interface wan2's mark"),
+  EXPECT_NE(problem.find(
+                "device wg0 has fwmark 0x10200, whose bits under mmx_mask 0x3f00 are interface wan2's mark"),
             std::string::npos)
       << problem;
   EXPECT_NE(problem.find("unreachable while wan2 is down"), std::string::npos) << problem;
@@ -73,7 +74,8 @@ TEST(WireguardFwmark, BlackholeAndUnreachableMarksDropIt) {
 
 TEST(WireguardFwmark, HarmlessMarksSayNothing) {
   EXPECT_EQ(fwmark_problem("wg0", 0, two_uplinks()), "");
-  EXPECT_EQ(fwmark_problem("wg0", 0xca6c, two_uplinks()), "") << "wg-quick's 51820: bits 0xa00 are id 10, which no interface has";
+  EXPECT_EQ(fwmark_problem("wg0", 0xca6c, two_uplinks()), "")
+      << "wg-quick's 51820: bits 0xa00 are id 10, which no interface has";
   EXPECT_EQ(fwmark_problem("wg0", 0x3f00, two_uplinks()), "") << "mwan3's default mark: the main table";
   EXPECT_EQ(fwmark_problem("wg0", 0x300, two_uplinks()), "") << "wan3 is disabled: no rule for its mark";
   EXPECT_EQ(fwmark_problem("wg0", 0x500, two_uplinks()), "") << "an id no interface has";
