@@ -17,6 +17,10 @@
  * (lib/tcp_reset.h) and is not forwarded: the verdict is then a redirect out of the LAN device it
  * came in by. Everything else stale, and flows idle beyond their protocol's timeout, is simply
  * classified again.
+ *
+ * Fragments: a datagram's first fragment carries its ports and is decided by them, like an
+ * unfragmented packet of its flow; its later fragments take that decision from `fragments`
+ * (lib/frag_map.h), so a port rule matches a fragmented datagram whole.
  */
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -29,6 +33,7 @@
 #include "lib/classifier_maps.h"
 #include "lib/flow_hash.h"
 #include "lib/flow_parse.h"
+#include "lib/frag_map.h"
 #include "lib/inbound_map.h"
 #include "lib/lpm_key.h"
 #include "lib/parse.h"
@@ -416,12 +421,67 @@ static __always_inline int answer_undecided(struct __sk_buff *skb, const struct 
 	return 0;
 }
 
+/* Only the mmx_mask bits of skb->mark are ours; a mark of 0 (unmatched) leaves the packet alone. */
+static __always_inline void set_mark(struct __sk_buff *skb, const struct classifier_cfg *cfg,
+				     __u32 mark)
+{
+	if (mark)
+		skb->mark = (skb->mark & ~cfg->mmx_mask) | (mark & cfg->mmx_mask);
+}
+
+/* The fragment functions below are global, verified once and with their own stack frames: their
+ * map keys on lan_ingress's own stack would push it, plus classify_flow()'s, past 512 bytes. */
+
+/* A later fragment's mark: its first fragment's (lib/frag_map.h). Returns 1 with *mark set, 0 when
+ * that first fragment was not seen. */
+__noinline int first_fragment_mark(const struct flow_key *key, const struct frag_info *frag,
+				   __u64 now, __u32 *mark)
+{
+	const struct frag_value *first;
+
+	if (!key || !frag || !mark)
+		return 0;
+	first = first_fragment_of(key, frag, now);
+	if (!first)
+		return 0;
+	*mark = first->mark;
+	return 1;
+}
+
+/* A first fragment's decision, kept for the rest of its datagram. Returns 0. */
+__noinline int keep_first_fragment(const struct flow_key *key, const struct frag_info *frag,
+				   const struct decision *d, __u64 now)
+{
+	if (!key || !frag || !d)
+		return 0;
+	remember_first_fragment(key, frag, d->mark, d->uplink_id, now);
+	return 0;
+}
+
+/* A later fragment whose first fragment was decided gets the same mark, and nothing else is to be
+ * done (the first fragment refreshed its flow). Returns 0 when there is no such decision. */
+static __always_inline int follow_first_fragment(struct __sk_buff *skb,
+						 const struct classifier_cfg *cfg,
+						 const struct flow_packet *pkt,
+						 const struct frag_info *frag, __u64 now)
+{
+	__u32 mark = 0;
+
+	if (frag->kind != FRAG_LATER)
+		return 0;
+	if (!first_fragment_mark(&pkt->key, frag, now, &mark))
+		return 0;
+	set_mark(skb, cfg, mark);
+	return 1;
+}
+
 SEC("tc")
 int lan_ingress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct flow_packet pkt = {};
+	struct frag_info frag = {};
 	struct decision d = {};
 	struct classifier_cfg *cfg;
 	struct flow_counters *counters;
@@ -431,7 +491,7 @@ int lan_ingress(struct __sk_buff *skb)
 	__u32 zero = 0;
 	__u64 now;
 
-	if (parse_flow(data, end, l3_only, &pkt) < 0)
+	if (parse_flow_fragment(data, end, l3_only, &pkt, &frag) < 0)
 		return TC_ACT_OK;
 	cfg = bpf_map_lookup_elem(&classifier_cfg, &zero);
 	if (!cfg)
@@ -439,6 +499,8 @@ int lan_ingress(struct __sk_buff *skb)
 	pkt.ifindex = skb->ingress_ifindex;
 	now = bpf_ktime_get_ns();
 	counters = flow_counters_here();
+	if (follow_first_fragment(skb, cfg, &pkt, &frag, now))
+		return TC_ACT_OK;
 
 	v = bpf_map_lookup_elem(&flows, &pkt.key);
 	state = flow_state_of(v, cfg, pkt.key.proto, now);
@@ -452,8 +514,11 @@ int lan_ingress(struct __sk_buff *skb)
 		if (counters)
 			counters->created++;
 	}
-	if (d.mark)
-		skb->mark = (skb->mark & ~cfg->mmx_mask) | (d.mark & cfg->mmx_mask);
+	/* A first fragment without ports (not TCP or UDP, or too short) is keyed like its later
+	 * fragments already: they find its decision in `flows` and need no entry here. */
+	if (frag.kind == FRAG_FIRST && pkt.ports_known)
+		keep_first_fragment(&pkt.key, &frag, &d, now);
+	set_mark(skb, cfg, d.mark);
 	return TC_ACT_OK;
 }
 

@@ -300,6 +300,38 @@ struct flow_counters {
 	__u64 pad[3];
 };
 
+/* ---- Fragmented datagrams (LAN classifier) ---------------------------------------------------- */
+
+/* Only a datagram's first fragment carries its ports. lan_ingress decides that fragment by the full
+ * 5-tuple and files the decision here under the datagram's identity, so its later fragments get the
+ * same mark. An entry is needed only between a datagram's first and last fragment (milliseconds):
+ * 4096 datagrams in flight at once is ample for a LAN gateway (a full map just evicts the oldest,
+ * long since complete), and at some 120 bytes an entry with the kernel's own share the preallocated
+ * map stays under half a megabyte. Not pinned: each lan_ingress object keeps its own (a
+ * datagram's fragments come in by one device), the daemon never reads it, and losing it on a
+ * restart costs only the fragments in flight (they fall back to the portless key). */
+#define UPLINKD_MAX_FRAGMENTS 4096
+
+#define UPLINKD_MAP_FRAGMENTS "fragments"
+
+/* fragments: a datagram as its fragments name it (RFC 791 / RFC 8200 reassembly identity). */
+struct frag_key {
+	__u8 saddr[16]; /* IPv4 in the first 4 bytes, the rest zero */
+	__u8 daddr[16];
+	__u32 id;       /* host order: IPv4's 16-bit identification, or IPv6's 32-bit one */
+	__u8 proto;     /* IPPROTO_* of the datagram (IPv6: the fragment header's next header) */
+	__u8 family;    /* 4 or 6 */
+	__u16 pad;      /* 0 */
+};
+
+/* fragments: the mark the datagram's first fragment left with. */
+struct frag_value {
+	__u64 first_seen_ns; /* bpf_ktime_get_ns of the first fragment */
+	__u32 mark;          /* the flow's mwan3 mark bits (under mmx_mask); 0 leaves the mark alone */
+	__u16 uplink_id;     /* 0 when the mark is not an uplink's */
+	__u16 pad;           /* 0 */
+};
+
 /* ---- WireGuard endpoint steering (tc egress on uplinks) ---------------------------------------- */
 
 #define UPLINKD_MAX_WG_ENDPOINTS 1024
@@ -373,6 +405,8 @@ UPLINKD_STATIC_ASSERT(sizeof(struct inbound_key) == 20, "inbound_key layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct inbound_value) == 16, "inbound_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct tcp_seen) == 32, "tcp_seen layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct flow_counters) == 64, "flow_counters layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct frag_key) == 40, "frag_key layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct frag_value) == 16, "frag_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_key) == 20, "wg_endpoint_key layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_value) == 8, "wg_endpoint_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct wg_counters) == 32, "wg_counters layout");

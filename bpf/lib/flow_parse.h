@@ -4,9 +4,12 @@
  * what the rules and the inbound check need beside it. Builds on lib/parse.h and keeps its
  * alignment rule: anything wider than 16 bits is read from the packet a byte at a time.
  *
- * Fragments: every fragment of a datagram must land on the same key, and only the first carries
- * the ports, so any IPv4 fragment (MF set or offset non-zero) and anything behind an IPv6 fragment
- * header is keyed with ports 0. The flow's first packet decides for all of them.
+ * Fragments: only a datagram's first fragment carries the ports. parse_flow() keys every fragment
+ * (IPv4 MF set or offset non-zero, anything behind an IPv6 fragment header) with ports 0, so all
+ * of a datagram's fragments land on one key. parse_flow_fragment() (lan_ingress) reads the first
+ * fragment's ports like an unfragmented packet's and says where the packet stands in its datagram
+ * (struct frag_info), so the classifier can hand the first fragment's decision to the later ones
+ * (lib/frag_map.h); a later fragment is still keyed with ports 0.
  */
 #ifndef UPLINKD_BPF_LIB_FLOW_PARSE_H
 #define UPLINKD_BPF_LIB_FLOW_PARSE_H
@@ -124,13 +127,10 @@ static __always_inline void read_ports(const struct l3_view *l3, void *end, stru
 		pkt->tcp_flags = tcp[13];
 }
 
-/* Parses the frame at pos (Ethernet with up to two VLAN tags, or bare IP when l3_only) up to the
- * upper-layer header: the source address goes to src, the destination to dst, the family (4 or 6)
- * to *family, and l3 points at the upper layer as lan_ingress keys flows (IPv6 extension headers
- * skipped). Returns 0 for IPv4/IPv6, -1 for anything else or a malformed IP header. Shared by
- * lan_ingress (src = the client) and lan_egress (src = the remote), which must key alike. */
-static __always_inline int parse_addresses(void *pos, void *end, int l3_only, struct l3_view *l3,
-					   __u8 *src, __u8 *dst, __u8 *family)
+/* parse_addresses(), also handing back where the IP header starts (*ip_hdr), for the fragment
+ * fields parse_addresses()'s callers do not need. */
+static __always_inline int parse_ip_header(void *pos, void *end, int l3_only, struct l3_view *l3,
+					   __u8 *src, __u8 *dst, __u8 *family, void **ip_hdr)
 {
 	int err;
 
@@ -165,7 +165,21 @@ static __always_inline int parse_addresses(void *pos, void *end, int l3_only, st
 		copy_bytes4(dst, (const __u8 *)&ip->daddr);
 		*family = 4;
 	}
+	*ip_hdr = pos;
 	return 0;
+}
+
+/* Parses the frame at pos (Ethernet with up to two VLAN tags, or bare IP when l3_only) up to the
+ * upper-layer header: the source address goes to src, the destination to dst, the family (4 or 6)
+ * to *family, and l3 points at the upper layer as lan_ingress keys flows (IPv6 extension headers
+ * skipped). Returns 0 for IPv4/IPv6, -1 for anything else or a malformed IP header. Shared by
+ * lan_ingress (src = the client) and lan_egress (src = the remote), which must key alike. */
+static __always_inline int parse_addresses(void *pos, void *end, int l3_only, struct l3_view *l3,
+					   __u8 *src, __u8 *dst, __u8 *family)
+{
+	void *ip_hdr;
+
+	return parse_ip_header(pos, end, l3_only, l3, src, dst, family, &ip_hdr);
 }
 
 /* Fills pkt from the frame at pos; see parse_addresses(). Returns 0 for IPv4/IPv6, -1 for anything
@@ -177,6 +191,97 @@ static __always_inline int parse_flow(void *pos, void *end, int l3_only, struct 
 	if (parse_addresses(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr, &pkt->key.family))
 		return -1;
 	pkt->key.proto = l3.proto;
+	read_ports(&l3, end, pkt);
+	return 0;
+}
+
+/* Where a packet stands in its datagram. */
+enum frag_kind {
+	FRAG_NONE = 0, /* a whole datagram (also an IPv6 atomic fragment: offset 0, no more) */
+	FRAG_FIRST,    /* offset 0, more to come: carries the upper-layer header */
+	FRAG_LATER,    /* offset non-zero: payload only */
+	FRAG_OPAQUE,   /* a fragment header cut short: no identification to go by, no ports */
+};
+
+struct frag_info {
+	__u32 id;  /* host order: IPv4's 16-bit identification, IPv6's 32-bit one */
+	__u8 kind; /* enum frag_kind */
+	__u8 pad[3];
+};
+
+/* IPv6 fragment header: offset in 8-byte units (13 bits), then two reserved bits and M. */
+#define UPLINKD_IPV6_FRAG_MORE 0x0001
+#define UPLINKD_IPV6_FRAG_OFFSET 0xfff8
+#define UPLINKD_IPV6_FRAG_HDR_LEN 8
+
+/* A first fragment (or an atomic one) is read like a whole datagram from here on: its view stops
+ * counting as a fragment, and read_ports() finds the ports. */
+static __always_inline void view_as_datagram(struct l3_view *l3, __u32 skip)
+{
+	l3->l4 += skip;
+	l3->l4_len -= skip;
+	l3->is_fragment = 0;
+}
+
+static __always_inline void read_ipv4_fragment(struct iphdr *ip, void *end, struct l3_view *l3,
+					       struct frag_info *frag)
+{
+	if ((void *)(ip + 1) > end) {
+		frag->kind = FRAG_OPAQUE; /* parse_ipv4() saw it whole: only for the verifier */
+		return;
+	}
+	frag->id = bpf_ntohs(ip->id);
+	if (ip->frag_off & bpf_htons(UPLINKD_IP_OFFSET)) {
+		frag->kind = FRAG_LATER;
+		return;
+	}
+	frag->kind = FRAG_FIRST; /* offset 0 and a fragment at all: MF is set */
+	view_as_datagram(l3, 0);
+}
+
+/* skip_ipv6_extensions() leaves l3->l4 at the fragment header it stopped on. Extension headers
+ * after it (in the fragmentable part) are not walked: the first fragment then has no ports, as
+ * before. */
+static __always_inline void read_ipv6_fragment(struct l3_view *l3, void *end,
+					       struct frag_info *frag)
+{
+	__u8 *hdr = l3->l4;
+	__u16 offset_flags;
+
+	if ((void *)(hdr + UPLINKD_IPV6_FRAG_HDR_LEN) > end ||
+	    l3->l4_len < UPLINKD_IPV6_FRAG_HDR_LEN) {
+		frag->kind = FRAG_OPAQUE;
+		return;
+	}
+	frag->id = load_be32(hdr + 4);
+	offset_flags = (__u16)hdr[2] << 8 | hdr[3];
+	if (offset_flags & UPLINKD_IPV6_FRAG_OFFSET) {
+		frag->kind = FRAG_LATER;
+		return;
+	}
+	/* Offset 0 without M is the whole datagram in one piece (RFC 6946): nothing follows it. */
+	frag->kind = (offset_flags & UPLINKD_IPV6_FRAG_MORE) ? FRAG_FIRST : FRAG_NONE;
+	view_as_datagram(l3, UPLINKD_IPV6_FRAG_HDR_LEN);
+}
+
+/* parse_flow(), but the first fragment of a datagram is keyed with its ports like an unfragmented
+ * packet of its flow, and *frag says which fragment the packet is (FRAG_NONE when none). */
+static __always_inline int parse_flow_fragment(void *pos, void *end, int l3_only,
+					       struct flow_packet *pkt, struct frag_info *frag)
+{
+	struct l3_view l3 = {};
+	void *ip_hdr;
+
+	if (parse_ip_header(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr,
+			    &pkt->key.family, &ip_hdr))
+		return -1;
+	pkt->key.proto = l3.proto;
+	if (l3.is_fragment) {
+		if (l3.is_ipv6)
+			read_ipv6_fragment(&l3, end, frag);
+		else
+			read_ipv4_fragment(ip_hdr, end, &l3, frag);
+	}
 	read_ports(&l3, end, pkt);
 	return 0;
 }

@@ -185,7 +185,8 @@ Pkt arp_pkt() {
   return Pkt{ethernet(ETH_P_ARP, arp_ipv4(1, kGatewayMac, kHostA, Mac{}, "10.0.0.1")), {}, false};
 }
 
-// The fragments of one UDP datagram: all keyed with ports 0.
+// The fragments of one UDP datagram, each with its flow's full key: the first fragment carries the
+// ports and files its decision under them; the later ones follow that decision and file none.
 std::vector<Pkt> udp_fragments(const char* src, uint16_t sport, const char* dst, uint16_t dport) {
   const Bytes datagram = udp(sport, dport, Bytes(32, 0x33));
   const std::vector<Bytes> pieces = is_v6(src) ? ipv6_fragments(src, dst, IPPROTO_UDP, datagram, 16, 0xabcd)
@@ -193,7 +194,7 @@ std::vector<Pkt> udp_fragments(const char* src, uint16_t sport, const char* dst,
   std::vector<Pkt> out;
   out.reserve(pieces.size());
   for (const Bytes& piece : pieces) {
-    out.push_back(Pkt{l3_frame(src, piece, {}), make_key(src, dst, IPPROTO_UDP, 0, 0)});
+    out.push_back(Pkt{l3_frame(src, piece, {}), make_key(src, dst, IPPROTO_UDP, sport, dport)});
   }
   return out;
 }
@@ -821,17 +822,18 @@ std::vector<Case> AllCases() {
 
       // ---- parsing ----
       {.name = "Ipv4Fragments",
-       .description =
-           "every IPv4 fragment is keyed with ports 0: the first decides (a port rule cannot match), "
-           "the second hits its flow",
+       .description = "the first IPv4 fragment is decided by its ports (the port rule matches), the second "
+                      "takes its mark without a flow of its own (more in lan_ingress_frag_test.cpp)",
        .rules = {R(kWanbOnly).dport({{443, 443}}), R(kWanOnly).proto(IPPROTO_UDP)},
-       .steps = {to(frags4[0], kWan, 2), Step{frags4[1], mark_of(kWan), kept(by_rule(2, kWan))}},
-       .counters = {{1, 1}}},
+       .steps = {to(frags4[0], kWanb, 1), Step{frags4[1], mark_of(kWanb), kept(by_rule(1, kWanb))}},
+       .counters = {{0, 1}}},
       {.name = "Ipv6Fragments",
-       .description = "behind an IPv6 fragment header: the datagram's protocol, ports 0, one decision",
+       .description =
+           "behind an IPv6 fragment header: the datagram's protocol and the first fragment's ports, "
+           "one decision",
        .rules = {R(kWanbOnly).dport({{443, 443}}), R(kWanOnly).proto(IPPROTO_UDP)},
-       .steps = {to(frags6[0], kWan, 2), Step{frags6[1], mark_of(kWan), kept(by_rule(2, kWan))}},
-       .counters = {{1, 1}}},
+       .steps = {to(frags6[0], kWanb, 1), Step{frags6[1], mark_of(kWanb), kept(by_rule(1, kWanb))}},
+       .counters = {{0, 1}}},
       {.name = "Ipv6ExtensionHeader",
        .description = "TCP behind a hop-by-hop header: ports found, the port rule matches",
        .rules = {R(kWanbOnly).proto(IPPROTO_TCP).dport({{443, 443}}), R(kWanOnly)},
@@ -1506,8 +1508,9 @@ Pkt client_segment(const ClientSegment& c) {
     l3 = ipv4(c.src, c.dst, IPPROTO_TCP, l4, c.ip4);
   }
   l3.resize(l3.size() + c.padding, 0);
-  const bool fragment = (c.ip4.frag_off & 0x3fff) != 0;
-  const uint16_t sport = fragment ? 0 : kClientPort, dport = fragment ? 0 : kServerPort;
+  // A first fragment (offset 0) carries its ports and is keyed with them; a later one is not.
+  const bool later_fragment = (c.ip4.frag_off & 0x1fff) != 0;
+  const uint16_t sport = later_fragment ? 0 : kClientPort, dport = later_fragment ? 0 : kServerPort;
   Bytes frame =
       c.l3_only ? l3 : ethernet(is_v6(c.src) ? ETH_P_IPV6 : ETH_P_IP, l3, c.tags, kRouterMac, kClientMac);
   return Pkt{std::move(frame), make_key(c.src, c.dst, IPPROTO_TCP, sport, dport)};
@@ -1682,7 +1685,8 @@ std::vector<StaleRow> StaleRows() {
                 c.padding = 12;
               })),
       refused("Ipv4Options", "IPv4 with options (ihl 6)", seg([](ClientSegment& c) { c.ip4.ihl = 6; })),
-      refused("Ipv4FirstFragment", "an IPv4 fragment (MF set), keyed without ports",
+      refused("Ipv4FirstFragment",
+              "an IPv4 first fragment (MF set): keyed with its ports, but no RST from a fragment",
               seg([](ClientSegment& c) { c.ip4.frag_off = 0x2000; })),
       refused("Ipv6ExtensionHeader", "IPv6 with a hop-by-hop header before TCP",
               [] {

@@ -225,43 +225,107 @@ inline Bytes ipv6_ext(const char* src, const char* dst, const std::vector<Ipv6Ex
   return concat(concat(std::move(h), chain), l4);
 }
 
-// A datagram (checksummed whole) cut into IPv4 fragments: the first `first_len` bytes (a multiple
-// of 8), then the rest. Both carry the same identification.
+// An IPv4 packet from ipv4() with another identification (header checksum made again).
+inline Bytes ipv4_with_id(Bytes packet, uint16_t id) {
+  write16(packet, 4, id);
+  write16(packet, 10, 0);
+  const size_t header_len = static_cast<size_t>(packet[0] & 0x0f) * 4;
+  write16(packet, 10, detail::fold(detail::sum16(packet.data(), header_len, 0)));
+  return packet;
+}
+
+namespace detail {
+
+// The L4 checksum of a whole datagram, filled in before it is cut into fragments.
+inline void checksum_datagram(int family, const char* src, const char* dst, uint8_t proto, Bytes& l4) {
+  const size_t len = family == AF_INET ? 4 : 16;
+  uint8_t s[16], d[16];
+  parse_address(family, src, s);
+  parse_address(family, dst, d);
+  uint32_t pseudo = sum16(s, len, 0);
+  pseudo = sum16(d, len, pseudo);
+  pseudo += proto + static_cast<uint32_t>(l4.size());
+  fill_l4_checksum(l4, proto, pseudo);
+}
+
+// A piece length that leaves everything after the first piece in one.
+inline constexpr size_t kRestInOnePiece = SIZE_MAX & ~size_t{7};
+
+// `l4` cut after `first_len` bytes and then every `piece_len` bytes (multiples of 8: fragment
+// offsets count 8-byte units); the last piece takes the rest.
+inline std::vector<Bytes> cut(const Bytes& l4, size_t first_len, size_t piece_len) {
+  if (first_len == 0 || first_len % 8 != 0 || piece_len == 0 || piece_len % 8 != 0) {
+    throw std::invalid_argument("fragment pieces are a non-zero multiple of 8 bytes");
+  }
+  std::vector<Bytes> pieces;
+  for (size_t at = 0, len = first_len; at < l4.size(); at += len, len = piece_len) {
+    const size_t take = std::min(len, l4.size() - at);
+    pieces.emplace_back(l4.begin() + static_cast<std::ptrdiff_t>(at),
+                        l4.begin() + static_cast<std::ptrdiff_t>(at + take));
+  }
+  return pieces;
+}
+
+// Each piece in an IPv4 packet with identification `id`, offsets and MF as the cut says.
+inline std::vector<Bytes> ipv4_pieces(const char* src, const char* dst, uint8_t proto,
+                                      const std::vector<Bytes>& pieces, uint16_t id) {
+  std::vector<Bytes> out;
+  size_t offset = 0;
+  for (size_t i = 0; i < pieces.size(); i++) {
+    const bool more = i + 1 < pieces.size();
+    const auto frag_off = static_cast<uint16_t>((more ? 0x2000 : 0) | offset / 8);
+    out.push_back(ipv4_with_id(ipv4(src, dst, proto, pieces[i], {.frag_off = frag_off, .l4_checksum = false}), id));
+    offset += pieces[i].size();
+  }
+  return out;
+}
+
+// Each piece behind an IPv6 fragment header (identification `id`).
+inline std::vector<Bytes> ipv6_pieces(const char* src, const char* dst, uint8_t proto,
+                                      const std::vector<Bytes>& pieces, uint32_t id) {
+  std::vector<Bytes> out;
+  size_t offset = 0;
+  for (size_t i = 0; i < pieces.size(); i++) {
+    const bool more = i + 1 < pieces.size();
+    // proto 59 (no next header) keeps ipv6_ext from touching the already checksummed piece.
+    Bytes b = ipv6_ext(src, dst, {ipv6_fragment(static_cast<uint16_t>(offset / 8), more, id)}, 59, pieces[i]);
+    b[40] = proto;  // the fragment header's next header: the datagram's protocol
+    out.push_back(std::move(b));
+    offset += pieces[i].size();
+  }
+  return out;
+}
+
+}  // namespace detail
+
+// A datagram (checksummed whole) cut into two IPv4 fragments: the first `first_len` bytes (a
+// multiple of 8), then the rest. Both carry ipv4()'s identification.
 inline std::vector<Bytes> ipv4_fragments(const char* src, const char* dst, uint8_t proto, Bytes l4,
                                          size_t first_len) {
-  uint8_t s[4], d[4];
-  detail::parse_address(AF_INET, src, s);
-  detail::parse_address(AF_INET, dst, d);
-  uint32_t pseudo = detail::sum16(s, 4, 0);
-  pseudo = detail::sum16(d, 4, pseudo);
-  pseudo += proto + static_cast<uint32_t>(l4.size());
-  detail::fill_l4_checksum(l4, proto, pseudo);
-  const Bytes first(l4.begin(), l4.begin() + static_cast<std::ptrdiff_t>(first_len));
-  const Bytes rest(l4.begin() + static_cast<std::ptrdiff_t>(first_len), l4.end());
-  return {
-      ipv4(src, dst, proto, first, {.frag_off = 0x2000, .l4_checksum = false}),
-      ipv4(src, dst, proto, rest, {.frag_off = static_cast<uint16_t>(first_len / 8), .l4_checksum = false})};
+  detail::checksum_datagram(AF_INET, src, dst, proto, l4);
+  return detail::ipv4_pieces(src, dst, proto, detail::cut(l4, first_len, detail::kRestInOnePiece), 0x1234);
 }
 
 // The same for IPv6: fragment headers (identification `id`) in front of each piece.
 inline std::vector<Bytes> ipv6_fragments(const char* src, const char* dst, uint8_t proto, Bytes l4,
                                          size_t first_len, uint32_t id) {
-  uint8_t s[16], d[16];
-  detail::parse_address(AF_INET6, src, s);
-  detail::parse_address(AF_INET6, dst, d);
-  uint32_t pseudo = detail::sum16(s, 16, 0);
-  pseudo = detail::sum16(d, 16, pseudo);
-  pseudo += static_cast<uint32_t>(l4.size()) + proto;
-  detail::fill_l4_checksum(l4, proto, pseudo);
-  const Bytes first(l4.begin(), l4.begin() + static_cast<std::ptrdiff_t>(first_len));
-  const Bytes rest(l4.begin() + static_cast<std::ptrdiff_t>(first_len), l4.end());
-  // proto 59 (no next header) keeps ipv6_ext from touching the already checksummed pieces.
-  auto piece = [&](const Bytes& part, uint16_t offset_units, bool more) {
-    Bytes b = ipv6_ext(src, dst, {ipv6_fragment(offset_units, more, id)}, 59, part);
-    b[40] = proto;  // the fragment header's next header: the datagram's protocol
-    return b;
-  };
-  return {piece(first, 0, true), piece(rest, static_cast<uint16_t>(first_len / 8), false)};
+  detail::checksum_datagram(AF_INET6, src, dst, proto, l4);
+  return detail::ipv6_pieces(src, dst, proto, detail::cut(l4, first_len, detail::kRestInOnePiece), id);
+}
+
+// A datagram (checksummed whole) cut into as many IPv4 fragments of `piece_len` bytes (a multiple
+// of 8; the last takes the rest) as it takes, all with identification `id`.
+inline std::vector<Bytes> ipv4_fragment_train(const char* src, const char* dst, uint8_t proto, Bytes l4,
+                                              size_t piece_len, uint16_t id) {
+  detail::checksum_datagram(AF_INET, src, dst, proto, l4);
+  return detail::ipv4_pieces(src, dst, proto, detail::cut(l4, piece_len, piece_len), id);
+}
+
+// The same for IPv6.
+inline std::vector<Bytes> ipv6_fragment_train(const char* src, const char* dst, uint8_t proto, Bytes l4,
+                                              size_t piece_len, uint32_t id) {
+  detail::checksum_datagram(AF_INET6, src, dst, proto, l4);
+  return detail::ipv6_pieces(src, dst, proto, detail::cut(l4, piece_len, piece_len), id);
 }
 
 // type: 0 echo reply / 8 request (ICMP), 129 reply / 128 request (ICMPv6).
