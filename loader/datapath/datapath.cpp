@@ -14,6 +14,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <vector>
@@ -328,36 +329,65 @@ void Datapath::unpin_all() {
   rmdir(std::filesystem::path(pin_dir_).parent_path().c_str());  // only if empty
 }
 
+namespace {
+
+// libxdp loads a program as an extension (freplace) of its multi-program dispatcher unless
+// LIBXDP_SKIP_DISPATCHER is set when attaching. Kernels with the changes_pkt_data check for
+// extensions (6.12.y, 6.13+) refuse that for a program that moves packet data (bpf_xdp_adjust_meta
+// here) with EINVAL, and libxdp 1.3 falls back to attaching the program alone only on EOPNOTSUPP.
+bool dispatcher_skipped() { return std::getenv("LIBXDP_SKIP_DISPATCHER") != nullptr; }
+
+}  // namespace
+
+// Opens the uplink's XDP program and attaches it: native mode where the driver has it, generic
+// (skb) mode for VLAN, bridge, PPP and the like. Returns 0 or libxdp's negative errno; on failure
+// nothing of it stays open.
+int Datapath::open_and_attach_xdp(Attached& a, const AttachOptions& o) {
+  a.ingress = uplink_ingress__open();
+  if (a.ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
+  a.ingress->rodata->uplink_id = o.uplink_id;
+  a.ingress->rodata->l3_only = o.l3_only ? 1 : 0;
+  set_pin_paths(a.ingress->obj, pin_dir_, flow_entries_);
+
+  a.xdp = xdp_program__from_bpf_obj(a.ingress->obj, "xdp");
+  long err = libxdp_get_error(a.xdp);
+  if (err != 0) {
+    a.xdp = nullptr;
+    uplink_ingress__destroy(a.ingress);
+    a.ingress = nullptr;
+    throw DatapathError("preparing XDP for " + o.device + ": " + errno_text(static_cast<int>(err)));
+  }
+  int result = xdp_program__attach(a.xdp, o.ifindex, XDP_MODE_NATIVE, 0);
+  a.mode = XDP_MODE_NATIVE;
+  if (result != 0) {
+    result = xdp_program__attach(a.xdp, o.ifindex, XDP_MODE_SKB, 0);
+    a.mode = XDP_MODE_SKB;
+  }
+  if (result != 0) {
+    xdp_program__close(a.xdp);
+    a.xdp = nullptr;
+    uplink_ingress__destroy(a.ingress);
+    a.ingress = nullptr;
+  }
+  return result;
+}
+
 void Datapath::attach(const AttachOptions& o) {
   if (attached(o.uplink_id)) detach(o.uplink_id);
   auto a = std::make_unique<Attached>();
   a->options = o;
-  a->ingress = uplink_ingress__open();
-  if (a->ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
-  a->ingress->rodata->uplink_id = o.uplink_id;
-  a->ingress->rodata->l3_only = o.l3_only ? 1 : 0;
-  set_pin_paths(a->ingress->obj, pin_dir_, flow_entries_);
-
-  a->xdp = xdp_program__from_bpf_obj(a->ingress->obj, "xdp");
-  long err = libxdp_get_error(a->xdp);
-  if (err != 0) {
-    a->xdp = nullptr;
-    uplink_ingress__destroy(a->ingress);
-    throw DatapathError("preparing XDP for " + o.device + ": " + errno_text(static_cast<int>(err)));
-  }
-  // Native mode where the driver has it; generic (skb) mode for VLAN, bridge, PPP and the like.
-  int native = xdp_program__attach(a->xdp, o.ifindex, XDP_MODE_NATIVE, 0);
-  int result = native;
-  a->mode = XDP_MODE_NATIVE;
-  if (native != 0) {
-    result = xdp_program__attach(a->xdp, o.ifindex, XDP_MODE_SKB, 0);
-    a->mode = XDP_MODE_SKB;
+  int result = open_and_attach_xdp(*a, o);
+  if (result == -EINVAL && !dispatcher_skipped()) {
+    // A failed load leaves the object unusable: open it again, attached alone this time (and for
+    // every later attach of this process: the kernel's answer would be the same).
+    log::info("XDP on " + o.device + ": the kernel refused uplinkd's program inside libxdp's dispatcher " +
+              "(EINVAL: it changes packet data, the dispatcher's slot does not); attaching it alone");
+    setenv("LIBXDP_SKIP_DISPATCHER", "1", 1);
+    result = open_and_attach_xdp(*a, o);
   }
   if (result != 0) {
     char buf[256] = {};
     libxdp_strerror(result, buf, sizeof buf);
-    xdp_program__close(a->xdp);
-    uplink_ingress__destroy(a->ingress);
     throw DatapathError("attaching XDP to " + o.device + " (ifindex " + std::to_string(o.ifindex) +
                         "): " + buf + " (errno " + std::to_string(-result) +
                         "); check that the device exists, that no other XDP program holds it in "

@@ -128,6 +128,7 @@ class Datapath {
 
  private:
   struct Attached;
+  int open_and_attach_xdp(Attached& a, const AttachOptions& o);
   struct LanAttached;
   void load_maps();
   ::lan_ingress* lan_object(bool l3_only);
