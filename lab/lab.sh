@@ -10,8 +10,9 @@
 #   lab/lab.sh add-wan3 <prefix>         a third uplink (wan3 <-> isp1), as netifd would bring it up
 #   lab/lab.sh silent-drop <prefix> on|off   the core swallows TCP segments of flows it does not know
 #   lab/lab.sh silent-drops <prefix>     segments the core has swallowed so far
-#   lab/lab.sh wg-up <prefix> <rtr dev> <core dev> <dir>   a wireguard-go tunnel rtr <-> core
-#   lab/lab.sh wg-down <prefix> <rtr dev> <core dev> <dir> end it, remove its UAPI sockets
+#   lab/lab.sh wg-up <prefix> <rtr dev> <core dev> <dir> [go|kernel]   a WireGuard tunnel rtr <-> core
+#                                        (wireguard-go, or kernel WireGuard; default $LAB_WG_IMPL or go)
+#   lab/lab.sh wg-down <prefix> <rtr dev> <core dev> <dir> end it (processes, sockets or kernel links)
 #   lab/lab.sh shape <prefix> <rate>|off  the backup (wan2 <-> isp2) shaped with tbf, both directions
 #
 # Sourcing it defines lab_up, lab_down, lab_ns, lab_exec, lab_outage, lab_banip, lab_banip_drops,
@@ -306,25 +307,48 @@ lab_silent_drops() {
   sed -n 's/.*counter packets \([0-9][0-9]*\) .*/\1/p' <<<"$out" | awk '{ n += $1 } END { print n + 0 }'
 }
 
-# lab_wg_up <prefix> <rtr dev> <core dev> <dir>: a wireguard-go tunnel between the router and the
-# core, as a site's VPN to its office would be. The core's server listens on port 51820 of every
-# address; its endpoint is 203.0.113.5 (203.0.113.6 is a second address of the same server, for an
-# endpoint that moves). Tunnel addresses: core 10.99.0.1/24, router 10.99.0.2/24; the router's peer
+# lab_wg_up <prefix> <rtr dev> <core dev> <dir> [go|kernel]: a WireGuard tunnel between the router
+# and the core, as a site's VPN to its office would be. The core's server listens on port 51820 of
+# every address; its endpoint is 203.0.113.5 (203.0.113.6 is a second address of the same server, for
+# an endpoint that moves). Tunnel addresses: core 10.99.0.1/24, router 10.99.0.2/24; the router's peer
 # has allowed-ips 10.99.0.0/24 and keepalive 1 s (outer packets flow even when the tunnel is idle).
-# Device names must be unique on the host: wireguard-go's UAPI sockets (/var/run/wireguard/<dev>.sock)
-# live in the shared file system, not in the namespace. Keys, pids and logs go to <dir>.
-# The host has no kernel WireGuard module, so both ends are wireguard-go (needs /dev/net/tun).
+# Keys, pids and logs go to <dir>.
+# The implementation is the 5th argument, else $LAB_WG_IMPL, else go:
+#   go      wireguard-go at both ends (needs /dev/net/tun; this host has no kernel WireGuard module).
+#           Device names must be unique on the host: wireguard-go's UAPI sockets
+#           (/var/run/wireguard/<dev>.sock) live in the shared file system, not in the namespace.
+#   kernel  `ip link add <dev> type wireguard` in each namespace (the wireguard module: the VMs of
+#           vmtest have it). Kernel WireGuard caches each peer's source address and route, which is
+#           what tests/integration/test_wireguard_kernel.sh is about.
 lab_wg_up() {
-  local p=$1 rdev=$2 cdev=$3 dir=$4 n i
-  for n in wireguard-go wg; do
-    command -v "$n" >/dev/null 2>&1 || { echo "lab_wg_up: '$n' not installed" >&2; return 1; }
-  done
-  [[ -c /dev/net/tun ]] || { echo "lab_wg_up: no /dev/net/tun (wireguard-go needs it)" >&2; return 1; }
+  local p=$1 rdev=$2 cdev=$3 dir=$4 impl=${5:-${LAB_WG_IMPL:-go}} n
+  case $impl in go | kernel) ;; *) echo "lab_wg_up: implementation go or kernel, not '$impl'" >&2; return 2 ;; esac
+  command -v wg >/dev/null 2>&1 || { echo "lab_wg_up: 'wg' not installed (wireguard-tools)" >&2; return 1; }
   mkdir -p "$dir" || return 1
+  echo "$impl" >"$dir/impl"
   (umask 077 && wg genkey >"$dir/core.key" && wg genkey >"$dir/rtr.key") || return 1
   wg pubkey <"$dir/core.key" >"$dir/core.pub" && wg pubkey <"$dir/rtr.key" >"$dir/rtr.pub" || return 1
   ip -n "$p-core" addr add 203.0.113.5/32 dev lo 2>/dev/null
   ip -n "$p-core" addr add 203.0.113.6/32 dev lo 2>/dev/null
+  if [[ $impl == kernel ]]; then
+    _lab_wg_kernel_devices "$p" "$rdev" "$cdev" || return 1
+  else
+    _lab_wg_go_devices "$p" "$rdev" "$cdev" "$dir" || return 1
+  fi
+  ip netns exec "$p-core" wg set "$cdev" private-key "$dir/core.key" listen-port 51820 \
+    peer "$(cat "$dir/rtr.pub")" allowed-ips 10.99.0.2/32 || return 1
+  ip -n "$p-core" addr add 10.99.0.1/24 dev "$cdev" && ip -n "$p-core" link set "$cdev" up || return 1
+  ip netns exec "$p-rtr" wg set "$rdev" private-key "$dir/rtr.key" listen-port 51821 \
+    peer "$(cat "$dir/core.pub")" endpoint 203.0.113.5:51820 allowed-ips 10.99.0.0/24 \
+    persistent-keepalive 1 || return 1
+  ip -n "$p-rtr" addr add 10.99.0.2/24 dev "$rdev" && ip -n "$p-rtr" link set "$rdev" up
+}
+
+# _lab_wg_go_devices <prefix> <rtr dev> <core dev> <dir>: one wireguard-go per end, ready to configure.
+_lab_wg_go_devices() {
+  local p=$1 rdev=$2 cdev=$3 dir=$4 n i
+  command -v wireguard-go >/dev/null 2>&1 || { echo "lab_wg_up: 'wireguard-go' not installed" >&2; return 1; }
+  [[ -c /dev/net/tun ]] || { echo "lab_wg_up: no /dev/net/tun (wireguard-go needs it)" >&2; return 1; }
   for n in "core:$cdev" "rtr:$rdev"; do
     # -f: stay in the foreground, so the pid is wireguard-go's and lab_wg_down can end it.
     ip netns exec "$p-${n%%:*}" wireguard-go -f "${n#*:}" </dev/null >"$dir/${n%%:*}.wg.log" 2>&1 &
@@ -335,19 +359,29 @@ lab_wg_up() {
     sleep 0.1
   done
   ((i < 50)) || { echo "lab_wg_up: wireguard-go did not create its UAPI sockets: $(cat "$dir"/*.wg.log)" >&2; return 1; }
-  ip netns exec "$p-core" wg set "$cdev" private-key "$dir/core.key" listen-port 51820 \
-    peer "$(cat "$dir/rtr.pub")" allowed-ips 10.99.0.2/32 || return 1
-  ip -n "$p-core" addr add 10.99.0.1/24 dev "$cdev" && ip -n "$p-core" link set "$cdev" up || return 1
-  ip netns exec "$p-rtr" wg set "$rdev" private-key "$dir/rtr.key" listen-port 51821 \
-    peer "$(cat "$dir/core.pub")" endpoint 203.0.113.5:51820 allowed-ips 10.99.0.0/24 \
-    persistent-keepalive 1 || return 1
-  ip -n "$p-rtr" addr add 10.99.0.2/24 dev "$rdev" && ip -n "$p-rtr" link set "$rdev" up
 }
 
-# lab_wg_down <prefix> <rtr dev> <core dev> <dir>: end both wireguard-go processes (their devices go
-# with them) and remove their UAPI sockets. Safe to repeat.
+# _lab_wg_kernel_devices <prefix> <rtr dev> <core dev>: a kernel WireGuard link in each namespace.
+_lab_wg_kernel_devices() {
+  local p=$1 rdev=$2 cdev=$3 err
+  err=$(ip -n "$p-core" link add "$cdev" type wireguard 2>&1) || {
+    echo "lab_wg_up: ip link add $cdev type wireguard: $err (no kernel WireGuard here: modprobe wireguard," \
+      "or use wireguard-go: LAB_WG_IMPL=go)" >&2
+    return 1
+  }
+  ip -n "$p-rtr" link add "$rdev" type wireguard
+}
+
+# lab_wg_down <prefix> <rtr dev> <core dev> <dir>: remove the tunnel lab_wg_up made (the kind it
+# recorded in <dir>): end both wireguard-go processes (their devices go with them) and remove their
+# UAPI sockets, or delete the kernel links. Safe to repeat.
 lab_wg_down() {
   local p=$1 rdev=$2 cdev=$3 dir=$4 n pid i
+  if [[ $(cat "$dir/impl" 2>/dev/null) == kernel ]]; then
+    ip -n "$p-rtr" link del "$rdev" 2>/dev/null
+    ip -n "$p-core" link del "$cdev" 2>/dev/null
+    return 0
+  fi
   for n in core rtr; do
     pid=$(cat "$dir/$n.wg.pid" 2>/dev/null) || continue
     kill -TERM "$pid" 2>/dev/null

@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # Runs INSIDE the virtme-ng guest that vmtest/run boots; not meant to be started by hand.
 #
-#   guest.sh SUITE OUT_DIR [GTEST_FILTER]
+#   guest.sh SUITE OUT_DIR [GTEST_FILTER | LAB_SCRIPTS]
 #
-# SUITE is bpf, netns or all. OUT_DIR/bin holds the host's snapshot of the build (bpf_tests,
-# netns_tests, bpf/*.bpf.o, prog_info), taken by vmtest/run so that a rebuild on the host during the
-# run changes nothing here. The guest sees the host's root read-only (9p), so those binaries run
+# SUITE is bpf, netns, all or lab. OUT_DIR/bin holds the host's snapshot of the build (bpf_tests,
+# netns_tests, bpf/*.bpf.o, prog_info; for lab: uplinkd, uplinkctl), taken by vmtest/run so that a
+# rebuild on the host during the run changes nothing here. The lab suite runs integration scripts
+# of tests/integration against that uplinkd: by default LAB_DEFAULT_SCRIPTS below (the scenarios
+# this host cannot run: kernel WireGuard, nft flowtables), or the space-separated script names of
+# the 3rd argument instead (e.g. "test_wireguard_kernel.sh test_policy"). Words of the form
+# NAME=value in it go into the scripts' environment instead (e.g. "STALE_RUNS=hygiene
+# test_stale_flows", or "LIBXDP_SKIP_DISPATCHER=1" alone: the default scripts with that setting). The guest sees the host's root read-only (9p), so those binaries run
 # against the host's shared libraries. OUT_DIR is the one directory shared read-write: this script
 # writes key=value results to OUT_DIR/summary and each suite's log beside it. Everything is
 # printed to stdout as well, so a failure is visible in the host's output.
@@ -68,6 +73,12 @@ fi
 
 overall=0
 
+# The lab suite's default scripts, and the factor its time bounds are stretched by under TCG
+# (UL_TIME_SCALE, read by the scripts that support it; the others keep their host bounds).
+LAB_DEFAULT_SCRIPTS="test_wireguard_kernel.sh test_stale_flows.sh"
+LAB_TIME_SCALE=5
+LAB_SCRIPT_TIMEOUT=900 # seconds per script; SIGTERM lets the script's trap remove its namespaces
+
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 
@@ -100,6 +111,69 @@ run_tests() {
   put "${name}_failed" "$failed"
   put "${name}_skipped" "$skipped"
   put "${name}_seconds" "$(elapsed "$t0" "$t1")"
+  ((status == 0)) || overall=1
+}
+
+# run_lab: runs the lab suite's integration scripts one after the other, each with its output shown
+# and saved to OUT_DIR/lab_<name>.log, and records lab_tests_* like run_tests (exit 77 = skipped).
+# The repository is the one this script lives in (the chroot starts in /, not in vng's --cwd);
+# the scripts write only under /tmp, /run and /var/run, which are the guest's own.
+run_lab() {
+  local repo scripts="" s b name log t0 t1 t_all status passed=0 failed=0 skipped=0 failed_names=()
+  local -a env_words=() words=()
+  repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+  read -r -a words <<<"$filter"
+  for s in "${words[@]}"; do
+    if [[ $s =~ ^[A-Za-z_][A-Za-z0-9_]*= ]]; then env_words+=("$s"); else scripts+=" $s"; fi
+  done
+  scripts=${scripts# }
+  scripts=${scripts:-$LAB_DEFAULT_SCRIPTS}
+  echo "vmtest: ==== lab_tests on $kver: $scripts (UL_TIME_SCALE=$LAB_TIME_SCALE${env_words[*]:+ ${env_words[*]}}) ===="
+  put lab_tests_env "${env_words[*]:-}"
+  for b in uplinkd uplinkctl; do
+    [[ -x $bin/$b ]] || echo "vmtest: lab_tests: $bin/$b is missing (the scripts will skip)"
+  done
+  t_all=$(now)
+  for s in $scripts; do
+    name=${s##*/}
+    name=${name%.sh}
+    log=$out/lab_$name.log
+    echo "vmtest: ---- lab $name on $kver ----"
+    t0=$(now)
+    if [[ ! -f $repo/tests/integration/$name.sh ]]; then
+      echo "vmtest: lab: no tests/integration/$name.sh in $repo" | tee "$log"
+      status=127
+    else
+      env UPLINKD_BUILD="$bin" UPLINKD_SOURCE="$repo" UL_TIME_SCALE="$LAB_TIME_SCALE" "${env_words[@]}" \
+        timeout --kill-after=30 "$LAB_SCRIPT_TIMEOUT" bash "$repo/tests/integration/$name.sh" </dev/null 2>&1 | tee "$log"
+      status=${PIPESTATUS[0]}
+    fi
+    t1=$(now)
+    case $status in
+      0) passed=$((passed + 1)) ;;
+      77) skipped=$((skipped + 1)) ;;
+      *) failed=$((failed + 1)) failed_names+=("$name") ;;
+    esac
+    echo "vmtest: lab $name on $kver: exit $status ($(elapsed "$t0" "$t1") s)"
+    put "lab_${name}_status" "$status"
+    put "lab_${name}_seconds" "$(elapsed "$t0" "$t1")"
+  done
+  status=$((failed > 0 ? 1 : 0))
+  echo "vmtest: lab_tests on $kver: $passed passed, $failed failed, $skipped skipped" \
+    "(exit $status, $(elapsed "$t_all" "$(now)") s)"
+  # vmtest/run lists a suite's failures from OUT_DIR/<suite>.log in gtest's words.
+  {
+    grep -h '^lab_' "$summary"
+    if ((failed)); then
+      echo "[  FAILED  ] $failed tests, listed below:"
+      printf '[  FAILED  ] %s\n' "${failed_names[@]}"
+    fi
+  } >"$out/lab_tests.log"
+  put lab_tests_status "$status"
+  put lab_tests_passed "$passed"
+  put lab_tests_failed "$failed"
+  put lab_tests_skipped "$skipped"
+  put lab_tests_seconds "$(elapsed "$t_all" "$(now)")"
   ((status == 0)) || overall=1
 }
 
@@ -161,6 +235,9 @@ case $suite in
     run_tests bpf_tests "$bin/bpf_tests"
     run_tests netns_tests "$bin/netns_tests"
     verifier_report
+    ;;
+  lab)
+    run_lab
     ;;
   *)
     echo "vmtest: unknown suite $suite"

@@ -69,6 +69,9 @@ fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 fle() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a <= b) }'; }
 # fcalc <awk expression>
 fcalc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+# ul_scaled <seconds>: a wait or time bound stretched by UL_TIME_SCALE (a number >= 1, default 1),
+# for slow machines: vmtest's VMs run under software emulation and set it (vmtest/guest.sh).
+ul_scaled() { fcalc "$1 * ${UL_TIME_SCALE:-1}"; }
 
 # ---------------------------------------------------------------------------------------------
 # Setup and teardown

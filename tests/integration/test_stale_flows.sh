@@ -143,10 +143,12 @@ sys.exit(1)
 PY
 }
 
-# wait_ev <name> <ev> <seconds> [condition]: poll until the event is there; prints the line.
+# wait_ev <name> <ev> <seconds> [condition]: poll until the event is there; prints the line. The
+# seconds (tool start-up, a probe's round trip) stretch with UL_TIME_SCALE on slow machines; the
+# bounds the test states as results (BOUND_MS) do not.
 wait_ev() {
   local f=$UL_TMP/$1.out t_end
-  t_end=$(awk -v s="$3" -v n="$(date +%s%N)" 'BEGIN { printf "%.0f", n + s * 1e9 }')
+  t_end=$(awk -v s="$(ul_scaled "$3")" -v n="$(date +%s%N)" 'BEGIN { printf "%.0f", n + s * 1e9 }')
   while :; do
     # grep first: a python start per poll is slow on a loaded machine.
     if grep -q "\"ev\": \"$2\"" "$f" 2>/dev/null && jq_ev "$1" "$2" "" "${4:-True}"; then return 0; fi
@@ -242,7 +244,7 @@ run() {
     wait_ev "${n}_$label" connected 6 >/dev/null ||
       fail "client '$n' did not connect: $(cat "$UL_TMP/${n}_$label.out" "$UL_TMP/${n}_$label.err")"
   done
-  sleep 1 # echoes flow, the UDP sink counts, LAN egress learns each connection's next sequence
+  sleep "$(ul_scaled 1)" # echoes flow, the UDP sink counts, LAN egress learns each connection's next sequence
 
   # Which uplink each flow took: the source address the core sees is the uplink's NAT address.
   for n in "$a_port:192.0.2.2:active" "$i_port:192.0.2.2:idle" "$w_port:198.51.100.2:pinned"; do
@@ -327,8 +329,9 @@ check_hygiene() {
   pass "[$label] both clients reset: ECONNRESET $a_ms ms (active) and $i_ms ms (idle) after 'disconnected' (bound $BOUND_MS ms)"
   log "RESULT stale_flows: 'disconnected' (daemon log line) -> ECONNRESET: client sending every 100 ms $a_ms ms (goal < 50), idle client blocked in recv() $i_ms ms (goal < 200); the hook ran $(ms_between "$t_log" "$t_hook") ms after the log line; detection $(ms_between "$t_out" "$t_log") ms after the outage began"
 
-  # conntrack: wan1's LAN entries gone (give the daemon 2 s), wan2's and the unmarked one kept.
-  for ((n = 0; n < 20; n++)); do
+  # conntrack: wan1's LAN entries gone (give the daemon's worker 2 s), wan2's and the unmarked one kept.
+  ct_polls=$(awk -v s="$(ul_scaled 2)" 'BEGIN { printf "%d", s * 10 }')
+  for ((n = 0; n < ct_polls; n++)); do
     after=$(ct_table)
     [[ -z $(awk -v m="$WAN1_MARK" '$2 == "10.10.0.2" && $8 == m' <<<"$after") ]] && break
     sleep 0.1
@@ -336,7 +339,7 @@ check_hygiene() {
   info "conntrack after 'disconnected':"
   grep -F 10.10.0.2 <<<"$after" | sed 's/^/      /'
   [[ -z $(awk -v m="$WAN1_MARK" '$2 == "10.10.0.2" && $8 == m' <<<"$after") ]] ||
-    fail "LAN conntrack entries with wan1's mark are still there 2 s after 'disconnected'"
+    fail "LAN conntrack entries with wan1's mark are still there $(ul_scaled 2) s after 'disconnected'"
   [[ -z $(ct_entry "$after" tcp 10.10.0.2 "$a_port" "$SERVER" 5001) && -z $(ct_entry "$after" tcp 10.10.0.2 "$i_port" "$SERVER" 5001) ]] ||
     fail "the reset clients' conntrack entries are still there"
   [[ -n $(ct_entry "$after" tcp 10.10.0.2 "$w_port" "$PINNED" 5001) ]] || fail "the pinned (wan2) flow's conntrack entry was deleted"
