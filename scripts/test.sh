@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs dependencies (Debian packages), builds, and runs every test
-# (unit, BPF fixtures, namespace tests, integration in the lab) through ctest, then the BPF and
-# namespace suites inside VMs on Debian's 6.1 and 6.12 kernels (vmtest/run). Run as root.
+# (unit, BPF fixtures, namespace tests, integration in the lab) through ctest, then suites inside
+# VMs (vmtest/run): BPF and namespace on Debian's 6.1 and 6.12, the lab's kernel scenarios on 6.12,
+# BPF on arm64 6.12. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,19 +21,32 @@ status=0
 (cd build && ctest --output-on-failure --timeout 900 "$@") || status=$?
 
 # The BPF and namespace suites again on the kernels routers run (Debian's 6.1 and 6.12, in
-# virtme-ng VMs under qemu; vmtest/README.md). UPLINKD_VMTEST=0 skips them; UPLINKD_VM_KERNELS and
-# UPLINKD_VM_SUITE choose. A kernel that cannot be had here (exit 77) is a skip, said so; a failing
-# test inside a VM fails this script, with the test's own output above.
+# virtme-ng VMs under qemu; vmtest/README.md), then the lab scenarios the host cannot run (kernel
+# WireGuard, stale flows) on 6.12, then the BPF suite on arm64. UPLINKD_VMTEST=0 skips them all;
+# UPLINKD_VM_KERNELS and UPLINKD_VM_SUITE choose the x86_64 runs, UPLINKD_VM_LAB_KERNELS the lab
+# runs and UPLINKD_VM_ARM64_KERNELS the arm64 runs ("" for none). A kernel or architecture that
+# cannot be had here (exit 77) is a skip, said so; a failing test inside a VM fails this script,
+# with the test's own output above.
+vm_run() {
+  local what=$1 vm_status=0
+  shift
+  echo "test.sh: vmtest $what"
+  vmtest/run "$@" --timeout "${UPLINKD_VM_TIMEOUT:-2400}" || vm_status=$?
+  case $vm_status in
+    0) echo "test.sh: vmtest $what passed" ;;
+    77) echo "test.sh: vmtest $what SKIPPED (the reason is printed above)" ;;
+    *) echo "test.sh: vmtest $what FAILED (exit $vm_status)"; status=1 ;;
+  esac
+}
 if [ "${UPLINKD_VMTEST:-1}" != 0 ]; then
   for kernel in ${UPLINKD_VM_KERNELS:-6.1 6.12}; do
-    echo "test.sh: vmtest --kernel $kernel --suite ${UPLINKD_VM_SUITE:-all}"
-    vm_status=0
-    vmtest/run --kernel "$kernel" --suite "${UPLINKD_VM_SUITE:-all}" --timeout "${UPLINKD_VM_TIMEOUT:-2400}" || vm_status=$?
-    case $vm_status in
-      0) echo "test.sh: vmtest $kernel passed" ;;
-      77) echo "test.sh: vmtest $kernel SKIPPED (the reason is printed above)" ;;
-      *) echo "test.sh: vmtest $kernel FAILED (exit $vm_status)"; status=1 ;;
-    esac
+    vm_run "--kernel $kernel --suite ${UPLINKD_VM_SUITE:-all}" --kernel "$kernel" --suite "${UPLINKD_VM_SUITE:-all}"
+  done
+  for kernel in ${UPLINKD_VM_LAB_KERNELS-6.12}; do
+    vm_run "--kernel $kernel --suite lab" --kernel "$kernel" --suite lab
+  done
+  for kernel in ${UPLINKD_VM_ARM64_KERNELS-6.12}; do
+    vm_run "--kernel $kernel --arch arm64 --suite bpf" --kernel "$kernel" --arch arm64 --suite bpf
   done
 fi
 exit "$status"
