@@ -194,9 +194,8 @@ int map_fd_by_name(struct bpf_object* obj, const char* name) {
   return bpf_map__fd(map);
 }
 
-// Reads about `max_entries` entries (at most one chunk more) of a hash map from `cursor` with batch lookups,
-// handing each to `visit` (key, value). The batch cursor of a hash map is a bucket index, so entries the
-// visitor deletes or rewrites (they are in buckets already read) never disturb the walk.
+}  // namespace
+
 size_t walk_hash(int fd, size_t key_size, size_t value_size, MapCursor& cursor, size_t max_entries,
                  const std::function<bool(const void*, const void*)>& visit) {
   constexpr uint32_t kChunk = 1024;
@@ -234,8 +233,6 @@ size_t walk_hash(int fd, size_t key_size, size_t value_size, MapCursor& cursor, 
   }
   return visited;
 }
-
-}  // namespace
 
 Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, ReplyHandler on_reply,
                    uint32_t flow_entries)

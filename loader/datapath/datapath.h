@@ -54,6 +54,13 @@ struct MapCursor {
   uint32_t token = 0;
 };
 
+// Reads about `max_entries` entries (at most one chunk more) of the hash map `fd` from `cursor` with
+// batch lookups, handing each to `visit` (key, value; false stops). The batch cursor of a hash map is
+// a bucket index, so entries the visitor deletes or rewrites (they are in buckets already read)
+// never disturb the walk. Returns the entries visited.
+size_t walk_hash(int fd, size_t key_size, size_t value_size, MapCursor& cursor, size_t max_entries,
+                 const std::function<bool(const void*, const void*)>& visit);
+
 struct AttachOptions {
   uint32_t uplink_id = 0;
   std::string device;

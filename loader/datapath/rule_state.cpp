@@ -5,10 +5,13 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 #include <utility>
 
+#include "datapath/datapath.h"
 #include "maps/uplinkd_maps.h"
 #include "policy/rule_identity.h"
 
@@ -59,24 +62,28 @@ size_t carry_counters(const std::string& pin_dir, const std::vector<uint32_t>& r
   return moved;
 }
 
+// Every entry of a hash map, with the batch walk the datapath's own walks use.
+template <typename Key, typename Value>
+void visit_all(int fd, const std::function<void(const Key&, const Value&)>& visit) {
+  MapCursor cursor;
+  walk_hash(fd, sizeof(Key), sizeof(Value), cursor, SIZE_MAX, [&](const void* k, const void* v) {
+    Key key{};
+    Value value{};
+    std::memcpy(&key, k, sizeof key);
+    std::memcpy(&value, v, sizeof value);
+    visit(key, value);
+    return true;
+  });
+}
+
 // Collects first, then deletes every entry that changes, then inserts the rekeyed ones: inserting
-// while walking could overwrite an entry not moved yet, and a hash walk may revisit moved keys.
+// while walking could overwrite an entry not moved yet.
 void carry_sticky(const std::string& pin_dir, const std::vector<uint32_t>& remap, RuleStateCarried& out) {
   PinnedMap map(pin_dir, UPLINKD_MAP_STICKY);
   std::vector<std::pair<sticky_key, sticky_value>> changing;
-  sticky_key key{};
-  sticky_key next{};
-  const sticky_key* at = nullptr;
-  // Bounded by the map's size: an LRU map has at most max_entries keys, plus slack for churn.
-  for (size_t visited = 0; visited < 2 * UPLINKD_MAX_STICKY + 16; ++visited) {
-    if (bpf_map_get_next_key(map.fd(), at, &next) != 0) break;
-    key = next;
-    at = &key;
-    if (new_id(remap, key.rule_id) == key.rule_id) continue;
-    sticky_value value{};
-    if (bpf_map_lookup_elem(map.fd(), &key, &value) != 0) continue;
-    changing.emplace_back(key, value);
-  }
+  visit_all<sticky_key, sticky_value>(map.fd(), [&](const sticky_key& key, const sticky_value& value) {
+    if (new_id(remap, key.rule_id) != key.rule_id) changing.emplace_back(key, value);
+  });
   for (const auto& [old_key, value] : changing) bpf_map_delete_elem(map.fd(), &old_key);
   for (auto [rekeyed, value] : changing) {
     rekeyed.rule_id = new_id(remap, rekeyed.rule_id);
@@ -91,18 +98,10 @@ void carry_sticky(const std::string& pin_dir, const std::vector<uint32_t>& remap
 size_t relabel_flows(const std::string& pin_dir, const std::vector<uint32_t>& remap) {
   PinnedMap map(pin_dir, UPLINKD_MAP_FLOWS);
   std::vector<std::pair<flow_key, uint16_t>> relabel;
-  flow_key key{};
-  flow_key next{};
-  const flow_key* at = nullptr;
-  for (size_t visited = 0; visited < 2 * static_cast<size_t>(UPLINKD_MAX_FLOWS) + 16; ++visited) {
-    if (bpf_map_get_next_key(map.fd(), at, &next) != 0) break;
-    key = next;
-    at = &key;
-    flow_value value{};
-    if (bpf_map_lookup_elem(map.fd(), &key, &value) != 0 || value.rule_id == 0) continue;
+  visit_all<flow_key, flow_value>(map.fd(), [&](const flow_key& key, const flow_value& value) {
     const uint32_t to = new_id(remap, value.rule_id);
-    if (to != value.rule_id) relabel.emplace_back(key, static_cast<uint16_t>(to));
-  }
+    if (value.rule_id != 0 && to != value.rule_id) relabel.emplace_back(key, static_cast<uint16_t>(to));
+  });
   size_t done = 0;
   for (const auto& [flow, rule_id] : relabel) {
     flow_value value{};

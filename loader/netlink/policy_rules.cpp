@@ -127,6 +127,24 @@ int remember_done_errno(nl_msg* message, void* context) {
   return NL_STOP;
 }
 
+// Sends a dump request and receives every answer: `collect` gets each message, the dump's
+// kernel_errno an error the kernel reported (as an error or in NLMSG_DONE). The socket's callbacks
+// are put back afterwards. Returns nl_send_auto's or nl_recvmsgs_default's result.
+template <typename Dump>
+int run_dump(nl_sock* sock, nl_msg* request, nl_recvmsg_msg_cb_t collect, Dump* dump) {
+  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump->kernel_errno);
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect, dump);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno<Dump>, dump);
+  int err = nl_send_auto(sock, request);
+  if (err >= 0) {
+    err = nl_recvmsgs_default(sock);
+  }
+  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_DEFAULT, nullptr, nullptr);
+  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);
+  return err;
+}
+
 int dump_table_once(nl_sock* sock, TableDump* dump) {
   // With strict checking the kernel sends only the table asked for (RTA_TABLE), so a router that holds a
   // full BGP table elsewhere is not walked for every route change.
@@ -145,16 +163,7 @@ int dump_table_once(nl_sock* sock, TableDump* dump) {
   }
   dump->routes.clear();
   dump->kernel_errno = 0;
-  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump->kernel_errno);
-  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_route, dump);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno<TableDump>, dump);
-  int err = nl_send_auto(sock, message.get());
-  if (err >= 0) {
-    err = nl_recvmsgs_default(sock);
-  }
-  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_DEFAULT, nullptr, nullptr);
-  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);
+  int err = run_dump(sock, message.get(), collect_route, dump);
   if (dump->kernel_errno == ENOENT) {
     dump->routes.clear();  // "FIB table does not exist": a table that never held a route is empty
     return 0;
@@ -243,16 +252,7 @@ int read_addresses(nl_sock* sock, int family, int ifindex, std::vector<IpAddress
     return -ENOMEM;
   }
   AddressDump dump{family, ifindex, {}, 0};
-  nl_socket_modify_err_cb(sock, NL_CB_CUSTOM, remember_kernel_errno, &dump.kernel_errno);
-  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, collect_address, &dump);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_CUSTOM, remember_done_errno<AddressDump>, &dump);
-  int err = nl_send_auto(sock, message.get());
-  if (err >= 0) {
-    err = nl_recvmsgs_default(sock);
-  }
-  nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
-  nl_socket_modify_cb(sock, NL_CB_FINISH, NL_CB_DEFAULT, nullptr, nullptr);
-  nl_socket_modify_err_cb(sock, NL_CB_DEFAULT, nullptr, nullptr);
+  int err = run_dump(sock, message.get(), collect_address, &dump);
   if (dump.kernel_errno != 0) {
     return -dump.kernel_errno;
   }
