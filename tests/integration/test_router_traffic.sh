@@ -65,21 +65,19 @@ spoofed() { ip netns exec "$P-$1" nft list counter inet ulbcp38 spoofed | awk '/
 count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
 reset_counts() { ip netns exec "$P-rtr" nft reset counters table inet ulcount >/dev/null; }
 default_routes() { ip -n "$P-rtr" -4 route show default | tr '\n' ';'; }
-ip netns exec "$P-core" timeout 120 python3 -c '
-import socket
+# hi_server <ns> <address> <port>: a TCP server (≤ 120 s) that greets every connection with "hi".
+hi_server() {
+  ip netns exec "$P-$1" timeout 120 python3 -c '
+import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7001)); s.listen(16)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(16)
 while True:
-    c, _ = s.accept(); c.sendall(b"hi"); c.close()' &
-ul_bg_add $!
+    c, _ = s.accept(); c.sendall(b"hi"); c.close()' "$2" "$3" &
+  ul_bg_add $!
+}
+hi_server core 0.0.0.0 7001
 # A service on the router bound to its wan2 address (an SSH or VPN server listening there).
-ip netns exec "$P-rtr" timeout 120 python3 -c '
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("198.51.100.2", 7002)); s.listen(16)
-while True:
-    c, _ = s.accept(); c.sendall(b"hi"); c.close()' &
-ul_bg_add $!
+hi_server rtr 198.51.100.2 7002
 core_connects_to_wan2() {
   ip netns exec "$P-core" timeout 5 python3 -c '
 import socket
