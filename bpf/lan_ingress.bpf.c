@@ -483,6 +483,15 @@ int lan_ingress(struct __sk_buff *skb)
 	struct flow_packet pkt = {};
 	struct frag_info frag = {};
 	struct decision d = {};
+
+#ifdef UPLINKD_TEST_VARIANT
+	/* Only in the test build `uplinkd-test-variant` (CMakeLists.txt): two more instructions, the same
+	 * behaviour, another program tag, so an upgrade whose programs differ can be tested. */
+	{
+		volatile __u32 variant = UPLINKD_TEST_VARIANT;
+		(void)variant;
+	}
+#endif
 	struct classifier_cfg *cfg;
 	struct flow_counters *counters;
 	struct flow_value *v;

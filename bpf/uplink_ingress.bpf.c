@@ -232,6 +232,14 @@ int uplink_ingress(struct xdp_md *ctx)
 {
 	struct ingress_packet pkt = {};
 
+#ifdef UPLINKD_TEST_VARIANT
+	/* Only in the test build `uplinkd-test-variant` (CMakeLists.txt): two more instructions, the same
+	 * behaviour, another program tag, so an upgrade whose programs differ can be tested. */
+	{
+		volatile __u32 variant = UPLINKD_TEST_VARIANT;
+		(void)variant;
+	}
+#endif
 	pkt.reply.key.uplink_id = (__u16)uplink_id;
 	if (classify(ctx, &pkt) < 0)
 		return XDP_PASS;

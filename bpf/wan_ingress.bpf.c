@@ -95,6 +95,14 @@ int wan_ingress(struct __sk_buff *skb)
 {
 	struct flow_packet pkt = {};
 
+#ifdef UPLINKD_TEST_VARIANT
+	/* Only in the test build `uplinkd-test-variant` (CMakeLists.txt): two more instructions, the same
+	 * behaviour, another program tag, so an upgrade whose programs differ can be tested. */
+	{
+		volatile __u32 variant = UPLINKD_TEST_VARIANT;
+		(void)variant;
+	}
+#endif
 	/* A reply to our own probe opens nothing: a DNS probe's reply is UDP and would otherwise
 	 * steer the LAN's queries to that resolver onto whichever uplink probed last. */
 	if (mark_probe_reply(skb))

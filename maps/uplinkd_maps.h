@@ -9,6 +9,31 @@
 
 #include <linux/types.h>
 
+/*
+ * Layout version of everything below. A daemon that finds pins of another version (an upgrade that
+ * changed a struct, a constant or a map's type) does not reuse them: it starts with fresh maps and
+ * says what was lost (loader/datapath/pin_adoption.cpp). Bump it with every change of a layout or
+ * of the meaning of a field; a size check below catches most changes that forget to.
+ */
+#define UPLINKD_MAPS_LAYOUT_VERSION 2
+
+/* daemon_state: one record (array map, key 0) that outlives each daemon, written only by the daemon
+ * once a start has succeeded. It names the layout of the pins beside it and the last daemon that
+ * owned them, so a successor can adopt them. Created by the daemon, not by a BPF object. */
+#define UPLINKD_MAP_DAEMON_STATE "daemon_state"
+struct daemon_state {
+	__u32 layout_version; /* UPLINKD_MAPS_LAYOUT_VERSION of the daemon that wrote it */
+	__u32 pid;            /* that daemon's pid */
+	__u64 started_unix_ns; /* when its start succeeded (CLOCK_REALTIME) */
+	__u32 flags;          /* reserved, 0 */
+	__u32 pad;
+};
+
+/* tc_qdiscs: ifindex -> 1 for every clsact qdisc uplinkd created (hash map, created by the daemon),
+ * so that a full stop removes exactly those even when an earlier daemon created them. */
+#define UPLINKD_MAP_TC_QDISCS "tc_qdiscs"
+#define UPLINKD_MAX_TC_QDISCS 1024
+
 /* Uplink ids are mwan3 interface ids: 1-based position among interface sections. */
 #define UPLINKD_MAX_UPLINKS 256
 
@@ -383,6 +408,7 @@ struct uplink_egress {
 #define UPLINKD_STATIC_ASSERT(cond, msg) static_assert(cond, msg)
 #endif
 
+UPLINKD_STATIC_ASSERT(sizeof(struct daemon_state) == 24, "daemon_state layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct uplink_record) == 32, "uplink_record layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct probe_key) == 24, "probe_key layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct probe_value) == 16, "probe_value layout");

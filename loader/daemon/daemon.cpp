@@ -23,6 +23,7 @@
 
 #include "common/log.h"
 #include "config/uci.h"
+#include "lifecycle/teardown.h"
 
 namespace uplinkd {
 namespace {
@@ -116,13 +117,45 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   datapath_ = std::make_unique<datapath::Datapath>(
       options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); }, flow_entries);
   log::info("flow table: " + std::to_string(flow_entries) + " entries (option flow_table_size)");
-  policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_);
+  // From here until the start succeeded, a failure must leave a predecessor's datapath exactly as it
+  // forwards now: what this start finds identical is claimed, and nothing is removed on the way out.
+  lifecycle::set_adopting(datapath_->adopting());
+  try {
+    start_all();
+  } catch (...) {
+    if (datapath_->adopting()) lifecycle::set_teardown(lifecycle::Teardown::Keep);
+    lifecycle::set_adopting(false);
+    throw;
+  }
+  lifecycle::set_adopting(false);
+  datapath_->commit_start();
+  notify_.ready("tracking " + std::to_string(uplinks_.size()) + " interface(s)");
+}
+
+// Everything after the datapath's maps are there; throws when anything fails (see the constructor).
+void Daemon::start_all() {
+  // The control socket first: of what can fail, binding it is the likeliest, and it changes nothing
+  // the datapath uses. Requests are answered from run() on.
+  control_ = std::make_unique<control::ControlServer>(
+      options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
+  policy::OnlineInterfaces adopted_online;
+  for (const auto& cfg : config_.interfaces) {
+    if (!cfg.enabled) continue;
+    Uplink& u = uplinks_.emplace(cfg.id, make_uplink(cfg)).first->second;
+    adopt_previous_record(u);
+    if (u.adopted_state == health::State::Online || u.adopted_state == health::State::Disconnecting)
+      adopted_online.insert(cfg.name);
+  }
+  // Policies start with the members the predecessor had online, so new flows keep their uplinks too.
+  policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_, adopted_online);
   hygiene_ = std::make_unique<FlowHygiene>(config_, *datapath_,
                                            FlowHygiene::Options{ct_mark_table_name(options_.instance)});
-  for (const auto& cfg : config_.interfaces) {
-    if (cfg.enabled) uplinks_.emplace(cfg.id, make_uplink(cfg));
+  retire_unconfigured_records();
+  // An adopted uplink's record stays as its predecessor wrote it until bring-up rewrites the same:
+  // writing `disabled` now would make every flow on it stale for an instant.
+  for (auto& [id, u] : uplinks_) {
+    if (!u.adopted_state) write_record(u);
   }
-  for (auto& [id, u] : uplinks_) write_record(u);
   create_wg_steering();
   // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
   poll_devices(started_ns_, true);
@@ -131,14 +164,74 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   update_local_routes();
   start_wireguard();
   next_policy_refresh_ = started_ns_ + kPolicyRefreshNs;
-  control_ = std::make_unique<control::ControlServer>(
-      options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
   setup_signals();
+}
+
+// The predecessor's record of this uplink, when its maps were adopted: its generation continues (flows
+// remembered before stay current) and, when the device is the one it knew, its state too.
+void Daemon::adopt_previous_record(Uplink& u) {
+  const std::optional<uplink_record> previous = datapath_->previous_record(u.cfg->id);
+  if (!previous) return;
+  u.generation = std::max(u.generation, previous->generation);
+  if (previous->mark != u.monitor->mark()) {
+    ++u.generation;  // the id means another mark now: nothing remembered for it is valid
+    return;
+  }
+  const LinkState link = read_link(u.cfg->device);
+  if (previous->ifindex == 0 || static_cast<int>(previous->ifindex) != link.ifindex) {
+    if (previous->ifindex != 0) ++u.generation;  // its device was re-created while no daemon ran
+    return;
+  }
+  switch (previous->state) {
+    case UPLINK_STATE_ONLINE:
+      u.adopted_state = health::State::Online;
+      break;
+    case UPLINK_STATE_DISCONNECTING:
+      u.adopted_state = health::State::Disconnecting;
+      break;
+    case UPLINK_STATE_CONNECTING:
+      u.adopted_state = health::State::Connecting;
+      break;
+    case UPLINK_STATE_OFFLINE:
+      u.adopted_state = health::State::Offline;
+      break;
+    default:
+      break;
+  }
+}
+
+// Uplinks the predecessor had that this configuration does not enable (it changed while no daemon
+// ran): retired as a reload would retire them, so their flows are stale and move.
+void Daemon::retire_unconfigured_records() {
+  for (uint32_t id = 1; id < UPLINKD_MAX_UPLINKS; ++id) {
+    if (uplinks_.count(id) != 0) continue;
+    const std::optional<uplink_record> previous = datapath_->previous_record(id);
+    if (!previous || previous->state == UPLINK_STATE_DISABLED) continue;
+    uplink_record r{};
+    r.state = UPLINK_STATE_DISABLED;
+    r.generation = previous->generation + 1;
+    r.mark = previous->mark;
+    datapath_->write_uplink(id, r);
+    retired_generations_[id] = r.generation;
+    log::notice("uplink id " + std::to_string(id) + " of the previous daemon is not an enabled interface of " +
+                config_.file + " any more: its flows move");
+  }
 }
 
 Daemon::~Daemon() {
   const int64_t now = health::monotonic_ns();
   stopping_ = true;
+  if (lifecycle::keep_kernel_state()) {
+    // A restart or a stop that keeps the datapath: no uplink goes offline, nothing is removed; the
+    // hooks already queued still run.
+    notify_.stopping();
+    hooks_.drain(now + kShutdownHookNs);
+    for (int fd : {epoll_fd_, signal_fd_, timer_fd_, route_events_fd_}) {
+      if (fd >= 0) close(fd);
+    }
+    return;  // members go in keep mode: programs, pins, rules, routes and nft tables stay
+  }
+  notify_.stopping();
   stop_wireguard();  // endpoint routes put back while the uplinks' routes still exist
   local_routes_.remove_all();  // the system's own default routes apply again from here
   for (auto& [id, u] : uplinks_) {
@@ -160,7 +253,7 @@ Daemon::~Daemon() {
 void Daemon::setup_signals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD}) sigaddset(&set, s);
+  for (int s : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR2}) sigaddset(&set, s);
   sigprocmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
@@ -220,6 +313,14 @@ void Daemon::poll_devices(int64_t now, bool at_start) {
   for (auto& [id, u] : uplinks_) {
     const LinkState link = read_link(u.cfg->device);
     const bool usable = link.ifindex != 0 && link.up;
+    if (u.adopted_state && !usable) {
+      // The predecessor had it running; its device went down or away while no daemon ran.
+      u.adopted_state.reset();
+      log::notice("interface " + u.cfg->name + " (" + u.cfg->device + "): device " +
+                  (link.ifindex == 0 ? "vanished" : "is down") + " since the previous daemon");
+      hooks_.enqueue("ifdown", u.cfg->name, "", false);
+      write_record(u);
+    }
     if (u.device_up && (!usable || link.ifindex != u.ifindex)) bring_down(u, now, link.ifindex != u.ifindex);
     if (!u.device_up && usable && now >= u.retry_at) bring_up(u, link.ifindex, now, at_start);
   }
@@ -280,7 +381,13 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   // Spread the uplinks' cycles over the interval so their probes never go out together.
   const size_t index = static_cast<size_t>(std::distance(uplinks_.begin(), uplinks_.find(cfg.id)));
   const double phase = cfg.interval_s * static_cast<double>(index) / static_cast<double>(uplinks_.size());
-  u.monitor->start(ifindex, u.datapath_id, at_start ? phase : 0.0, now);
+  if (u.adopted_state) {
+    // Continues the predecessor's verdict: no `connected`, no reset, the same record as before.
+    u.monitor->adopt(ifindex, u.datapath_id, phase, now, *u.adopted_state);
+    u.adopted_state.reset();
+  } else {
+    u.monitor->start(ifindex, u.datapath_id, at_start ? phase : 0.0, now);
+  }
   write_record(u);
 }
 
@@ -410,7 +517,11 @@ int Daemon::run() {
               options_.socket_path + ", maps in " + datapath_->pin_dir());
   bool stop = false;
   epoll_event events[16];
-  while (!stop) {
+  // systemd's watchdog is petted from this loop, so a loop that hangs is restarted.
+  const int64_t watchdog_ns = notify_.watchdog_interval_ns();
+  const int epoll_timeout_ms =
+      watchdog_ns > 0 ? static_cast<int>(std::clamp<int64_t>(watchdog_ns / 2 / 1000000, 10, 1000)) : 1000;
+  while (!stop && !exit_requested_) {
     int64_t now = health::monotonic_ns();
     const int64_t wake = next_wakeup(now);
     itimerspec its{};
@@ -418,7 +529,7 @@ int Daemon::run() {
     its.it_value.tv_sec = at / 1000000000;
     its.it_value.tv_nsec = at % 1000000000;
     timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
-    int n = epoll_wait(epoll_fd_, events, 16, 1000);
+    int n = epoll_wait(epoll_fd_, events, 16, epoll_timeout_ms);
     if (n < 0 && errno != EINTR) {
       log::error(std::string("epoll_wait: ") + strerror(errno));
       return 1;
@@ -448,9 +559,31 @@ int Daemon::run() {
       next_flow_sweep_ = now + kFlowSweepNs;
     }
     hooks_.service(now);
+    notify_.watchdog(now);
   }
-  log::notice("stopping");
+  if (exit_action_ == ExitAction::Restart) {
+    log::notice("restarting in place: the datapath keeps forwarding while the binary is executed again");
+    notify_.reloading();
+  } else if (lifecycle::keep_kernel_state()) {
+    log::notice("stopping; the datapath keeps forwarding for the next daemon (stop --keep-datapath)");
+  } else {
+    log::notice("stopping");
+  }
   return 0;
+}
+
+// `uplinkctl stop [--keep-datapath]`, `uplinkctl restart`, SIGUSR2: the loop ends after this wake-up
+// (the answer goes out first). Keeping the datapath is decided now, so nothing on the way out undoes it.
+void Daemon::request_exit(ExitAction action, bool keep_datapath) {
+  exit_requested_ = true;
+  exit_action_ = action;
+  if (keep_datapath || action == ExitAction::Restart) lifecycle::set_teardown(lifecycle::Teardown::Keep);
+}
+
+nlohmann::json Daemon::stop_json(const nlohmann::json& request) {
+  const bool keep = request.value("keep_datapath", false);
+  request_exit(ExitAction::Stop, keep);
+  return {{"stopping", true}, {"keep_datapath", keep}, {"pid", getpid()}};
 }
 
 void Daemon::handle_signals(bool* stop) {
@@ -470,6 +603,10 @@ void Daemon::handle_signals(bool* stop) {
       case SIGCHLD:
         hooks_.service(health::monotonic_ns());
         break;
+      case SIGUSR2:
+        log::notice("SIGUSR2: restarting in place");
+        request_exit(ExitAction::Restart, true);
+        break;
     }
   }
 }
@@ -483,10 +620,15 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
   if (command == "flows") return {{"flows", hygiene_->counters_json()}};
   if (command == "reload") return reload_json();
   if (command == "interface_info") return interface_info(request);
+  if (command == "stop") return stop_json(request);
+  if (command == "restart") {
+    request_exit(ExitAction::Restart, true);
+    return {{"restarting", true}, {"pid", getpid()}};
+  }
   if (command == "wireguard") return {{"wireguard", wireguard_ ? wireguard_->json() : nlohmann::json::object()}};
   return {{"error", "unknown command '" + command +
                         "' (known: status, interfaces, policies, rules, connected, flows, wireguard, reload, "
-                        "interface_info)"}};
+                        "interface_info, stop, restart)"}};
 }
 
 nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {

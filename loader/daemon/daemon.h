@@ -19,6 +19,7 @@
 #include "datapath/datapath.h"
 #include "datapath/wg_steering.h"
 #include "health/monitor.h"
+#include "lifecycle/service_notify.h"
 #include "netlink/default_route.h"
 #include "netlink/uplink_routes.h"
 #include "wireguard/manager.h"
@@ -41,8 +42,15 @@ class Daemon {
   Daemon(DaemonOptions options, config::Config config);
   ~Daemon();
 
-  // Runs until SIGTERM or SIGINT. Returns the exit status.
+  // Runs until SIGTERM or SIGINT (a full stop), `uplinkctl stop [--keep-datapath]`, or `uplinkctl
+  // restart` / SIGUSR2. Returns the exit status; exit_action() says what the caller does next.
   int run();
+
+  // What ends run(): a stop (the destructor removes everything, or leaves the datapath forwarding for
+  // the next daemon when keep_kernel_state()), or a restart in place (the caller executes the binary
+  // again, which adopts what this one leaves).
+  enum class ExitAction { Stop, Restart };
+  [[nodiscard]] ExitAction exit_action() const { return exit_action_; }
 
   [[nodiscard]] nlohmann::json status() const;
 
@@ -64,9 +72,20 @@ class Daemon {
     std::string last_error;
     int64_t retry_at = 0;
     std::optional<IpAddress> gateway;  // while device_up: configured or learnt at bring-up
+    // The predecessor's verdict when this start adopted its datapath: the uplink continues in that state
+    // (no hook, no reset) until fresh probes say otherwise. Cleared once it is brought up.
+    std::optional<health::State> adopted_state;
   };
 
   void setup_signals();
+  void start_all();
+  void adopt_previous_record(Uplink& u);
+  void retire_unconfigured_records();
+  void request_exit(ExitAction action, bool keep_datapath);
+  [[nodiscard]] nlohmann::json stop_json(const nlohmann::json& request);
+  ExitAction exit_action_ = ExitAction::Stop;
+  bool exit_requested_ = false;
+  lifecycle::ServiceNotify notify_;
   void poll_devices(int64_t now, bool at_start);
   void bring_up(Uplink& u, int ifindex, int64_t now, bool at_start);
   void bring_down(Uplink& u, int64_t now, bool vanished);

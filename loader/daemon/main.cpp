@@ -3,12 +3,18 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "common/log.h"
 #include "config/config.h"
 #include "daemon/daemon.h"
+#include "datapath/datapath.h"
+#include "lifecycle/instance_lock.h"
 
 namespace uplinkd {
 const char* version();
@@ -29,6 +35,40 @@ bool daemonize() {
   null = std::freopen("/dev/null", "w", stdout);
   null = std::freopen("/dev/null", "w", stderr);
   return true;
+}
+
+// Set by a daemon that executes itself again (`uplinkctl restart`): the lock it keeps open across the
+// exec, and that it is already detached.
+constexpr const char* kLockFdEnv = "UPLINKD_LOCK_FD";
+constexpr const char* kRestartedEnv = "UPLINKD_RESTARTED";
+
+int inherited_lock_fd() {
+  const char* text = std::getenv(kLockFdEnv);
+  const int fd = text != nullptr ? std::atoi(text) : -1;
+  unsetenv(kLockFdEnv);
+  return fd > 2 ? fd : -1;
+}
+
+// The binary to execute for a restart: the path it was started from, so an upgraded package's new
+// binary is the one that runs (/proc/self/exe would name the replaced, deleted file).
+std::string own_binary_path(const char* argv0) {
+  std::error_code ec;
+  std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  std::string path = ec ? std::string(argv0) : exe.string();
+  const std::string deleted = " (deleted)";
+  if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+    path.erase(path.size() - deleted.size());
+  return path;
+}
+
+// Executes the binary again with the same arguments, keeping the instance lock; returns only on failure.
+void restart_in_place(const std::string& binary, char** argv, uplinkd::lifecycle::InstanceLock& lock) {
+  lock.keep_across_exec();
+  setenv(kLockFdEnv, std::to_string(lock.fd()).c_str(), 1);
+  setenv(kRestartedEnv, "1", 1);
+  execv(binary.c_str(), argv);
+  uplinkd::log::error("restart: executing " + binary + ": " + std::strerror(errno) +
+                      "; the datapath keeps forwarding: start uplinkd again to adopt it");
 }
 
 }  // namespace
@@ -99,15 +139,50 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "uplinkd: %s\n", missing.c_str());
     return 1;
   }
-  if (!foreground) {
-    if (!daemonize()) return 1;
-    uplinkd::log::use_syslog(true);
+  if (!uplinkd::datapath::is_bpffs(options.bpffs)) {
+    std::fprintf(stderr, "uplinkd: no BPF filesystem at %s: mount it with `mount -t bpf bpf %s` (or pass --bpffs)\n",
+                 options.bpffs.c_str(), options.bpffs.c_str());
+    return 1;
   }
+  // One daemon per instance, decided before anything is touched: a second start changes nothing.
+  const std::string pin_dir = options.bpffs + "/uplinkd/" + options.instance;
+  const bool restarted = std::getenv(kRestartedEnv) != nullptr;
+  unsetenv(kRestartedEnv);
+  std::unique_ptr<uplinkd::lifecycle::InstanceLock> lock;
+  try {
+    lock = std::make_unique<uplinkd::lifecycle::InstanceLock>(pin_dir, options.instance, inherited_lock_fd());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "uplinkd: %s\n", e.what());
+    return 1;
+  }
+  if (!foreground) {
+    if (restarted) {
+      uplinkd::log::use_syslog(true);  // detached already: the same pid continues
+    } else {
+      if (!daemonize()) return 1;
+      uplinkd::log::use_syslog(true);
+      try {
+        lock->relock_for_this_process(pin_dir, options.instance);
+      } catch (const std::exception& e) {
+        uplinkd::log::error(e.what());
+        return 1;
+      }
+    }
+  }
+  const std::string binary = own_binary_path(argv[0]);
+  uplinkd::Daemon::ExitAction action = uplinkd::Daemon::ExitAction::Stop;
+  int status = 0;
   try {
     uplinkd::Daemon daemon(options, std::move(config));
-    return daemon.run();
+    status = daemon.run();
+    action = daemon.exit_action();
   } catch (const std::exception& e) {
     uplinkd::log::error(std::string("cannot start: ") + e.what());
     return 1;
   }
+  if (action == uplinkd::Daemon::ExitAction::Restart) {
+    restart_in_place(binary, argv, *lock);
+    return 1;
+  }
+  return status;
 }

@@ -1,4 +1,5 @@
 #include "daemon/policy_runtime.h"
+#include "lifecycle/teardown.h"
 
 #include <bpf/bpf.h>
 #include <net/if.h>
@@ -107,7 +108,9 @@ PolicyRuntime::Compiled PolicyRuntime::compile(const config::Config& cfg) {
   return c;
 }
 
-PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp) : cfg_(cfg), dp_(dp) {
+PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp,
+                             const policy::OnlineInterfaces& initially_online)
+    : cfg_(cfg), dp_(dp) {
   Compiled compiled = compile(cfg_);
   marks_ = compiled.marks;
   policy_ids_ = std::move(compiled.policy_ids);
@@ -128,11 +131,13 @@ PolicyRuntime::PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp) 
   load_sets();
   write_rules();
   write_classifier_cfg();
-  publish({});
+  publish(initially_online);
 }
 
 PolicyRuntime::~PolicyRuntime() {
-  for (const auto& l : list_links()) dp_.detach_lan(l.ifindex);
+  if (!lifecycle::keep_kernel_state()) {
+    for (const auto& l : list_links()) dp_.detach_lan(l.ifindex);
+  }
   sets_.reset();
   if (sets_fd_ >= 0) close(sets_fd_);
 }

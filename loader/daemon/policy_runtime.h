@@ -50,7 +50,10 @@ class PolicyRuntime {
   // Compiles the rules (throws config::ConfigError naming file, line and option) and installs the
   // general ip rules. Nothing is online yet: every policy starts at its last_resort. Keeps its own
   // copy of `cfg`, so a reload never leaves it pointing at a replaced configuration.
-  PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp);
+  // `initially_online`: the members published at once (those a predecessor daemon had online, when
+  // this start adopts its datapath; none otherwise).
+  PolicyRuntime(const config::Config& cfg, datapath::Datapath& dp,
+                const policy::OnlineInterfaces& initially_online = {});
   ~PolicyRuntime();  // detaches the LAN classifier; PolicyRules removes exactly its rules and routes
   PolicyRuntime(const PolicyRuntime&) = delete;
   PolicyRuntime& operator=(const PolicyRuntime&) = delete;

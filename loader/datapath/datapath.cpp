@@ -2,7 +2,10 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <linux/if_link.h>
 #include <linux/magic.h>
+#include <signal.h>
+#include <time.h>
 #include <net/if.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -20,6 +23,8 @@
 #include <vector>
 
 #include "common/log.h"
+#include "datapath/pin_adoption.h"
+#include "lifecycle/teardown.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
 #include "uplink_ingress.skel.h"
@@ -40,6 +45,17 @@ const char* const kPinnedMaps[] = {
     UPLINKD_MAP_FLOWS,        UPLINKD_MAP_STICKY,        UPLINKD_MAP_INBOUND,
     UPLINKD_MAP_CONNECTED,    UPLINKD_MAP_SETS,          UPLINKD_MAP_TCP_SEEN,
     UPLINKD_MAP_FLOW_COUNTERS};
+
+// Maps WgSteering pins beside them (its own object, loaded later): known here so a survey of the pin
+// directory does not call them foreign.
+const char* const kSteeringMaps[] = {UPLINKD_MAP_WG_ENDPOINTS, UPLINKD_MAP_WG_COUNTERS, UPLINKD_MAP_UPLINK_EGRESS};
+
+std::vector<std::string> known_map_names() {
+  std::vector<std::string> names(std::begin(kPinnedMaps), std::end(kPinnedMaps));
+  names.insert(names.end(), std::begin(kSteeringMaps), std::end(kSteeringMaps));
+  names.emplace_back(UPLINKD_MAP_FRAGMENTS);
+  return names;
+}
 
 std::string strip(const char* line) {
   std::string s(line);
@@ -74,27 +90,6 @@ void set_pin_paths(struct bpf_object* obj, const std::string& dir, uint32_t flow
   }
 }
 
-// A map pinned by an earlier run with another size cannot be reused (libbpf refuses it as
-// incompatible): drop that pin, so this run creates the map at the configured size. Its entries
-// (remembered decisions) are lost, as after a reboot.
-void drop_resized_pins(const std::string& dir, uint32_t flow_entries) {
-  for (const char* name : kPinnedMaps) {
-    const uint32_t want = sized_entries(name, flow_entries);
-    if (want == 0) continue;
-    const std::string path = dir + "/" + name;
-    int fd = bpf_obj_get(path.c_str());
-    if (fd < 0) continue;
-    bpf_map_info info{};
-    uint32_t len = sizeof info;
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.max_entries != want) {
-      log::info(std::string("map ") + name + " resized from " + std::to_string(info.max_entries) + " to " +
-                std::to_string(want) + " entries; its pinned copy is replaced");
-      unlink(path.c_str());
-    }
-    close(fd);
-  }
-}
-
 // libbpf's warnings carry the verifier log that explains a refused program: keep those, but drop
 // the harmless notes about libxdp's own ELF sections.
 int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
@@ -102,6 +97,8 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list args) {
   char line[1024];
   vsnprintf(line, sizeof line, fmt, args);
   if (std::strstr(line, "skipping unrecognized data section") != nullptr) return 0;
+  // The clsact qdisc is there already (a predecessor's, another tool's): expected, and handled.
+  if (std::strstr(line, "Exclusivity flag on") != nullptr) return 0;
   // libxdp's dispatcher probe is refused where freplace programs are not allowed; libxdp then
   // attaches our program on its own, so those lines are information.
   const bool dispatcher_probe =
@@ -133,7 +130,10 @@ void attach_tc(int ifindex, const std::string& device, int prog_fd, bpf_tc_attac
                         " (is the sch_ingress/clsact qdisc available in this kernel?)");
   }
   if (created != nullptr) *created = herr == 0;
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .handle = kTcHandle, .priority = kTcPriority);
+  // REPLACE: a filter of a predecessor at our handle and priority is swapped for this one in one step,
+  // so the hook never runs without a program (an adopted datapath); on a fresh device it just adds.
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
+              .priority = kTcPriority);
   int terr = bpf_tc_attach(&hook, &opts);
   if (terr != 0) {
     if (created != nullptr && *created) bpf_tc_hook_destroy(&hook);
@@ -173,7 +173,8 @@ bool is_bpffs(const std::string& path) {
 struct Datapath::Attached {
   AttachOptions options;
   ::uplink_ingress* ingress = nullptr;
-  struct xdp_program* xdp = nullptr;
+  struct xdp_program* xdp = nullptr;  // attached through libxdp
+  int direct_fd = -1;                 // or put in a predecessor's place with XDP_FLAGS_REPLACE
   enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
   ::wan_ingress* wan = nullptr;
   bool tc_hook_created = false;
@@ -247,13 +248,178 @@ Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, R
   std::error_code ec;
   std::filesystem::create_directories(pin_dir_, ec);
   if (ec) throw DatapathError("creating pin directory " + pin_dir_ + ": " + ec.message());
-  drop_resized_pins(pin_dir_, flow_entries_);
   try {
+    survey_predecessor();
     load_maps();
+    open_lifecycle_maps();
+    const std::string carried = migrate_set_aside(pin_dir_);
+    if (!carried.empty()) log::warn("maps in " + pin_dir_ + " whose layout changed: " + carried);
   } catch (...) {
-    unpin_all();
+    release_userspace();
+    if (adopting_) {
+      restore_set_aside(pin_dir_);  // the predecessor's programs still use those maps
+    } else {
+      unpin_all();
+    }
     throw;
   }
+}
+
+// What an earlier daemon of this instance left: reuse its maps where their layout is this build's, set
+// the others aside (pin_adoption.h), and keep its uplink records for the daemon to start from.
+void Datapath::survey_predecessor() {
+  const PinSurvey survey = survey_pins(pin_dir_, known_map_names());
+  if (!survey.foreign.empty()) {
+    std::string list;
+    for (const auto& f : survey.foreign) list += (list.empty() ? "" : ", ") + f;
+    log::warn("pin directory " + pin_dir_ + " holds files that are not uplinkd's (" + list +
+              "): left alone, and the directory stays at a full stop");
+  }
+  if (!survey.any_maps) return;
+  adopting_ = true;
+  const std::string who = survey.previous_pid != 0 ? "pid " + std::to_string(survey.previous_pid) : "an earlier daemon";
+  if (survey.previous_pid != 0 && kill(static_cast<pid_t>(survey.previous_pid), 0) != 0 && errno == ESRCH) {
+    log::notice("instance lock of " + pin_dir_ + " was last held by pid " + std::to_string(survey.previous_pid) +
+                ", which is no longer running: taking its datapath over");
+  }
+  if (survey.layout_version != UPLINKD_MAPS_LAYOUT_VERSION) {
+    const auto moved = set_aside(pin_dir_, known_map_names());
+    log::warn("the maps in " + pin_dir_ + " are of map layout version " + std::to_string(survey.layout_version) +
+              ", this build's is " + std::to_string(UPLINKD_MAPS_LAYOUT_VERSION) + ": starting with fresh maps (" +
+              std::to_string(moved.size()) +
+              " set aside); lost: remembered flow decisions, sticky and inbound entries, counters and uplink "
+              "states, so every uplink starts as at boot and every flow is classified again on its next packet");
+    return;
+  }
+  // The same layout: each map is reused unless this build would create it differently.
+  std::vector<std::string> moved;
+  auto check = [&](bpf_object* obj) {
+    if (obj == nullptr) return;
+    set_pin_paths(obj, pin_dir_, flow_entries_);
+    auto m = set_aside_incompatible(obj, pin_dir_);
+    moved.insert(moved.end(), m.begin(), m.end());
+  };
+  ::uplink_ingress* xdp = uplink_ingress__open();
+  check(xdp ? xdp->obj : nullptr);
+  ::wan_ingress* wan = wan_ingress__open();
+  check(wan ? wan->obj : nullptr);
+  ::lan_ingress* lan = lan_ingress__open();
+  check(lan ? lan->obj : nullptr);
+  ::lan_egress* egress = lan_egress__open();
+  check(egress ? egress->obj : nullptr);
+  if (xdp) uplink_ingress__destroy(xdp);
+  if (wan) wan_ingress__destroy(wan);
+  if (lan) lan_ingress__destroy(lan);
+  if (egress) lan_egress__destroy(egress);
+  std::string list;
+  for (const auto& m : moved) list += (list.empty() ? "" : ", ") + m;
+  log::notice("adopting the datapath of " + who + " in " + pin_dir_ + ": maps reused" +
+              (list.empty() ? std::string() : " except " + list) + "; programs are replaced in place");
+  read_previous_records();
+}
+
+void Datapath::read_previous_records() {
+  const int fd = bpf_obj_get((pin_dir_ + "/" + UPLINKD_MAP_UPLINKS).c_str());
+  if (fd < 0) return;
+  for (uint32_t id = 1; id < UPLINKD_MAX_UPLINKS; ++id) {
+    uplink_record r{};
+    if (bpf_map_lookup_elem(fd, &id, &r) == 0 && (r.state != UPLINK_STATE_UNKNOWN || r.generation != 0))
+      previous_records_[id] = r;
+  }
+  close(fd);
+}
+
+std::optional<uplink_record> Datapath::previous_record(uint32_t uplink_id) const {
+  auto it = previous_records_.find(uplink_id);
+  if (it == previous_records_.end()) return std::nullopt;
+  return it->second;
+}
+
+// daemon_state and tc_qdiscs are the daemon's own (no program uses them): made here when missing.
+void Datapath::open_lifecycle_maps() {
+  auto open_or_create = [&](const char* name, bpf_map_type type, uint32_t key, uint32_t value, uint32_t entries) {
+    const std::string path = pin_dir_ + "/" + name;
+    int fd = bpf_obj_get(path.c_str());
+    if (fd >= 0) {
+      bpf_map_info info{};
+      uint32_t len = sizeof info;
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.key_size == key && info.value_size == value)
+        return fd;
+      close(fd);
+      unlink(path.c_str());
+    }
+    fd = bpf_map_create(type, name, key, value, entries, nullptr);
+    if (fd < 0) throw DatapathError(std::string("creating map ") + name + ": " + errno_text(errno));
+    if (bpf_obj_pin(fd, path.c_str()) != 0) {
+      const int err = errno;
+      close(fd);
+      throw DatapathError("pinning " + path + ": " + errno_text(err));
+    }
+    return fd;
+  };
+  state_fd_ = open_or_create(UPLINKD_MAP_DAEMON_STATE, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(daemon_state), 1);
+  qdiscs_fd_ = open_or_create(UPLINKD_MAP_TC_QDISCS, BPF_MAP_TYPE_HASH, sizeof(uint32_t), sizeof(uint32_t),
+                              UPLINKD_MAX_TC_QDISCS);
+}
+
+void Datapath::commit_start() {
+  daemon_state state{};
+  state.layout_version = UPLINKD_MAPS_LAYOUT_VERSION;
+  state.pid = static_cast<uint32_t>(getpid());
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  state.started_unix_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+  const uint32_t key = 0;
+  bpf_map_update_elem(state_fd_, &key, &state, BPF_ANY);
+  drop_set_aside(pin_dir_);
+  committed_ = true;
+}
+
+// A clsact qdisc uplinkd created, remembered in the pins so that whichever daemon does the full stop
+// removes exactly those.
+// After an attach: a qdisc this attach created is recorded; one it found counts as ours when an
+// earlier daemon recorded it.
+void Datapath::note_qdisc(int ifindex, bool* created) {
+  if (*created) {
+    remember_qdisc(ifindex, true);
+  } else {
+    *created = qdisc_is_ours(ifindex);
+  }
+}
+
+void Datapath::remember_qdisc(int ifindex, bool created) {
+  if (qdiscs_fd_ < 0) return;
+  const auto key = static_cast<uint32_t>(ifindex);
+  const uint32_t one = 1;
+  if (created) {
+    bpf_map_update_elem(qdiscs_fd_, &key, &one, BPF_ANY);
+  } else {
+    bpf_map_delete_elem(qdiscs_fd_, &key);
+  }
+}
+
+bool Datapath::qdisc_is_ours(int ifindex) const {
+  if (qdiscs_fd_ < 0) return false;
+  const auto key = static_cast<uint32_t>(ifindex);
+  uint32_t value = 0;
+  return bpf_map_lookup_elem(qdiscs_fd_, &key, &value) == 0;
+}
+
+bool qdisc_created_by_uplinkd(const std::string& pin_dir, int ifindex, std::optional<bool> set) {
+  const int fd = bpf_obj_get((pin_dir + "/" + UPLINKD_MAP_TC_QDISCS).c_str());
+  if (fd < 0) return false;
+  const auto key = static_cast<uint32_t>(ifindex);
+  uint32_t value = 1;
+  bool ours = false;
+  if (!set) {
+    ours = bpf_map_lookup_elem(fd, &key, &value) == 0;
+  } else if (*set) {
+    ours = bpf_map_update_elem(fd, &key, &value, BPF_ANY) == 0;
+  } else {
+    bpf_map_delete_elem(fd, &key);
+  }
+  close(fd);
+  return ours;
 }
 
 void Datapath::load_maps() {
@@ -299,24 +465,56 @@ void Datapath::load_maps() {
   clear_probes();
 }
 
+// Frees this process's handles without touching what is attached or pinned: tc filters and XDP
+// attachments made without a bpf_link hold their own references to the programs.
+void Datapath::release_userspace() {
+  for (auto& [id, a] : uplinks_) {
+    if (a->wan != nullptr) wan_ingress__destroy(a->wan);
+    if (a->xdp != nullptr) xdp_program__close(a->xdp);
+    if (a->ingress != nullptr) uplink_ingress__destroy(a->ingress);
+  }
+  uplinks_.clear();
+  lan_.clear();
+  if (lan_eth_ != nullptr) lan_ingress__destroy(lan_eth_);
+  if (lan_l3_ != nullptr) lan_ingress__destroy(lan_l3_);
+  if (lan_egress_eth_ != nullptr) lan_egress__destroy(lan_egress_eth_);
+  if (lan_egress_l3_ != nullptr) lan_egress__destroy(lan_egress_l3_);
+  lan_eth_ = lan_l3_ = nullptr;
+  lan_egress_eth_ = lan_egress_l3_ = nullptr;
+  if (ring_ != nullptr) ring_buffer__free(ring_);
+  ring_ = nullptr;
+  if (master_ != nullptr) uplink_ingress__destroy(master_);
+  master_ = nullptr;
+  for (int* fd : {&state_fd_, &qdiscs_fd_}) {
+    if (*fd >= 0) close(*fd);
+    *fd = -1;
+  }
+}
+
 Datapath::~Datapath() {
+  if (lifecycle::keep_kernel_state()) {
+    // A restart, an upgrade or a failed start: the datapath keeps forwarding for the next daemon.
+    if (!committed_) restore_set_aside(pin_dir_);
+    release_userspace();
+    return;
+  }
   std::vector<uint32_t> ids;
   for (const auto& [id, _] : uplinks_) ids.push_back(id);
   for (uint32_t id : ids) detach(id);
   std::vector<int> lans;
   for (const auto& [ifindex, _] : lan_) lans.push_back(ifindex);
   for (int ifindex : lans) detach_lan(ifindex);
-  if (lan_eth_ != nullptr) lan_ingress__destroy(lan_eth_);
-  if (lan_l3_ != nullptr) lan_ingress__destroy(lan_l3_);
-  if (lan_egress_eth_ != nullptr) lan_egress__destroy(lan_egress_eth_);
-  if (lan_egress_l3_ != nullptr) lan_egress__destroy(lan_egress_l3_);
-  if (ring_ != nullptr) ring_buffer__free(ring_);
   unpin_all();
-  if (master_ != nullptr) uplink_ingress__destroy(master_);
+  release_userspace();
 }
 
 void Datapath::unpin_all() {
-  for (const char* name : kPinnedMaps) unlink((pin_dir_ + "/" + name).c_str());
+  for (const auto& name : known_map_names()) {
+    unlink((pin_dir_ + "/" + name).c_str());
+    unlink((pin_dir_ + "/" + name + kSetAsideSuffix).c_str());
+  }
+  unlink((pin_dir_ + "/" + UPLINKD_MAP_DAEMON_STATE).c_str());
+  unlink((pin_dir_ + "/" + UPLINKD_MAP_TC_QDISCS).c_str());
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(pin_dir_, ec)) {
     // Program pins are ours too (prog_*); anything else is left for its owner.
@@ -335,6 +533,74 @@ namespace {
 bool dispatcher_skipped() { return std::getenv("LIBXDP_SKIP_DISPATCHER") != nullptr; }
 
 }  // namespace
+
+namespace {
+
+constexpr const char* kXdpProgramName = "uplink_ingress";
+
+uint32_t xdp_mode_flags(enum xdp_attach_mode mode) {
+  return mode == XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : mode == XDP_MODE_HW ? XDP_FLAGS_HW_MODE : XDP_FLAGS_SKB_MODE;
+}
+
+}  // namespace
+
+// What holds the device's XDP hook now: nothing, a predecessor's uplink_ingress (alone, or as one of
+// libxdp's dispatcher's programs), or someone else's program.
+Datapath::XdpHolder Datapath::xdp_holder(int ifindex) {
+  XdpHolder holder;
+  struct xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(ifindex);
+  if (libxdp_get_error(mp) != 0 || mp == nullptr) return holder;
+  holder.mode = xdp_multiprog__attach_mode(mp);
+  if (xdp_multiprog__is_legacy(mp)) {
+    struct xdp_program* main = xdp_multiprog__main_prog(mp);
+    if (main != nullptr) {
+      holder.kind = std::strcmp(xdp_program__name(main), kXdpProgramName) == 0 ? XdpHolder::Ours : XdpHolder::Foreign;
+      holder.prog_id = xdp_program__id(main);
+    }
+  } else {
+    holder.kind = XdpHolder::Foreign;  // another user's programs in the dispatcher: ours joins them
+    for (struct xdp_program* p = xdp_multiprog__next_prog(nullptr, mp); p != nullptr;
+         p = xdp_multiprog__next_prog(p, mp)) {
+      if (std::strcmp(xdp_program__name(p), kXdpProgramName) == 0) {
+        holder.kind = XdpHolder::OursInDispatcher;
+        holder.prog_id = xdp_program__id(p);
+        break;
+      }
+    }
+  }
+  xdp_multiprog__close(mp);
+  return holder;
+}
+
+// Puts a freshly loaded uplink_ingress in place of the predecessor's in one step (XDP_FLAGS_REPLACE with
+// the expected old program): the hook never runs empty, and a program that is not the one we found is
+// never displaced. Returns 0 or a negative errno.
+int Datapath::replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& holder) {
+  a.ingress = uplink_ingress__open();
+  if (a.ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
+  a.ingress->rodata->uplink_id = o.uplink_id;
+  a.ingress->rodata->l3_only = o.l3_only ? 1 : 0;
+  set_pin_paths(a.ingress->obj, pin_dir_, flow_entries_);
+  int err = uplink_ingress__load(a.ingress);
+  if (err != 0) {
+    uplink_ingress__destroy(a.ingress);
+    a.ingress = nullptr;
+    throw DatapathError("the kernel refused the XDP program uplink_ingress: " + errno_text(err));
+  }
+  const int old_fd = bpf_prog_get_fd_by_id(holder.prog_id);
+  LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
+  const int fd = bpf_program__fd(a.ingress->progs.uplink_ingress);
+  err = old_fd < 0 ? -errno : bpf_xdp_attach(o.ifindex, fd, xdp_mode_flags(holder.mode) | XDP_FLAGS_REPLACE, &opts);
+  if (old_fd >= 0) close(old_fd);
+  if (err != 0) {
+    uplink_ingress__destroy(a.ingress);
+    a.ingress = nullptr;
+    return err;
+  }
+  a.direct_fd = fd;
+  a.mode = holder.mode;
+  return 0;
+}
 
 // Opens the uplink's XDP program and attaches it: native mode where the driver has it, generic
 // (skb) mode for VLAN, bridge, PPP and the like. Returns 0 or libxdp's negative errno; on failure
@@ -373,7 +639,16 @@ void Datapath::attach(const AttachOptions& o) {
   if (attached(o.uplink_id)) detach(o.uplink_id);
   auto a = std::make_unique<Attached>();
   a->options = o;
-  int result = open_and_attach_xdp(*a, o);
+  const XdpHolder holder = xdp_holder(o.ifindex);
+  int result = 0;
+  // Only a predecessor of this instance is replaced: a program of the same name on a device this start
+  // did not inherit is another instance's, refused below like any other holder of the hook.
+  if (holder.kind == XdpHolder::Ours && adopting_) {
+    result = replace_xdp(*a, o, holder);
+    if (result == 0) log::info("XDP on " + o.device + ": the predecessor's program replaced in place");
+  } else {
+    result = open_and_attach_xdp(*a, o);
+  }
   if (result == -EINVAL && !dispatcher_skipped()) {
     // A failed load leaves the object unusable: open it again, attached alone this time (and for
     // every later attach of this process: the kernel's answer would be the same).
@@ -381,6 +656,14 @@ void Datapath::attach(const AttachOptions& o) {
               "(EINVAL: it changes packet data, the dispatcher's slot does not); attaching it alone");
     setenv("LIBXDP_SKIP_DISPATCHER", "1", 1);
     result = open_and_attach_xdp(*a, o);
+  }
+  if (result == 0 && holder.kind == XdpHolder::OursInDispatcher) {
+    // Ours joined the dispatcher beside the predecessor's (make before break); now the old one leaves.
+    struct xdp_program* old = xdp_program__from_id(holder.prog_id);
+    if (libxdp_get_error(old) == 0 && old != nullptr) {
+      xdp_program__detach(old, o.ifindex, holder.mode, 0);
+      xdp_program__close(old);
+    }
   }
   if (result != 0) {
     char buf[256] = {};
@@ -393,7 +676,7 @@ void Datapath::attach(const AttachOptions& o) {
   }
   std::string prog_pin = pin_dir_ + "/prog_xdp_" + std::to_string(o.uplink_id);
   unlink(prog_pin.c_str());
-  bpf_obj_pin(xdp_program__fd(a->xdp), prog_pin.c_str());
+  bpf_obj_pin(a->xdp != nullptr ? xdp_program__fd(a->xdp) : a->direct_fd, prog_pin.c_str());
 
   Attached* raw = a.get();
   uplinks_[o.uplink_id] = std::move(a);
@@ -411,6 +694,7 @@ void Datapath::attach(const AttachOptions& o) {
     if (lerr != 0) throw DatapathError("the kernel refused the tc program wan_ingress: " + errno_text(lerr));
     const int fd = bpf_program__fd(raw->wan->progs.wan_ingress);
     attach_tc_ingress(o.ifindex, o.device, fd, &raw->tc_hook_created);
+    note_qdisc(o.ifindex, &raw->tc_hook_created);
     raw->tc_attached = true;
     std::string tc_pin = pin_dir_ + "/prog_tc_" + std::to_string(o.uplink_id);
     unlink(tc_pin.c_str());
@@ -429,10 +713,16 @@ void Datapath::detach(uint32_t uplink_id) {
   // The device may be gone already: then the kernel dropped the attachments with it.
   const bool device_alive = device_exists(ifindex);
   if (a.tc_attached && device_alive) detach_tc_ingress(ifindex, a.tc_hook_created);
+  if (a.tc_hook_created) remember_qdisc(ifindex, false);
   if (a.wan != nullptr) wan_ingress__destroy(a.wan);
   if (a.xdp != nullptr) {
     if (device_alive) xdp_program__detach(a.xdp, ifindex, a.mode, 0);
     xdp_program__close(a.xdp);
+  }
+  if (a.direct_fd >= 0 && device_alive) {
+    // Only while it is still ours: someone may have replaced it since.
+    LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = a.direct_fd);
+    bpf_xdp_detach(ifindex, xdp_mode_flags(a.mode) | XDP_FLAGS_REPLACE, &opts);
   }
   if (a.ingress != nullptr) uplink_ingress__destroy(a.ingress);
   unlink((pin_dir_ + "/prog_xdp_" + std::to_string(uplink_id)).c_str());
@@ -481,11 +771,13 @@ void Datapath::attach_lan(int ifindex, const std::string& device, bool l3_only) 
   auto a = std::make_unique<LanAttached>();
   a->device = device;
   attach_tc_ingress(ifindex, device, bpf_program__fd(obj->progs.lan_ingress), &a->tc_hook_created);
+  note_qdisc(ifindex, &a->tc_hook_created);
   try {
     // The clsact qdisc exists by now: the ingress attach made it or found it.
     attach_tc(ifindex, device, bpf_program__fd(egress->progs.lan_egress), BPF_TC_EGRESS, nullptr);
   } catch (...) {
     detach_tc_ingress(ifindex, a->tc_hook_created);
+    if (a->tc_hook_created) remember_qdisc(ifindex, false);
     throw;
   }
   lan_[ifindex] = std::move(a);
@@ -498,6 +790,7 @@ void Datapath::detach_lan(int ifindex) {
     detach_tc(ifindex, BPF_TC_EGRESS, false);
     detach_tc_ingress(ifindex, it->second->tc_hook_created);
   }
+  if (it->second->tc_hook_created) remember_qdisc(ifindex, false);
   lan_.erase(it);
 }
 

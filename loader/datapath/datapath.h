@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include <xdp/libxdp.h>
+
 #include "maps/uplinkd_maps.h"
 
 struct ring_buffer;
@@ -133,6 +135,15 @@ class Datapath {
 
   const std::string& pin_dir() const { return pin_dir_; }
 
+  // ---- lifecycle (DESIGN.md, "Lifecycle") ----
+  // True when this start found a predecessor's pins and reuses or replaces what it left.
+  [[nodiscard]] bool adopting() const { return adopting_; }
+  // The predecessor's record of uplink `id` when its maps were adopted with this build's layout.
+  [[nodiscard]] std::optional<uplink_record> previous_record(uint32_t uplink_id) const;
+  // The start succeeded: daemon_state names this daemon, set-aside maps are dropped. Until then a
+  // failed start in keep mode puts the predecessor's pins back as they were.
+  void commit_start();
+
  private:
   struct Attached;
   int open_and_attach_xdp(Attached& a, const AttachOptions& o);
@@ -141,6 +152,24 @@ class Datapath {
   ::lan_ingress* lan_object(bool l3_only);
   ::lan_egress* lan_egress_object(bool l3_only);
   void unpin_all();
+  void survey_predecessor();
+  void read_previous_records();
+  void open_lifecycle_maps();
+  void release_userspace();
+  void note_qdisc(int ifindex, bool* created);
+  void remember_qdisc(int ifindex, bool created);
+  [[nodiscard]] bool qdisc_is_ours(int ifindex) const;
+  struct XdpHolder {
+    enum Kind { None, Ours, OursInDispatcher, Foreign } kind = None;
+    uint32_t prog_id = 0;
+    enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
+  };
+  static XdpHolder xdp_holder(int ifindex);
+  int replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& holder);
+  bool adopting_ = false;
+  bool committed_ = false;
+  std::map<uint32_t, uplink_record> previous_records_;
+  int state_fd_ = -1, qdiscs_fd_ = -1;
 
   std::string pin_dir_;
   uint32_t flow_entries_ = 0;
@@ -158,6 +187,11 @@ class Datapath {
   std::map<uint32_t, std::unique_ptr<Attached>> uplinks_;
   std::map<int, std::unique_ptr<LanAttached>> lan_;  // by ifindex
 };
+
+// The registry of clsact qdiscs uplinkd created (map tc_qdiscs in `pin_dir`), for components that attach
+// tc programs of their own (WireGuard steering): `set` records (true) or forgets (false); without it,
+// returns whether `ifindex`'s qdisc is recorded as uplinkd's.
+bool qdisc_created_by_uplinkd(const std::string& pin_dir, int ifindex, std::optional<bool> set = std::nullopt);
 
 // True when `path` is a mounted BPF filesystem.
 bool is_bpffs(const std::string& path);

@@ -14,6 +14,10 @@
 #include <vector>
 
 #include "bpf/lib/flow_hash.h"
+#include "common/log.h"
+#include "datapath/datapath.h"
+#include "datapath/pin_adoption.h"
+#include "lifecycle/teardown.h"
 
 // The skeleton is named after its object, uplink_egress, as is the map ABI's struct uplink_egress:
 // here the skeleton's struct is uplink_egress_skel (its functions, uplink_egress__open() and so
@@ -159,12 +163,17 @@ WgSteering::WgSteering(std::string pin_dir) : pin_dir_(std::move(pin_dir)) {
     counters_fd_ = map_fd(skel, UPLINKD_MAP_WG_COUNTERS);
     egress_fd_ = map_fd(skel, UPLINKD_MAP_UPLINK_EGRESS);
   } catch (...) {
-    unpin_own_maps();
+    if (!lifecycle::adopting()) unpin_own_maps();  // an adopted datapath's steering keeps its maps
     throw;
   }
 }
 
 WgSteering::~WgSteering() {
+  if (lifecycle::keep_kernel_state()) {  // filters and maps stay for the next daemon
+    if (eth_ != nullptr) uplink_egress__destroy(eth_);
+    if (l3_ != nullptr) uplink_egress__destroy(l3_);
+    return;
+  }
   std::vector<int> devices;
   for (const auto& [ifindex, _] : attached_) devices.push_back(ifindex);
   for (int ifindex : devices) detach(ifindex);
@@ -184,6 +193,7 @@ void WgSteering::unpin_own_maps() {
   if (skel == nullptr) throw WgSteeringError("opening the WireGuard steering object: " + errno_text(errno));
   skel->rodata->l3_only = l3_only ? 1 : 0;
   prepare_maps(skel->obj, pin_dir_);
+  const auto moved = set_aside_incompatible(skel->obj, pin_dir_);  // an older daemon's other layout
   const int err = uplink_egress__load(skel);
   if (err != 0) {
     uplink_egress__destroy(skel);
@@ -191,6 +201,10 @@ void WgSteering::unpin_own_maps() {
     throw WgSteeringError("the kernel refused the tc program uplink_egress: " + errno_text(err) +
                           " (the verifier log above says why; a map pinned in " + pin_dir_ +
                           " by another uplinkd version with another layout also refuses it)");
+  }
+  if (!moved.empty()) {
+    const std::string carried = migrate_set_aside(pin_dir_);
+    if (!carried.empty()) log::warn("WireGuard steering maps whose layout changed: " + carried);
   }
   return skel;
 }
@@ -201,6 +215,12 @@ void WgSteering::attach(int ifindex, const std::string& device, bool l3_only) {
   auto a = std::make_unique<Attached>();
   a->device = device;
   attach_tc_egress(ifindex, device, bpf_program__fd(skel->progs.wg_steer), &a->tc_hook_created);
+  // Recorded in the pins, so whichever daemon does the full stop removes the qdiscs uplinkd made.
+  if (a->tc_hook_created) {
+    qdisc_created_by_uplinkd(pin_dir_, ifindex, true);
+  } else {
+    a->tc_hook_created = qdisc_created_by_uplinkd(pin_dir_, ifindex);
+  }
   attached_[ifindex] = std::move(a);
 }
 
@@ -209,6 +229,9 @@ void WgSteering::detach(int ifindex) {
   if (it == attached_.end()) return;
   // A device that is gone took its filters with it.
   if (device_exists(ifindex)) detach_tc_egress(ifindex, it->second->tc_hook_created);
+  // Gone with the device, or removed by detach_tc_egress (ours, and the datapath's filter not there).
+  if (it->second->tc_hook_created && (!device_exists(ifindex) || !datapath_filter_present(ifindex)))
+    qdisc_created_by_uplinkd(pin_dir_, ifindex, false);
   attached_.erase(it);
 }
 

@@ -69,7 +69,16 @@ UplinkMonitor::UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, 
 
 UplinkMonitor::~UplinkMonitor() { forget_pending(); }
 
+void UplinkMonitor::adopt(int ifindex, uint32_t datapath_id, double phase_s, int64_t now, State state) {
+  start(ifindex, datapath_id, phase_s, now, state);
+}
+
 void UplinkMonitor::start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now) {
+  start(ifindex, datapath_id, phase_s, now, std::nullopt);
+}
+
+void UplinkMonitor::start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now,
+                          std::optional<State> adopted) {
   ifindex_ = ifindex;
   datapath_id_ = datapath_id;
   running_ = true;
@@ -78,7 +87,7 @@ void UplinkMonitor::start(int ifindex, uint32_t datapath_id, double phase_s, int
   cycle_ = Cycle{};
   cycle_.decided = true;  // no cycle in flight yet
   next_cycle_at_ = now + seconds_to_ns(phase_s);
-  apply(tracker_.start(), true);
+  apply(adopted ? tracker_.adopt(*adopted) : tracker_.start(), true);
 }
 
 void UplinkMonitor::stop(int64_t /*now*/) {

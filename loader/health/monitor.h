@@ -53,6 +53,8 @@ class UplinkMonitor {
   // `datapath_id` is the uplink id of the XDP instance on the device (the first uplink that
   // attached to it: mwan3's wan and wan6 share one device and so one XDP program).
   void start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now);
+  // As start(), but continuing a predecessor daemon's verdict `state` without any action (Tracker::adopt).
+  void adopt(int ifindex, uint32_t datapath_id, double phase_s, int64_t now, State state);
   // The device went down or vanished.
   void stop(int64_t now);
   [[nodiscard]] bool running() const { return running_; }
@@ -106,6 +108,7 @@ class UplinkMonitor {
     uint64_t sent = 0, replied = 0;
   };
 
+  void start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now, std::optional<State> adopted);
   void begin_cycle(int64_t now);
   void send_due(int64_t now);
   void send_one(size_t target, int64_t now);

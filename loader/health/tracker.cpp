@@ -153,6 +153,29 @@ Step Tracker::start() {
   return step;
 }
 
+Step Tracker::adopt(State state) {
+  Step step;
+  state_ = state;
+  lost_ = 0;
+  turn_ = 0;
+  switch (state) {
+    case State::Online:
+      score_ = p_.down + p_.up;
+      break;
+    case State::Disconnecting:
+      score_ = p_.up + 1;
+      break;
+    case State::Offline:
+    case State::Connecting:
+    case State::Disabled:
+      score_ = 0;
+      break;
+  }
+  if (state == State::Disabled) return start();  // nothing to continue: a normal first connect
+  step.sleep_s = 0;
+  return step;
+}
+
 Step Tracker::on_cycle(const CycleResult& result) {
   Step step;
   if (state_ == State::Disabled) {

@@ -70,6 +70,11 @@ class Tracker {
   // The device is up (daemon start or ifup): mwan3's firstconnect. Returns `connected` when the
   // initial state is online (mwan3 sends it with FIRSTCONNECT=1), nothing when offline.
   Step start();
+  // Continues where a predecessor daemon left off (an adopted datapath): the uplink is in `state`
+  // from now on, with no action at all (no hook, nothing for failover to do); only fresh cycle results
+  // move it. Online starts with the full score; disconnecting just above the line where the next
+  // failed cycle takes it offline, as mwan3 would have it mid-way; offline and connecting from zero.
+  Step adopt(State state);
   // A cycle finished.
   Step on_cycle(const CycleResult& result);
   // The device went down or vanished: `disconnected` if the state was online or disconnecting,

@@ -1,6 +1,7 @@
 // CtMarkRules through libnftables: nft's own parser and transaction, so the rules read exactly as
 // `nft list table inet <table>` shows them and a whole change is one atomic commit.
 #include "netlink/ct_mark.h"
+#include "lifecycle/teardown.h"
 
 #include <nftables/libnftables.h>
 
@@ -151,6 +152,10 @@ CtMarkRules::CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<Uplin
 
 CtMarkRules::~CtMarkRules() {
   if (nft_ == nullptr) {
+    return;
+  }
+  if (lifecycle::keep_kernel_state()) {  // the table keeps marking for the next daemon
+    nft_ctx_free(nft_);
     return;
   }
   try {

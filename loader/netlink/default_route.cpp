@@ -1,5 +1,6 @@
 // The main table's default route that uplinkd owns, through libnl-route-3 (see default_route.h).
 #include "netlink/default_route.h"
+#include "lifecycle/teardown.h"
 
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -73,7 +74,7 @@ std::string describe_default_route(int family, uint32_t metric,
 LocalDefaultRoute::LocalDefaultRoute() : sock_(connect_route_socket().release()) {}
 
 LocalDefaultRoute::~LocalDefaultRoute() {
-  remove_all();
+  if (!lifecycle::keep_kernel_state()) remove_all();
   if (sock_ != nullptr) nl_socket_free(sock_);
 }
 
@@ -116,7 +117,9 @@ int LocalDefaultRoute::set(int family, uint32_t metric, const std::vector<Hop>& 
     remove(family);
     current = nullptr;
   }
-  const int err = send(wanted, /*add=*/true, /*replace=*/current != nullptr);
+  int err = send(wanted, /*add=*/true, /*replace=*/current != nullptr);
+  // A start that adopts a predecessor's state finds the route that predecessor added: its own.
+  if (err == -EEXIST && lifecycle::adopting()) err = send(wanted, /*add=*/true, /*replace=*/true);
   if (err == -EEXIST) {
     return fail(err, "the main table already holds a default route with metric " + std::to_string(metric) +
                          " that uplinkd did not add; set `option local_route_metric` in mwan3's globals to a "

@@ -5,6 +5,7 @@
 // libnl folds several errnos into one NLE_* code. Dumps also read the errno the kernel puts in NLMSG_DONE
 // when a dump fails after it started (libnl treats that message as a plain end of dump).
 #include "netlink/policy_rules.h"
+#include "lifecycle/teardown.h"
 
 #include <linux/fib_rules.h>
 #include <linux/if_addr.h>
@@ -582,7 +583,7 @@ int connected_networks(int family, std::vector<RoutePrefix>* networks, std::stri
 PolicyRules::PolicyRules() : sock_(connect_route_socket().release()) {}
 
 PolicyRules::~PolicyRules() {
-  remove_all();
+  if (!lifecycle::keep_kernel_state()) remove_all();
   if (sock_ != nullptr) {
     nl_socket_free(sock_);
   }
@@ -605,8 +606,9 @@ int PolicyRules::apply_rules(uint32_t owner, int family, const std::vector<Rule>
       }
       return err;
     }
-    // EEXIST: someone else's identical rule already does this; it stays theirs.
-    rules_.push_back(InstalledRule{owner, w, err == 0});
+    // EEXIST: someone else's identical rule already does this; it stays theirs. When this start
+    // adopts a predecessor's state, the rule is the predecessor's, and so ours from now on.
+    rules_.push_back(InstalledRule{owner, w, err == 0 || lifecycle::adopting()});
   }
   // The owner's rules that are not wanted any more (another device or mark), removed after the new ones
   // are in place so that traffic never finds neither.
@@ -850,7 +852,13 @@ int PolicyRules::sync_table(uint32_t table, int ifindex, int family, const std::
   }
   for (const Route& r : wanted) {
     if (contains(current, r)) {
-      continue;  // ours from before, or the same route put there by someone else
+      // Ours from before, or the same route put there by someone else; a predecessor's copy when this
+      // start adopts its state, removed like our own from now on.
+      const bool known = std::any_of(routes_.begin(), routes_.end(), [&](const CopiedRoute& c) {
+        return c.table == table && c.route == r;
+      });
+      if (lifecycle::adopting() && !known) routes_.push_back(CopiedRoute{table, r});
+      continue;
     }
     err = send_route(sock_, r, table, /*add=*/true);
     if (err == -EEXIST) {

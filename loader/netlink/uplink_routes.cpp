@@ -1,6 +1,7 @@
 // Table N's default route and the fwmark rule of one uplink, through libnl-route-3. Requests report
 // the kernel's own errno (see nl_util.h).
 #include "netlink/uplink_routes.h"
+#include "lifecycle/teardown.h"
 
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
@@ -238,7 +239,7 @@ std::optional<IpAddress> find_default_gateway(int ifindex, int family) {
 UplinkRoutes::UplinkRoutes() : sock_(connect_route_socket().release()) {}
 
 UplinkRoutes::~UplinkRoutes() {
-  remove_all();
+  if (!lifecycle::keep_kernel_state()) remove_all();
   if (sock_ != nullptr) {
     nl_socket_free(sock_);
   }
@@ -298,8 +299,9 @@ int UplinkRoutes::install(uint32_t table, int ifindex, int family, const std::op
   record.mask = mask;
   record.pref = rule_pref;
   // EEXIST on a rule we did not add: someone else's identical rule already sends this mark
-  // here. It is left alone, now and at removal.
-  record.rule_owned = err == 0;
+  // here. It is left alone, now and at removal, unless this start adopts a predecessor's state,
+  // which installed exactly this rule.
+  record.rule_owned = err == 0 || lifecycle::adopting();
   return 0;
 }
 

@@ -1,4 +1,5 @@
 #include "wireguard/endpoint_routes.h"
+#include "lifecycle/teardown.h"
 
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -237,7 +238,7 @@ int route_lookup_ifindex(const IpAddress& destination, uint32_t fwmark) {
 EndpointRoutes::EndpointRoutes() : sock_(netlink::connect_route_socket().release()) {}
 
 EndpointRoutes::~EndpointRoutes() {
-  restore_all();
+  if (!lifecycle::keep_kernel_state()) restore_all();
   if (sock_ != nullptr) nl_socket_free(sock_);
 }
 

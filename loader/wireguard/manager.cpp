@@ -1,4 +1,5 @@
 #include "wireguard/manager.h"
+#include "lifecycle/teardown.h"
 
 #include <bpf/bpf.h>
 #include <net/if.h>
@@ -57,6 +58,8 @@ WireguardManager::~WireguardManager() { stop(); }
 void WireguardManager::stop() {
   if (stopped_) return;
   stopped_ = true;
+  // A restart in place: endpoints stay steered and routes stay fixed until the next daemon takes over.
+  if (lifecycle::keep_kernel_state()) return;
   if (steering_ != nullptr) {
     for (const auto& [text, state] : endpoints_) {
       if (!state.in_map) continue;

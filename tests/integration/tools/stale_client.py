@@ -65,6 +65,8 @@ def run_active(s, a, deadline, st):
             data = s.recv(65536)
             if not data:
                 raise ConnectionAbortedError(errno.ECONNABORTED, "closed by peer (eof)")
+            if a.log_echo:
+                emit("echo", n=len(data))
 
 
 def run_idle(s, a, deadline, st):
@@ -123,6 +125,7 @@ def main():
     ap.add_argument("--interval", type=float, default=0.1)
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--probe-file", default="")
+    ap.add_argument("--log-echo", action="store_true", help="active: one 'echo' line per echo received (gap benchmarks)")
     a = ap.parse_args()
     if a.mode == "udp" and not a.sport:
         ap.error("udp needs --sport")
