@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "loader/datapath/kernel_features.h"
 #include "maps/uplinkd_maps.h"
 #include "uplink_ingress.skel.h"
 
@@ -108,6 +109,7 @@ class Bench {
       return;
     }
     skel_->rodata->uplink_id = kUplinkId;
+    skel_->rodata->tag_replies = uplinkd::datapath::xdp_metadata_supported() ? 1 : 0;
     if (uplink_ingress__load(skel_) != 0) {
       uplink_ingress__destroy(skel_);
       skel_ = nullptr;

@@ -32,6 +32,9 @@
 const volatile __u32 uplink_id = 0; /* mwan3 interface id, 1..255 (0 only for the map-owning
 				     * instance the daemon never attaches) */
 const volatile __u32 l3_only = 0;   /* 1: no link-layer header (PPPoE, raw-IP LTE) */
+/* 0 where the kernel refuses bpf_xdp_adjust_meta (loader/datapath/kernel_features.h): the call below is
+ * then never reached, so the verifier never checks it and the program still loads. */
+const volatile __u32 tag_replies = 1;
 
 /* Neighbour discovery keeps the uplink's IPv6 next hop reachable, as ARP does for IPv4 (which the
  * limiter never sees). Dropping it under a flood would take IPv6 probes down with it, the very
@@ -249,7 +252,8 @@ int uplink_ingress(struct xdp_md *ctx)
 		case REPLY_MATCHED:
 			if (pkt.is_limited_icmp)
 				count_exemption();
-			tag_reply(ctx);
+			if (tag_replies)
+				tag_reply(ctx);
 			return XDP_PASS;
 		case REPLY_DUPLICATE:
 			/* A copy of a reply already reported: neither news nor flood. */

@@ -4,11 +4,11 @@
 #include <bpf/libbpf.h>
 #include <linux/if_link.h>
 #include <linux/magic.h>
-#include <signal.h>
-#include <time.h>
 #include <net/if.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <time.h>
 #include <unistd.h>
 #include <xdp/libxdp.h>
 
@@ -23,10 +23,11 @@
 #include <vector>
 
 #include "common/log.h"
+#include "datapath/kernel_features.h"
 #include "datapath/pin_adoption.h"
-#include "lifecycle/teardown.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
+#include "lifecycle/teardown.h"
 #include "uplink_ingress.skel.h"
 #include "wan_ingress.skel.h"
 
@@ -48,7 +49,8 @@ const char* const kPinnedMaps[] = {
 
 // Maps WgSteering pins beside them (its own object, loaded later): known here so a survey of the pin
 // directory does not call them foreign.
-const char* const kSteeringMaps[] = {UPLINKD_MAP_WG_ENDPOINTS, UPLINKD_MAP_WG_COUNTERS, UPLINKD_MAP_UPLINK_EGRESS};
+const char* const kSteeringMaps[] = {UPLINKD_MAP_WG_ENDPOINTS, UPLINKD_MAP_WG_COUNTERS,
+                                     UPLINKD_MAP_UPLINK_EGRESS};
 
 std::vector<std::string> known_map_names() {
   std::vector<std::string> names(std::begin(kPinnedMaps), std::end(kPinnedMaps));
@@ -72,7 +74,8 @@ std::string errno_text(int err) {
 // compiled into the programs.
 uint32_t sized_entries(const char* name, uint32_t flow_entries) {
   if (flow_entries == 0) return 0;
-  if (std::strcmp(name, UPLINKD_MAP_FLOWS) == 0 || std::strcmp(name, UPLINKD_MAP_TCP_SEEN) == 0) return flow_entries;
+  if (std::strcmp(name, UPLINKD_MAP_FLOWS) == 0 || std::strcmp(name, UPLINKD_MAP_TCP_SEEN) == 0)
+    return flow_entries;
   if (std::strcmp(name, UPLINKD_MAP_STICKY) == 0 || std::strcmp(name, UPLINKD_MAP_INBOUND) == 0) {
     return std::max<uint32_t>(flow_entries / 4, 1024);
   }
@@ -161,6 +164,16 @@ void detach_tc_ingress(int ifindex, bool created) { detach_tc(ifindex, BPF_TC_IN
 bool device_exists(int ifindex) {
   std::array<char, IF_NAMESIZE> name{};
   return if_indextoname(ifindex, name.data()) != nullptr;
+}
+
+// uplink_ingress opened (not loaded) with its load-time settings; what this kernel refuses is off.
+::uplink_ingress* open_uplink_ingress(uint32_t uplink_id, bool l3_only) {
+  ::uplink_ingress* skel = uplink_ingress__open();
+  if (skel == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
+  skel->rodata->uplink_id = uplink_id;
+  skel->rodata->l3_only = l3_only ? 1 : 0;
+  skel->rodata->tag_replies = xdp_metadata_supported() ? 1 : 0;
+  return skel;
 }
 
 }  // namespace
@@ -277,18 +290,21 @@ void Datapath::survey_predecessor() {
   }
   if (!survey.any_maps) return;
   adopting_ = true;
-  const std::string who = survey.previous_pid != 0 ? "pid " + std::to_string(survey.previous_pid) : "an earlier daemon";
+  const std::string who =
+      survey.previous_pid != 0 ? "pid " + std::to_string(survey.previous_pid) : "an earlier daemon";
   if (survey.previous_pid != 0 && kill(static_cast<pid_t>(survey.previous_pid), 0) != 0 && errno == ESRCH) {
-    log::notice("instance lock of " + pin_dir_ + " was last held by pid " + std::to_string(survey.previous_pid) +
+    log::notice("instance lock of " + pin_dir_ + " was last held by pid " +
+                std::to_string(survey.previous_pid) +
                 ", which is no longer running: taking its datapath over");
   }
   if (survey.layout_version != UPLINKD_MAPS_LAYOUT_VERSION) {
     const auto moved = set_aside(pin_dir_, known_map_names());
-    log::warn("the maps in " + pin_dir_ + " are of map layout version " + std::to_string(survey.layout_version) +
-              ", this build's is " + std::to_string(UPLINKD_MAPS_LAYOUT_VERSION) + ": starting with fresh maps (" +
-              std::to_string(moved.size()) +
-              " set aside); lost: remembered flow decisions, sticky and inbound entries, counters and uplink "
-              "states, so every uplink starts as at boot and every flow is classified again on its next packet");
+    log::warn(
+        "the maps in " + pin_dir_ + " are of map layout version " + std::to_string(survey.layout_version) +
+        ", this build's is " + std::to_string(UPLINKD_MAPS_LAYOUT_VERSION) + ": starting with fresh maps (" +
+        std::to_string(moved.size()) +
+        " set aside); lost: remembered flow decisions, sticky and inbound entries, counters and uplink "
+        "states, so every uplink starts as at boot and every flow is classified again on its next packet");
     return;
   }
   // The same layout: each map is reused unless this build would create it differently.
@@ -337,7 +353,8 @@ std::optional<uplink_record> Datapath::previous_record(uint32_t uplink_id) const
 
 // daemon_state and tc_qdiscs are the daemon's own (no program uses them): made here when missing.
 void Datapath::open_lifecycle_maps() {
-  auto open_or_create = [&](const char* name, bpf_map_type type, uint32_t key, uint32_t value, uint32_t entries) {
+  auto open_or_create = [&](const char* name, bpf_map_type type, uint32_t key, uint32_t value,
+                            uint32_t entries) {
     const std::string path = pin_dir_ + "/" + name;
     int fd = bpf_obj_get(path.c_str());
     if (fd >= 0) {
@@ -357,7 +374,8 @@ void Datapath::open_lifecycle_maps() {
     }
     return fd;
   };
-  state_fd_ = open_or_create(UPLINKD_MAP_DAEMON_STATE, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(daemon_state), 1);
+  state_fd_ =
+      open_or_create(UPLINKD_MAP_DAEMON_STATE, BPF_MAP_TYPE_ARRAY, sizeof(uint32_t), sizeof(daemon_state), 1);
   qdiscs_fd_ = open_or_create(UPLINKD_MAP_TC_QDISCS, BPF_MAP_TYPE_HASH, sizeof(uint32_t), sizeof(uint32_t),
                               UPLINKD_MAX_TC_QDISCS);
 }
@@ -368,7 +386,8 @@ void Datapath::commit_start() {
   state.pid = static_cast<uint32_t>(getpid());
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
-  state.started_unix_ns = static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
+  state.started_unix_ns =
+      static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
   const uint32_t key = 0;
   bpf_map_update_elem(state_fd_, &key, &state, BPF_ANY);
   drop_set_aside(pin_dir_);
@@ -423,9 +442,12 @@ bool qdisc_created_by_uplinkd(const std::string& pin_dir, int ifindex, std::opti
 }
 
 void Datapath::load_maps() {
-  master_ = uplink_ingress__open();
-  if (master_ == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
-  master_->rodata->uplink_id = 0;
+  master_ = open_uplink_ingress(0, false);
+  if (!xdp_metadata_supported()) {
+    log::warn(
+        "this kernel refuses XDP metadata (bpf_xdp_adjust_meta): probe replies are still matched at XDP, "
+        "but not marked with probe_reply_mark");
+  }
   set_pin_paths(master_->obj, pin_dir_, flow_entries_);
   int err = uplink_ingress__load(master_);
   if (err != 0) {
@@ -539,14 +561,33 @@ namespace {
 constexpr const char* kXdpProgramName = "uplink_ingress";
 
 uint32_t xdp_mode_flags(enum xdp_attach_mode mode) {
-  return mode == XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE : mode == XDP_MODE_HW ? XDP_FLAGS_HW_MODE : XDP_FLAGS_SKB_MODE;
+  return mode == XDP_MODE_NATIVE ? XDP_FLAGS_DRV_MODE
+         : mode == XDP_MODE_HW   ? XDP_FLAGS_HW_MODE
+                                 : XDP_FLAGS_SKB_MODE;
 }
 
 }  // namespace
 
 // What holds the device's XDP hook now: nothing, a predecessor's uplink_ingress (alone, or as one of
 // libxdp's dispatcher's programs), or someone else's program.
-Datapath::XdpHolder Datapath::xdp_holder(int ifindex) {
+// True when one of this instance's program pins (prog_*) is program `prog_id`: only those are a
+// predecessor's to replace; a program of the same name elsewhere is another instance's.
+bool Datapath::pinned_here(uint32_t prog_id) const {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(pin_dir_, ec)) {
+    if (entry.path().filename().string().rfind("prog_", 0) != 0) continue;
+    const int fd = bpf_obj_get(entry.path().c_str());
+    if (fd < 0) continue;
+    bpf_prog_info info{};
+    uint32_t len = sizeof info;
+    const bool same = bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.id == prog_id;
+    close(fd);
+    if (same) return true;
+  }
+  return false;
+}
+
+Datapath::XdpHolder Datapath::xdp_holder(int ifindex) const {
   XdpHolder holder;
   struct xdp_multiprog* mp = xdp_multiprog__get_from_ifindex(ifindex);
   if (libxdp_get_error(mp) != 0 || mp == nullptr) return holder;
@@ -554,14 +595,16 @@ Datapath::XdpHolder Datapath::xdp_holder(int ifindex) {
   if (xdp_multiprog__is_legacy(mp)) {
     struct xdp_program* main = xdp_multiprog__main_prog(mp);
     if (main != nullptr) {
-      holder.kind = std::strcmp(xdp_program__name(main), kXdpProgramName) == 0 ? XdpHolder::Ours : XdpHolder::Foreign;
       holder.prog_id = xdp_program__id(main);
+      const bool ours =
+          std::strcmp(xdp_program__name(main), kXdpProgramName) == 0 && pinned_here(holder.prog_id);
+      holder.kind = ours ? XdpHolder::Ours : XdpHolder::Foreign;
     }
   } else {
     holder.kind = XdpHolder::Foreign;  // another user's programs in the dispatcher: ours joins them
     for (struct xdp_program* p = xdp_multiprog__next_prog(nullptr, mp); p != nullptr;
          p = xdp_multiprog__next_prog(p, mp)) {
-      if (std::strcmp(xdp_program__name(p), kXdpProgramName) == 0) {
+      if (std::strcmp(xdp_program__name(p), kXdpProgramName) == 0 && pinned_here(xdp_program__id(p))) {
         holder.kind = XdpHolder::OursInDispatcher;
         holder.prog_id = xdp_program__id(p);
         break;
@@ -576,10 +619,7 @@ Datapath::XdpHolder Datapath::xdp_holder(int ifindex) {
 // the expected old program): the hook never runs empty, and a program that is not the one we found is
 // never displaced. Returns 0 or a negative errno.
 int Datapath::replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& holder) {
-  a.ingress = uplink_ingress__open();
-  if (a.ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
-  a.ingress->rodata->uplink_id = o.uplink_id;
-  a.ingress->rodata->l3_only = o.l3_only ? 1 : 0;
+  a.ingress = open_uplink_ingress(o.uplink_id, o.l3_only);
   set_pin_paths(a.ingress->obj, pin_dir_, flow_entries_);
   int err = uplink_ingress__load(a.ingress);
   if (err != 0) {
@@ -590,7 +630,8 @@ int Datapath::replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& 
   const int old_fd = bpf_prog_get_fd_by_id(holder.prog_id);
   LIBBPF_OPTS(bpf_xdp_attach_opts, opts, .old_prog_fd = old_fd);
   const int fd = bpf_program__fd(a.ingress->progs.uplink_ingress);
-  err = old_fd < 0 ? -errno : bpf_xdp_attach(o.ifindex, fd, xdp_mode_flags(holder.mode) | XDP_FLAGS_REPLACE, &opts);
+  err = old_fd < 0 ? -errno
+                   : bpf_xdp_attach(o.ifindex, fd, xdp_mode_flags(holder.mode) | XDP_FLAGS_REPLACE, &opts);
   if (old_fd >= 0) close(old_fd);
   if (err != 0) {
     uplink_ingress__destroy(a.ingress);
@@ -606,10 +647,7 @@ int Datapath::replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& 
 // (skb) mode for VLAN, bridge, PPP and the like. Returns 0 or libxdp's negative errno; on failure
 // nothing of it stays open.
 int Datapath::open_and_attach_xdp(Attached& a, const AttachOptions& o) {
-  a.ingress = uplink_ingress__open();
-  if (a.ingress == nullptr) throw DatapathError("opening the XDP program object: " + errno_text(errno));
-  a.ingress->rodata->uplink_id = o.uplink_id;
-  a.ingress->rodata->l3_only = o.l3_only ? 1 : 0;
+  a.ingress = open_uplink_ingress(o.uplink_id, o.l3_only);
   set_pin_paths(a.ingress->obj, pin_dir_, flow_entries_);
 
   a.xdp = xdp_program__from_bpf_obj(a.ingress->obj, "xdp");

@@ -3,6 +3,8 @@
 // every per-uplink program instance shares them. A failed start leaves nothing attached or pinned.
 #pragma once
 
+#include <xdp/libxdp.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -11,8 +13,6 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-
-#include <xdp/libxdp.h>
 
 #include "maps/uplinkd_maps.h"
 
@@ -164,7 +164,8 @@ class Datapath {
     uint32_t prog_id = 0;
     enum xdp_attach_mode mode = XDP_MODE_UNSPEC;
   };
-  static XdpHolder xdp_holder(int ifindex);
+  [[nodiscard]] XdpHolder xdp_holder(int ifindex) const;
+  [[nodiscard]] bool pinned_here(uint32_t prog_id) const;
   int replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& holder);
   bool adopting_ = false;
   bool committed_ = false;
@@ -191,7 +192,8 @@ class Datapath {
 // The registry of clsact qdiscs uplinkd created (map tc_qdiscs in `pin_dir`), for components that attach
 // tc programs of their own (WireGuard steering): `set` records (true) or forgets (false); without it,
 // returns whether `ifindex`'s qdisc is recorded as uplinkd's.
-bool qdisc_created_by_uplinkd(const std::string& pin_dir, int ifindex, std::optional<bool> set = std::nullopt);
+bool qdisc_created_by_uplinkd(const std::string& pin_dir, int ifindex,
+                              std::optional<bool> set = std::nullopt);
 
 // True when `path` is a mounted BPF filesystem.
 bool is_bpffs(const std::string& path);

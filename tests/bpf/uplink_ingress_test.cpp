@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "loader/datapath/kernel_features.h"
 #include "maps/uplinkd_maps.h"
 #include "packet_builder.h"
 #include "test_run.h"
@@ -454,6 +455,7 @@ class IngressProgram {
     }
     skel_->rodata->uplink_id = kUplinkId;
     skel_->rodata->l3_only = l3_only ? 1 : 0;
+    skel_->rodata->tag_replies = uplinkd::datapath::xdp_metadata_supported() ? 1 : 0;
     load_err_ = uplink_ingress__load(skel_);
     if (load_err_ != 0) {
       return;
@@ -766,11 +768,36 @@ TEST(UplinkIngressProgram, LoadsUnderStrictAlignment) {
     ASSERT_NE(skel, nullptr);
     skel->rodata->uplink_id = kUplinkId;
     skel->rodata->l3_only = l3_only;
+    skel->rodata->tag_replies = uplinkd::datapath::xdp_metadata_supported() ? 1 : 0;
     bpf_program__set_flags(skel->progs.uplink_ingress,
                            bpf_program__flags(skel->progs.uplink_ingress) | BPF_F_STRICT_ALIGNMENT);
     EXPECT_EQ(uplink_ingress__load(skel), 0) << "the verifier log above names the misaligned access";
     uplink_ingress__destroy(skel);
   }
+}
+
+// A kernel that refuses bpf_xdp_adjust_meta must still get the program: with tag_replies 0 the call
+// is pruned before the verifier checks it. Holds on every kernel, so it is checked on every kernel.
+TEST(UplinkIngressProgram, LoadsWithReplyTaggingOff) {
+  uplink_ingress* skel = uplink_ingress__open();
+  ASSERT_NE(skel, nullptr);
+  skel->rodata->uplink_id = kUplinkId;
+  skel->rodata->tag_replies = 0;
+  EXPECT_EQ(uplink_ingress__load(skel), 0) << "the verifier log above names the refused instruction";
+  uplink_ingress__destroy(skel);
+}
+
+// The loader's probe agrees with the kernel: tagging on loads exactly where the probe says so.
+TEST(UplinkIngressProgram, MetadataProbeAgreesWithTheKernel) {
+  uplink_ingress* skel = uplink_ingress__open();
+  ASSERT_NE(skel, nullptr);
+  skel->rodata->uplink_id = kUplinkId;
+  skel->rodata->tag_replies = 1;
+  libbpf_print_fn_t old = libbpf_set_print(nullptr);  // a refusal's verifier log is expected here
+  const int err = uplink_ingress__load(skel);
+  libbpf_set_print(old);
+  EXPECT_EQ(err == 0, uplinkd::datapath::xdp_metadata_supported()) << "load: " << strerror(-err);
+  uplink_ingress__destroy(skel);
 }
 
 }  // namespace
