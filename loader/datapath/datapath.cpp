@@ -265,8 +265,12 @@ Datapath::Datapath(const std::string& bpffs_root, const std::string& instance, R
     survey_predecessor();
     load_maps();
     open_lifecycle_maps();
-    const std::string carried = migrate_set_aside(pin_dir_);
-    if (!carried.empty()) log::warn("maps in " + pin_dir_ + " whose layout changed: " + carried);
+    // Entries are carried over only within one layout version (a map resized, say): across versions
+    // equal sizes do not mean equal meanings, so those maps start empty, as the log line said.
+    if (!fresh_layout_) {
+      const std::string carried = migrate_set_aside(pin_dir_);
+      if (!carried.empty()) log::warn("maps in " + pin_dir_ + " whose layout changed: " + carried);
+    }
   } catch (...) {
     release_userspace();
     if (adopting_) {
@@ -298,6 +302,7 @@ void Datapath::survey_predecessor() {
                 ", which is no longer running: taking its datapath over");
   }
   if (survey.layout_version != UPLINKD_MAPS_LAYOUT_VERSION) {
+    fresh_layout_ = true;
     const auto moved = set_aside(pin_dir_, known_map_names());
     log::warn(
         "the maps in " + pin_dir_ + " are of map layout version " + std::to_string(survey.layout_version) +

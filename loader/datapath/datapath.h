@@ -168,6 +168,7 @@ class Datapath {
   [[nodiscard]] bool pinned_here(uint32_t prog_id) const;
   int replace_xdp(Attached& a, const AttachOptions& o, const XdpHolder& holder);
   bool adopting_ = false;
+  bool fresh_layout_ = false;  // the predecessor's maps are of another layout version: none carried over
   bool committed_ = false;
   std::map<uint32_t, uplink_record> previous_records_;
   int state_fd_ = -1, qdiscs_fd_ = -1;

@@ -38,13 +38,16 @@ std::string difference(const bpf_map* map, const bpf_map_info& pinned) {
   auto differs = [](const char* what, uint32_t was, uint32_t now) {
     return std::string(what) + " " + std::to_string(was) + " -> " + std::to_string(now);
   };
-  if (pinned.type != static_cast<uint32_t>(bpf_map__type(map))) return differs("type", pinned.type, bpf_map__type(map));
-  if (pinned.key_size != bpf_map__key_size(map)) return differs("key size", pinned.key_size, bpf_map__key_size(map));
+  if (pinned.type != static_cast<uint32_t>(bpf_map__type(map)))
+    return differs("type", pinned.type, bpf_map__type(map));
+  if (pinned.key_size != bpf_map__key_size(map))
+    return differs("key size", pinned.key_size, bpf_map__key_size(map));
   if (pinned.value_size != bpf_map__value_size(map))
     return differs("value size", pinned.value_size, bpf_map__value_size(map));
   if (pinned.max_entries != bpf_map__max_entries(map))
     return differs("max_entries", pinned.max_entries, bpf_map__max_entries(map));
-  if (pinned.map_flags != bpf_map__map_flags(map)) return differs("flags", pinned.map_flags, bpf_map__map_flags(map));
+  if (pinned.map_flags != bpf_map__map_flags(map))
+    return differs("flags", pinned.map_flags, bpf_map__map_flags(map));
   return "";
 }
 
@@ -73,8 +76,9 @@ bool copyable(uint32_t type) {
 size_t copy_entries(int from, int to, const bpf_map_info& old_info, const bpf_map_info& new_info) {
   const int cpus = per_cpu(old_info.type) ? std::max(libbpf_num_possible_cpus(), 1) : 1;
   // Per-CPU values are rounded up to 8 bytes per CPU by the kernel's user-space interface.
-  const size_t value_bytes =
-      per_cpu(old_info.type) ? static_cast<size_t>((old_info.value_size + 7) / 8 * 8) * cpus : old_info.value_size;
+  const size_t value_bytes = per_cpu(old_info.type)
+                                 ? static_cast<size_t>((old_info.value_size + 7) / 8 * 8) * cpus
+                                 : old_info.value_size;
   std::vector<unsigned char> key(old_info.key_size), next(old_info.key_size), value(value_bytes);
   size_t copied = 0;
   const void* previous = nullptr;
@@ -94,7 +98,8 @@ std::vector<std::string> set_aside_pins(const std::string& pin_dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(pin_dir, ec)) {
     const std::string file = entry.path().filename().string();
-    if (ends_with(file, kSetAsideSuffix)) names.push_back(file.substr(0, file.size() - std::strlen(kSetAsideSuffix)));
+    if (ends_with(file, kSetAsideSuffix))
+      names.push_back(file.substr(0, file.size() - std::strlen(kSetAsideSuffix)));
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -107,7 +112,8 @@ PinSurvey survey_pins(const std::string& pin_dir, const std::vector<std::string>
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(pin_dir, ec)) {
     const std::string file = entry.path().filename().string();
-    const std::string base = ends_with(file, kSetAsideSuffix) ? file.substr(0, file.size() - 4) : file;
+    const std::string base =
+        ends_with(file, kSetAsideSuffix) ? file.substr(0, file.size() - std::strlen(kSetAsideSuffix)) : file;
     const bool known = std::find(known_maps.begin(), known_maps.end(), base) != known_maps.end() ||
                        base == UPLINKD_MAP_DAEMON_STATE || base == UPLINKD_MAP_TC_QDISCS ||
                        base.rfind("prog_", 0) == 0;
@@ -138,15 +144,32 @@ PinSurvey survey_pins(const std::string& pin_dir, const std::vector<std::string>
   return survey;
 }
 
+namespace {
+
+// Moves a pin by pinning the object again under the new path, then unlinking the old one, so the
+// object always has a pin (older kernels' bpffs has no rename). Returns 0 or an errno.
+int move_pin(const std::string& from, const std::string& to) {
+  const int fd = bpf_obj_get(from.c_str());
+  if (fd < 0) return errno;
+  const int err = bpf_obj_pin(fd, to.c_str()) == 0 ? 0 : errno;
+  close(fd);
+  if (err != 0) return err;
+  unlink(from.c_str());
+  return 0;
+}
+
+}  // namespace
+
 std::vector<std::string> set_aside(const std::string& pin_dir, const std::vector<std::string>& names) {
   std::vector<std::string> moved;
   for (const auto& name : names) {
     const std::string path = pin_dir + "/" + name;
     if (access(path.c_str(), F_OK) != 0) continue;
-    if (std::rename(path.c_str(), (path + kSetAsideSuffix).c_str()) == 0) {
+    unlink((path + kSetAsideSuffix).c_str());  // a set-aside copy an earlier start failed to drop
+    if (const int err = move_pin(path, path + kSetAsideSuffix); err == 0) {
       moved.push_back(name);
     } else {
-      log::warn("setting aside " + path + ": " + std::strerror(errno) + "; removing its pin instead");
+      log::warn("setting aside " + path + ": " + std::strerror(err) + "; removing its pin instead");
       unlink(path.c_str());
     }
   }
@@ -202,8 +225,8 @@ void restore_set_aside(const std::string& pin_dir) {
   for (const auto& name : set_aside_pins(pin_dir)) {
     const std::string path = pin_dir + "/" + name;
     unlink(path.c_str());  // the fresh map this start created; nothing attached uses it
-    if (std::rename((path + kSetAsideSuffix).c_str(), path.c_str()) != 0) {
-      log::error("putting back " + path + ": " + std::strerror(errno));
+    if (const int err = move_pin(path + kSetAsideSuffix, path); err != 0) {
+      log::error("putting back " + path + ": " + std::strerror(err));
     }
   }
 }
