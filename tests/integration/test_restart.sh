@@ -105,6 +105,23 @@ rtr_exec test -e "$PIN_DIR/flows" || fail "the failing start removed the pins"
 rs_new_flow_works || fail "a new TCP connection failed after the failing start"
 [[ -z $(rs_client_errors) ]] || fail "a client failed: $(rs_client_errors)"
 pass "a failing start exits 1 ($(grep 'cannot start' "$failing_out" | head -1 | sed 's/^.*cannot start: //')) and leaves programs, rules, routes, nft and pins as they were"
+# A failure after the programs were replaced in place (injected, test-only): the programs are new (same
+# tags), everything else as it was, and the pins are the predecessor's.
+injected_out=$UL_TMP/injected.out
+injected_rc=0
+rtr_exec env UPLINKD_TEST_FAIL_START=after-attach timeout 20 "$UPLINKD" --config "$RS_CFG" \
+  --socket "$UL_TMP/injected.sock" --instance "$P" --foreground --hook "$UL_HOOK" >"$injected_out" 2>&1 || injected_rc=$?
+[[ $injected_rc == 1 ]] || fail "the start with an injected failure exited $injected_rc: $(cat "$injected_out")"
+grep -q "cannot start: injected failure" "$injected_out" || fail "no message for the injected failure: $(cat "$injected_out")"
+SNAP_INJECTED=$(rs_snapshot | grep -v '^xdp ')
+[[ $SNAP_INJECTED == "$(grep -v '^xdp ' <<<"$SNAP1")" ]] ||
+  fail "the start that failed after attaching changed the router: $(diff <(grep -v '^xdp ' <<<"$SNAP1") <(echo "$SNAP_INJECTED"))"
+rtr_exec test -e "$PIN_DIR/flows" || fail "the start that failed after attaching removed the pins"
+[[ $(hook_count) == "$HOOKS0" ]] || fail "hook events from the start that failed after attaching: $(hook_since "$HOOKS0")"
+rs_new_flow_works || fail "a new TCP connection failed after the start that failed after attaching"
+[[ -z $(rs_client_errors) ]] || fail "a client failed: $(rs_client_errors)"
+pass "a start that fails after replacing the programs exits 1 and leaves rules, routes, nft, pins and forwarding as they were"
+
 rs_start
 sleep "$(ul_scaled 2)"
 [[ -z $(rs_client_errors) ]] || fail "a client failed after the start that followed: $(rs_client_errors)"
