@@ -61,6 +61,10 @@ sleep "$(ul_scaled 3)" # several probe cycles: any false transition or reset wou
 CT1=$(rs_ct_ids)
 [[ $CT1 == "$CT0" ]] || fail "conntrack entries changed across the restart: before '$CT0', after '$CT1'"
 [[ $(hook_count) == "$HOOKS0" ]] || fail "hook events across the restart: $(hook_since "$HOOKS0")"
+# Programs replaced in place (new ids, same tags); ip rules, routes and nft tables exactly as before.
+SNAP_ADOPTED=$(rs_snapshot | grep -v '^xdp ')
+[[ $SNAP_ADOPTED == "$(grep -v '^xdp ' <<<"$SNAP0")" ]] ||
+  fail "the adopting start changed rules, routes, nft or program tags: $(diff <(grep -v '^xdp ' <<<"$SNAP0") <(echo "$SNAP_ADOPTED"))"
 [[ $(iface_get wan1 state) == online && $(iface_get wan1 transitions) == 0 ]] ||
   fail "wan1 after the restart: state $(iface_get wan1 state), transitions $(iface_get wan1 transitions)"
 [[ $(iface_get wan2 state) == online ]] || fail "wan2 after the restart: $(iface_get wan2 state)"
