@@ -10,6 +10,7 @@ packages=(
   libnl-3-dev libnl-route-3-dev libnl-genl-3-dev libnl-nf-3-dev libnftables-dev
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev
+  libclang-rt-dev  # libFuzzer and sanitizer runtimes of the default clang (libclang-rt-14-dev on bookworm)
   libsystemd-dev  # sd_notify: Type=notify readiness and the watchdog (optional at build time)
   # runtime and test tools
   iproute2 nftables conntrack iputils-ping iputils-arping iperf3

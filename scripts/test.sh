@@ -19,6 +19,8 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)"
 status=0
 (cd build && ctest --output-on-failure --timeout 900 "$@") || status=$?
+# The parsers' libFuzzer targets (tests/fuzz), UPLINKD_FUZZ_SECONDS each, in build-fuzz with clang.
+./scripts/fuzz.sh "${UPLINKD_FUZZ_SECONDS:-30}" || status=1
 
 # The BPF and namespace suites again on the kernels routers run (Debian's 6.1 and 6.12, in
 # virtme-ng VMs under qemu; vmtest/README.md), then the lab scenarios the host cannot run (kernel

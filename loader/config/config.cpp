@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <grp.h>
+
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -325,8 +327,10 @@ void check_name_length(const SectionReader& r) {
 // Failover hygiene extensions of globals: idle timeouts of remembered flows (seconds, 0 = never)
 // and the two switches.
 void read_flow_hygiene(SectionReader& r, Globals& g) {
-  g.flow_timeout_tcp_s = static_cast<uint32_t>(r.integer("flow_timeout_tcp", g.flow_timeout_tcp_s, 0, kU32Max));
-  g.flow_timeout_udp_s = static_cast<uint32_t>(r.integer("flow_timeout_udp", g.flow_timeout_udp_s, 0, kU32Max));
+  g.flow_timeout_tcp_s =
+      static_cast<uint32_t>(r.integer("flow_timeout_tcp", g.flow_timeout_tcp_s, 0, kU32Max));
+  g.flow_timeout_udp_s =
+      static_cast<uint32_t>(r.integer("flow_timeout_udp", g.flow_timeout_udp_s, 0, kU32Max));
   g.flow_timeout_s = static_cast<uint32_t>(r.integer("flow_timeout", g.flow_timeout_s, 0, kU32Max));
   g.reset_stale_tcp = r.boolean("reset_stale_tcp", g.reset_stale_tcp);
   g.conntrack_by_mark = r.boolean("conntrack_by_mark", g.conntrack_by_mark);
@@ -347,6 +351,64 @@ void read_local_route(SectionReader& r, Globals& g) {
   g.local_route = r.boolean("local_route", g.local_route);
   g.local_route_metric =
       static_cast<uint32_t>(r.integer("local_route_metric", g.local_route_metric, 0, kU32Max));
+}
+
+// The group database's entry for `name` (getgrnam_r, growing its buffer as asked); nullopt when none.
+std::optional<uint32_t> group_id(const std::string& name) {
+  std::vector<char> buf(1024);
+  for (;;) {
+    group entry{};
+    group* found = nullptr;
+    const int rc = getgrnam_r(name.c_str(), &entry, buf.data(), buf.size(), &found);
+    if (rc == ERANGE && buf.size() < (size_t{1} << 20)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    if (rc != 0 || found == nullptr) {
+      return std::nullopt;
+    }
+    return found->gr_gid;
+  }
+}
+
+// The name the group database gives `gid`, else the number.
+std::string group_name(uint32_t gid) {
+  std::vector<char> buf(1024);
+  for (;;) {
+    group entry{};
+    group* found = nullptr;
+    const int rc = getgrgid_r(gid, &entry, buf.data(), buf.size(), &found);
+    if (rc == ERANGE && buf.size() < (size_t{1} << 20)) {
+      buf.resize(buf.size() * 2);
+      continue;
+    }
+    return rc == 0 && found != nullptr ? std::string(found->gr_name) : std::to_string(gid);
+  }
+}
+
+// The control socket's group (extension): a group name, resolved now, or a numeric gid, taken as it
+// is (a gid need not be in the group database to own a file or be held by a process). Empty: unset.
+void read_control_group(SectionReader& r, Globals& g) {
+  const uci::Value* v = r.single("control_group");
+  if (v == nullptr || v->text.empty()) {
+    return;
+  }
+  constexpr const char* kAccepted = "a group name from the group database (/etc/group) or a numeric gid";
+  const bool numeric = v->text.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric) {
+    auto gid = parse_int(v->text);
+    // (gid_t)-1 means "no change" to chown, so it cannot name a group.
+    if (!gid || *gid < 0 || *gid >= kU32Max) {
+      r.fail_value(*v, "control_group", "is not a valid gid", kAccepted);
+    }
+    g.control_group = ControlGroup{static_cast<uint32_t>(*gid), group_name(static_cast<uint32_t>(*gid))};
+    return;
+  }
+  auto gid = group_id(v->text);
+  if (!gid) {
+    r.fail_value(*v, "control_group", "is not a group on this system", kAccepted);
+  }
+  g.control_group = ControlGroup{*gid, v->text};
 }
 
 Globals read_globals(const uci::Section& s, const std::string& file) {
@@ -372,6 +434,7 @@ Globals read_globals(const uci::Section& s, const std::string& file) {
   }
   read_flow_hygiene(r, g);
   read_local_route(r, g);
+  read_control_group(r, g);
   g.other_options = r.rest();
   return g;
 }

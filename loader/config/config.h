@@ -34,6 +34,12 @@ enum class TrackMethod {
 
 enum class InitialState { Online, Offline };
 
+// A group of the system, resolved when the configuration is read.
+struct ControlGroup {
+  uint32_t gid = 0;  // gid_t
+  std::string name;  // its name, or the number as given when the group database has no name for it
+};
+
 struct Globals {
   uint32_t mmx_mask = 0x3F00;
   int logging = 0;
@@ -54,6 +60,9 @@ struct Globals {
   // policy of the default rule, at this metric, below netifd's per-uplink metrics.
   bool local_route = true;
   uint32_t local_route_metric = 1;
+  // The control socket (extension): `option control_group` names a group whose members may use its
+  // read-only verbs (status, interfaces, ...); unset, only root may use it.
+  std::optional<ControlGroup> control_group;
   // Options uplinkd does not use (e.g. local_source, rtmon_interval), kept verbatim; lists in order.
   std::map<std::string, std::vector<std::string>> other_options;
 };
@@ -68,8 +77,8 @@ struct InterfaceConfig {
   TrackMethod track_method = TrackMethod::Ping;
   int reliability = 1;
   int count = 1;
-  double timeout_s = 4;     // extension: fractional seconds
-  double interval_s = 10;   // extension: fractional seconds
+  double timeout_s = 4;             // extension: fractional seconds
+  double interval_s = 10;           // extension: fractional seconds
   double failure_interval_s = 10;   // defaults to interval
   double recovery_interval_s = 10;  // defaults to interval
   bool keep_failure_interval = false;
@@ -85,12 +94,12 @@ struct InterfaceConfig {
   InitialState initial_state = InitialState::Online;
   std::vector<std::string> flush_conntrack;
   // Extensions (plain Linux, or overriding /etc/config/network).
-  std::string device;                 // resolved: from `option device` or the network file
-  std::optional<IpAddress> gateway;   // resolved: from `option gateway` or the network file; else learnt
-  uint16_t track_port = 80;           // nping-tcp target port
+  std::string device;                // resolved: from `option device` or the network file
+  std::optional<IpAddress> gateway;  // resolved: from `option gateway` or the network file; else learnt
+  uint16_t track_port = 80;          // nping-tcp target port
   std::string dns_query_name = "openwrt.org";  // nslookup: the name asked for
-  uint32_t icmp_limit_rate = 0;       // ICMP limiter packets/second; 0 = off (opt-in)
-  uint32_t icmp_limit_burst = 5;      // ICMP limiter burst, in packets
+  uint32_t icmp_limit_rate = 0;                // ICMP limiter packets/second; 0 = off (opt-in)
+  uint32_t icmp_limit_burst = 5;               // ICMP limiter burst, in packets
   std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
@@ -115,7 +124,7 @@ struct PolicyConfig {
 struct RuleConfig {
   std::string name;
   int line = 0;
-  std::string use_policy;  // a policy name or default / unreachable / blackhole
+  std::string use_policy;                      // a policy name or default / unreachable / blackhole
   std::map<std::string, std::string> options;  // the rest, kept verbatim for the policy engine
                                                // (a `list` is joined with ',', mwan3's list syntax)
 };

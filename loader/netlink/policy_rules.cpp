@@ -5,7 +5,6 @@
 // libnl folds several errnos into one NLE_* code. Dumps also read the errno the kernel puts in NLMSG_DONE
 // when a dump fails after it started (libnl treats that message as a plain end of dump).
 #include "netlink/policy_rules.h"
-#include "lifecycle/teardown.h"
 
 #include <linux/fib_rules.h>
 #include <linux/if_addr.h>
@@ -26,8 +25,10 @@
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <unordered_set>
 
 #include "config/config.h"
+#include "lifecycle/teardown.h"
 #include "netlink/nl_util.h"
 
 namespace uplinkd::netlink {
@@ -400,6 +401,19 @@ int send_route(nl_sock* sock, const Route& r, uint32_t table, bool add) {
 bool contains(const std::vector<Route>& routes, const Route& r) {
   return std::find(routes.begin(), routes.end(), r) != routes.end();
 }
+
+// Routes by what identifies them in a table, for lookups in tables of many thousand routes (a full BGP
+// feed in main): finding each wanted route in a list would be quadratic.
+struct RouteKeyHash {
+  size_t operator()(const PolicyRules::Route& r) const {
+    size_t h = std::hash<int>{}(r.family * 131 + r.dst.prefixlen);
+    for (uint8_t b : r.dst.address.bytes) h = h * 31 + b;
+    return h ^ (std::hash<uint32_t>{}(r.priority) << 1) ^ (static_cast<size_t>(r.tos) << 7);
+  }
+};
+using RouteSet = std::unordered_set<PolicyRules::Route, RouteKeyHash>;
+
+bool contains(const RouteSet& routes, const PolicyRules::Route& r) { return routes.count(r) != 0; }
 
 bool contains(const std::vector<int>& list, int value) {
   return std::find(list.begin(), list.end(), value) != list.end();
@@ -820,12 +834,15 @@ int PolicyRules::sync_table(uint32_t table, int ifindex, int family, const std::
       wanted.push_back(std::move(r));
     }
   }
-  std::vector<Route> current;
-  err = read_routes(sock_, family, table, &current);
+  std::vector<Route> current_list;
+  err = read_routes(sock_, family, table, &current_list);
   if (err != 0) {
     note(err, std::string("reading ") + family_name(family) + " table " + table_name(table));
     return finish();
   }
+  const RouteSet current(std::make_move_iterator(current_list.begin()),
+                         std::make_move_iterator(current_list.end()));
+  const RouteSet wanted_set(wanted.begin(), wanted.end());
 
   // Copies this object added: keep those still wanted and present; remove the unwanted; forget those
   // already gone (a device that went away takes its routes with it).
@@ -835,7 +852,7 @@ int PolicyRules::sync_table(uint32_t table, int ifindex, int family, const std::
       continue;
     }
     const bool present = contains(current, it->route);
-    if (present && contains(wanted, it->route)) {
+    if (present && contains(wanted_set, it->route)) {
       ++it;
       continue;
     }
@@ -850,14 +867,18 @@ int PolicyRules::sync_table(uint32_t table, int ifindex, int family, const std::
     }
     it = routes_.erase(it);
   }
+  // At an adopting start, the predecessor's copies found in the table become ours (at most once each).
+  RouteSet ours;
+  if (lifecycle::adopting()) {
+    for (const CopiedRoute& c : routes_) {
+      if (c.table == table) ours.insert(c.route);
+    }
+  }
   for (const Route& r : wanted) {
     if (contains(current, r)) {
       // Ours from before, or the same route put there by someone else; a predecessor's copy when this
       // start adopts its state, removed like our own from now on.
-      const bool known = std::any_of(routes_.begin(), routes_.end(), [&](const CopiedRoute& c) {
-        return c.table == table && c.route == r;
-      });
-      if (lifecycle::adopting() && !known) routes_.push_back(CopiedRoute{table, r});
+      if (lifecycle::adopting() && ours.insert(r).second) routes_.push_back(CopiedRoute{table, r});
       continue;
     }
     err = send_route(sock_, r, table, /*add=*/true);

@@ -1,18 +1,20 @@
 // Table N's default route and the fwmark rule of one uplink, through libnl-route-3. Requests report
 // the kernel's own errno (see nl_util.h).
 #include "netlink/uplink_routes.h"
-#include "lifecycle/teardown.h"
 
 #include <linux/fib_rules.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <netlink/attr.h>
 #include <netlink/errno.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
 #include <netlink/route/nexthop.h>
 #include <netlink/route/route.h>
 #include <netlink/route/rule.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -20,6 +22,7 @@
 #include <cstring>
 #include <memory>
 
+#include "lifecycle/teardown.h"
 #include "netlink/nl_util.h"
 
 namespace uplinkd::netlink {
@@ -118,6 +121,23 @@ bool device_exists(int ifindex) {
   return ifindex > 0 && if_indextoname(static_cast<unsigned int>(ifindex), name) != nullptr;
 }
 
+// Administratively up: a device that is down has no routes through it, and none can be added.
+bool device_up(int ifindex) {
+  char name[IF_NAMESIZE] = {};
+  if (ifindex <= 0 || if_indextoname(static_cast<unsigned int>(ifindex), name) == nullptr) {
+    return false;
+  }
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return true;  // cannot tell: try, and let the kernel's answer say
+  }
+  ifreq request{};
+  std::memcpy(request.ifr_name, name, sizeof name);
+  const bool up = ioctl(fd, SIOCGIFFLAGS, &request) != 0 || (request.ifr_flags & IFF_UP) != 0;
+  close(fd);
+  return up;
+}
+
 std::string device_name(int ifindex) {
   char name[IF_NAMESIZE] = {};
   if (if_indextoname(static_cast<unsigned int>(ifindex), name) != nullptr) {
@@ -208,6 +228,74 @@ int dump_main_routes(nl_sock* sock, int family, GatewaySearch* search) {
   }
   nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, consider_route, search);
   return nl_recvmsgs_default(sock);
+}
+
+// ---- reading back an uplink table's default route -------------------------------------------
+
+struct InstalledSearch {
+  uint32_t table = 0;
+  int family = 0;
+  int ifindex = 0;
+  std::optional<IpAddress> gateway;
+  bool found = false;
+};
+
+// The default route install() adds: in the table, one nexthop through the device, via the gateway (or
+// none), whatever its protocol and metric (a person may have put the same route there).
+int match_installed_route(nl_msg* message, void* context) {
+  auto* search = static_cast<InstalledSearch*>(context);
+  rtnl_route* parsed = nullptr;
+  if (rtnl_route_parse(nlmsg_hdr(message), &parsed) < 0) {
+    return NL_OK;
+  }
+  RoutePtr route(parsed);
+  nl_addr* destination = rtnl_route_get_dst(route.get());
+  if (rtnl_route_get_family(route.get()) != search->family ||
+      rtnl_route_get_table(route.get()) != search->table || rtnl_route_get_type(route.get()) != RTN_UNICAST ||
+      (destination != nullptr && nl_addr_get_prefixlen(destination) != 0) ||
+      rtnl_route_get_nnexthops(route.get()) != 1) {
+    return NL_OK;
+  }
+  rtnl_nexthop* nexthop = rtnl_route_nexthop_n(route.get(), 0);
+  if (rtnl_route_nh_get_ifindex(nexthop) == search->ifindex &&
+      from_nl_addr(rtnl_route_nh_get_gateway(nexthop), search->family) == search->gateway) {
+    search->found = true;
+  }
+  return NL_OK;
+}
+
+// Whether `search`'s route is in its table now: 0 or a negative errno. A table that does not exist
+// (never held a route, or lost its last one) has none.
+int find_installed_route(nl_sock* sock, InstalledSearch* search) {
+  int strict = 1;
+  setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &strict, sizeof strict);
+  constexpr int kAttempts = 3;  // a route change during the dump: a fresh dump gives a true picture
+  int err = -NLE_DUMP_INTR;
+  for (int attempt = 0; attempt < kAttempts && err == -NLE_DUMP_INTR; ++attempt) {
+    MessagePtr message(nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_DUMP));
+    if (!message) {
+      return -ENOMEM;
+    }
+    rtmsg request{};
+    request.rtm_family = static_cast<unsigned char>(search->family);
+    request.rtm_table = static_cast<unsigned char>(search->table < 256 ? search->table : RT_TABLE_UNSPEC);
+    if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0 ||
+        nla_put_u32(message.get(), RTA_TABLE, search->table) < 0) {
+      return -ENOMEM;
+    }
+    search->found = false;
+    nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_CUSTOM, match_installed_route, search);
+    err = nl_send_auto(sock, message.get());
+    if (err >= 0) {
+      err = nl_recvmsgs_default(sock);
+    }
+    nl_socket_modify_cb(sock, NL_CB_VALID, NL_CB_DEFAULT, nullptr, nullptr);
+  }
+  if (err == -NLE_DUMP_INTR) {
+    return -EINTR;
+  }
+  // "FIB table does not exist" ends the dump with ENOENT in NLMSG_DONE, which libnl reads as the end.
+  return err >= 0 || err == -NLE_OBJ_NOTFOUND ? 0 : -nle_to_errno(-err);
 }
 
 }  // namespace
@@ -359,6 +447,73 @@ void UplinkRoutes::remove_all() {
     uninstall(entry);
   }
   installed_.clear();
+}
+
+int UplinkRoutes::restore(Installed& entry, int* repaired, std::string* error) {
+  auto fail = [&](int err, const std::string& what) {
+    if (error != nullptr) {
+      *error = what + ": " + errno_text(err);
+    }
+    return err;
+  };
+  const std::string route_text = describe_route(entry.family, entry.table, entry.ifindex, entry.gateway);
+  InstalledSearch search{entry.table, entry.family, entry.ifindex, entry.gateway};
+  int err = find_installed_route(sock_, &search);
+  if (err != 0) {
+    return fail(err, "reading back the " + route_text);
+  }
+  if (!search.found) {
+    RoutePtr route = default_route(entry.table, entry.family, entry.ifindex, entry.gateway);
+    err = route ? add_route(sock_, route.get()) : -ENOMEM;
+    if (err != 0) {
+      return fail(err, "adding the missing " + route_text);
+    }
+    ++*repaired;
+  }
+  if (entry.pref == 0) {
+    return 0;  // install() failed before its rule: nothing to restore
+  }
+  // NLM_F_EXCL: EEXIST says the rule is there, and nothing is written.
+  RulePtr rule = fwmark_rule(entry.family, entry.table, entry.mark, entry.mask, entry.pref);
+  err = rule ? add_rule(sock_, rule.get()) : -ENOMEM;
+  if (err == -EEXIST) {
+    return 0;
+  }
+  if (err != 0) {
+    return fail(err, "adding the missing " +
+                         describe_rule(entry.family, entry.table, entry.mark, entry.mask, entry.pref));
+  }
+  entry.rule_owned = true;  // put there by us now, even if it was someone else's before it went
+  ++*repaired;
+  return 0;
+}
+
+int UplinkRoutes::resync(std::string* error, int* repaired) {
+  int count = 0;
+  int first_error = 0;
+  if (sock_ == nullptr) {
+    first_error = -ENOTCONN;
+    if (error != nullptr) {
+      *error = "checking the uplink tables' default routes (no rtnetlink socket): " + errno_text(first_error);
+    }
+  }
+  for (Installed& entry : installed_) {
+    if (sock_ == nullptr || !device_up(entry.ifindex)) {
+      continue;
+    }
+    std::string what;
+    const int err = restore(entry, &count, &what);
+    if (err != 0 && first_error == 0) {
+      first_error = err;
+      if (error != nullptr) {
+        *error = what;
+      }
+    }
+  }
+  if (repaired != nullptr) {
+    *repaired = count;
+  }
+  return first_error;
 }
 
 }  // namespace uplinkd::netlink

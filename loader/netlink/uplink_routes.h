@@ -35,6 +35,17 @@ class UplinkRoutes {
   void remove(uint32_t table, int family);
   void remove_all();
 
+  // Makes the kernel hold again what install() put there: each table's default route is read back by
+  // dump and re-added where it is missing, each fwmark rule re-added where it is missing. They go
+  // without uplinkd being told in a way it could miss: notifications lost to a receive-buffer overrun,
+  // a device taken down and up between two device polls (the kernel drops every route through a device
+  // that goes down, in every table), a table or rule flushed by hand. Entries whose device is down or
+  // gone are left alone: they are the device poll's (remove(), or install() on the new device).
+  // Nothing is written when everything is in place, so it is cheap enough for every periodic refresh
+  // (one dump of each uplink table). Returns 0 or the first negative errno; `error` names what failed;
+  // `repaired`, when given, gets the number of routes and rules put back.
+  int resync(std::string* error, int* repaired = nullptr);
+
  private:
   struct Installed {
     uint32_t table = 0;
@@ -48,6 +59,7 @@ class UplinkRoutes {
   };
   Installed& remember_route(uint32_t table, int family, int ifindex, const std::optional<IpAddress>& gateway);
   void delete_rule_of(const Installed& entry);
+  int restore(Installed& entry, int* repaired, std::string* error);
   void uninstall(const Installed& entry);
 
   std::vector<Installed> installed_;

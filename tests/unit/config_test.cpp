@@ -873,5 +873,49 @@ TEST(FieldReports, NetworkFragmentsResolveDevices) {
   EXPECT_EQ(c.find_interface("wireguard")->device, "wireguard");
 }
 
+// ---- control_group (extension) ----------------------------------------------------------------
+
+TEST(ControlGroup, UnsetMeansRootOnly) {
+  EXPECT_FALSE(parse("config globals 'globals'\n", "mwan3").globals.control_group.has_value());
+  EXPECT_FALSE(parse("config globals 'globals'\n option control_group ''\n", "mwan3").globals.control_group);
+}
+
+TEST(ControlGroup, NameIsResolvedAndGidTakenAsGiven) {
+  // Every system has group root (gid 0).
+  Config c = parse("config globals 'globals'\n option control_group 'root'\n", "mwan3");
+  ASSERT_TRUE(c.globals.control_group.has_value());
+  EXPECT_EQ(c.globals.control_group->gid, 0U);
+  EXPECT_EQ(c.globals.control_group->name, "root");
+  EXPECT_EQ(c.globals.other_options.count("control_group"), 0U);
+  c = parse("config globals 'globals'\n option control_group '0'\n", "mwan3");
+  ASSERT_TRUE(c.globals.control_group.has_value());
+  EXPECT_EQ(c.globals.control_group->gid, 0U);
+  EXPECT_EQ(c.globals.control_group->name, "root");
+  // A gid need not be in the group database; its name is then the number.
+  c = parse("config globals 'globals'\n option control_group '4000000123'\n", "mwan3");
+  ASSERT_TRUE(c.globals.control_group.has_value());
+  EXPECT_EQ(c.globals.control_group->gid, 4000000123U);
+  EXPECT_EQ(c.globals.control_group->name, "4000000123");
+}
+
+TEST(ControlGroup, UnknownGroupIsAnError) {
+  const ErrorCase cases[] = {
+      {"no_such_group",
+       "config globals 'globals'\n option logging '0'\n option control_group 'no-such-group-x7'\n", 3,
+       "control_group",
+       "'no-such-group-x7' is not a group on this system in globals 'globals'; accepted: a group name "
+       "from the group database (/etc/group) or a numeric gid"},
+      {"gid_minus_one", "config globals 'globals'\n option control_group '4294967295'\n", 2, "control_group",
+       "'4294967295' is not a valid gid"},
+      {"gid_too_big", "config globals 'globals'\n option control_group '99999999999999999999'\n", 2,
+       "control_group", "is not a valid gid"},
+      {"list", "config globals 'globals'\n list control_group 'root'\n list control_group 'adm'\n", 3,
+       "control_group", "given as a list of 2 values"},
+  };
+  for (const auto& c : cases) {
+    expect_error(c);
+  }
+}
+
 }  // namespace
 }  // namespace uplinkd::config
