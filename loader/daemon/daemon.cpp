@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -36,7 +37,7 @@ constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
 constexpr int64_t kRouteEventDelayNs = 50 * 1000000LL;  // lets a burst of route notifications settle
 // Idle flows and orphaned tcp_seen entries are swept this often, a bounded batch each time.
 constexpr int64_t kFlowSweepNs = 10 * 1000000000LL;
-constexpr uint32_t kRulePrefBase = 2000;                // mwan3: pref 2000+N fwmark mark(N) lookup N
+constexpr uint32_t kRulePrefBase = 2000;  // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 struct LinkState {
   int ifindex = 0;
@@ -115,7 +116,8 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   started_ns_ = health::monotonic_ns();
   const uint32_t flow_entries = config::flow_table_entries(config_.globals, mem_total_bytes());
   datapath_ = std::make_unique<datapath::Datapath>(
-      options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); }, flow_entries);
+      options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); },
+      flow_entries);
   log::info("flow table: " + std::to_string(flow_entries) + " entries (option flow_table_size)");
   // From here until the start succeeded, a failure must leave a predecessor's datapath exactly as it
   // forwards now: what this start finds identical is claimed, and nothing is removed on the way out.
@@ -137,7 +139,8 @@ void Daemon::start_all() {
   // The control socket first: of what can fail, binding it is the likeliest, and it changes nothing
   // the datapath uses. Requests are answered from run() on.
   control_ = std::make_unique<control::ControlServer>(
-      options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); });
+      options_.socket_path, [this](const nlohmann::json& r) { return handle_request(r); },
+      control::access_from(config_.globals));
   policy::OnlineInterfaces adopted_online;
   for (const auto& cfg : config_.interfaces) {
     if (!cfg.enabled) continue;
@@ -159,6 +162,13 @@ void Daemon::start_all() {
   create_wg_steering();
   // Devices present now must attach, or the start fails as a whole (destructors undo the rest).
   poll_devices(started_ns_, true);
+  // Test-only fault injection (tests/integration/test_restart.sh): a start that fails after the
+  // programs were replaced in place must still leave the datapath forwarding.
+  if (const char* injected = std::getenv("UPLINKD_TEST_FAIL_START");
+      injected != nullptr && *injected != '\0') {
+    throw std::runtime_error(std::string("injected failure after attaching (UPLINKD_TEST_FAIL_START=") +
+                             injected + "); unset it to start");
+  }
   policy_->publish(online_interfaces());
   policy_->refresh(uplink_views());
   update_local_routes();
@@ -213,8 +223,9 @@ void Daemon::retire_unconfigured_records() {
     r.mark = previous->mark;
     datapath_->write_uplink(id, r);
     retired_generations_[id] = r.generation;
-    log::notice("uplink id " + std::to_string(id) + " of the previous daemon is not an enabled interface of " +
-                config_.file + " any more: its flows move");
+    log::notice("uplink id " + std::to_string(id) +
+                " of the previous daemon is not an enabled interface of " + config_.file +
+                " any more: its flows move");
   }
 }
 
@@ -226,13 +237,13 @@ Daemon::~Daemon() {
     // hooks already queued still run.
     notify_.stopping();
     hooks_.drain(now + kShutdownHookNs);
-    for (int fd : {epoll_fd_, signal_fd_, timer_fd_, route_events_fd_}) {
+    for (int fd : {epoll_fd_, signal_fd_, timer_fd_}) {
       if (fd >= 0) close(fd);
     }
     return;  // members go in keep mode: programs, pins, rules, routes and nft tables stay
   }
   notify_.stopping();
-  stop_wireguard();  // endpoint routes put back while the uplinks' routes still exist
+  stop_wireguard();            // endpoint routes put back while the uplinks' routes still exist
   local_routes_.remove_all();  // the system's own default routes apply again from here
   for (auto& [id, u] : uplinks_) {
     if (u.device_up) u.monitor->stop(now);  // `disconnected` for the online ones, as mwan3 at stop
@@ -245,7 +256,7 @@ Daemon::~Daemon() {
   routes_.remove_all();
   control_.reset();
   datapath_.reset();
-  for (int fd : {epoll_fd_, signal_fd_, timer_fd_, route_events_fd_}) {
+  for (int fd : {epoll_fd_, signal_fd_, timer_fd_}) {
     if (fd >= 0) close(fd);
   }
 }
@@ -262,7 +273,7 @@ void Daemon::setup_signals() {
   if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0)
     throw std::runtime_error(std::string("event loop: ") + strerror(errno));
   open_route_events();
-  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd(), route_events_fd_}) {
+  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd(), route_events_fd()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -275,37 +286,39 @@ void Daemon::setup_signals() {
 // the addresses: both are brought in step shortly after the kernel says a route, an address or a
 // link changed (a burst of notifications is handled once), with the periodic refresh as a safety net.
 void Daemon::open_route_events() {
-  route_events_fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_ROUTE);
-  sockaddr_nl local{};
-  local.nl_family = AF_NETLINK;
-  local.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR;
-  if (route_events_fd_ < 0 ||
-      bind(route_events_fd_, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
-    log::warn(std::string("route notifications unavailable (") + strerror(errno) +
-              "): routes and connected networks are synced every " + std::to_string(kPolicyRefreshNs / 1000000000) +
-              " s only");
-    if (route_events_fd_ >= 0) close(route_events_fd_);
-    route_events_fd_ = -1;
+  route_events_ = std::make_unique<netlink::RouteEvents>();
+  if (!route_events_->ok()) {
+    log::warn("route notifications unavailable (" + route_events_->error() +
+              "): routes and connected networks are synced every " +
+              std::to_string(kPolicyRefreshNs / 1000000000) + " s only");
+    route_events_.reset();
   }
 }
 
 void Daemon::drain_route_events(int64_t now) {
-  char buf[8192];
-  bool links = false;
-  for (int i = 0; i < 256; ++i) {  // bounded: a flood is caught up by the next wake-up
-    const ssize_t n = recv(route_events_fd_, buf, sizeof buf, 0);
-    if (n < 0 && errno == ENOBUFS) {  // the kernel dropped some: assume anything changed
-      links = true;
-      continue;
-    }
-    if (n <= 0) break;
-    int len = static_cast<int>(n);
-    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-      if (h->nlmsg_type == RTM_NEWLINK || h->nlmsg_type == RTM_DELLINK) links = true;
-    }
+  const netlink::RouteEventSummary events = route_events_->drain();
+  if (events.overrun) {
+    // Notifications were lost: devices, routes and rules are all read again now, not in 50 ms.
+    log::info("route notifications overran the socket's buffer: devices, routes and rules read again");
+    poll_devices(now, false);
+    refresh_routing(now);
+    return;
   }
+  if (!events.changed()) return;
   next_policy_refresh_ = std::min(next_policy_refresh_, now + kRouteEventDelayNs);
-  if (links) next_device_poll_ = std::min(next_device_poll_, now + kRouteEventDelayNs);
+  if (events.links) next_device_poll_ = std::min(next_device_poll_, now + kRouteEventDelayNs);
+}
+
+// The uplink tables and rules put back where the kernel dropped them (a device taken down and up
+// between two polls drops its routes in every table), then the policies' view of routes and networks.
+void Daemon::refresh_routing(int64_t now) {
+  std::string error;
+  int repaired = 0;
+  if (routes_.resync(&error, &repaired) != 0) log::warn("uplink tables: " + error);
+  if (repaired > 0)
+    log::notice("uplink tables: " + std::to_string(repaired) + " route(s) or rule(s) put back");
+  policy_->refresh(uplink_views());
+  next_policy_refresh_ = now + kPolicyRefreshNs;
 }
 
 void Daemon::poll_devices(int64_t now, bool at_start) {
@@ -483,7 +496,8 @@ policy::OnlineInterfaces Daemon::online_interfaces() const {
   policy::OnlineInterfaces online;
   for (const auto& [id, u] : uplinks_) {
     const health::State s = u.monitor->tracker().state();
-    if (u.device_up && (s == health::State::Online || s == health::State::Disconnecting)) online.insert(u.cfg->name);
+    if (u.device_up && (s == health::State::Online || s == health::State::Disconnecting))
+      online.insert(u.cfg->name);
   }
   return online;
 }
@@ -538,7 +552,7 @@ int Daemon::run() {
       const int fd = events[i].data.fd;
       if (fd == signal_fd_) handle_signals(&stop);
       if (fd == control_->fd()) control_->serve();
-      if (fd == route_events_fd_) drain_route_events(health::monotonic_ns());
+      if (fd == route_events_fd()) drain_route_events(health::monotonic_ns());
       if (fd == timer_fd_) {
         uint64_t ticks;
         [[maybe_unused]] ssize_t r = read(timer_fd_, &ticks, sizeof ticks);
@@ -549,10 +563,7 @@ int Daemon::run() {
     now = health::monotonic_ns();
     for (auto& [id, u] : uplinks_) u.monitor->run(now);
     if (now >= next_device_poll_) poll_devices(now, false);
-    if (now >= next_policy_refresh_) {
-      policy_->refresh(uplink_views());
-      next_policy_refresh_ = now + kPolicyRefreshNs;
-    }
+    if (now >= next_policy_refresh_) refresh_routing(now);
     poll_wireguard(now);
     if (now >= next_flow_sweep_) {
       hygiene_->sweep(now);
@@ -625,7 +636,8 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
     request_exit(ExitAction::Restart, true);
     return {{"restarting", true}, {"pid", getpid()}};
   }
-  if (command == "wireguard") return {{"wireguard", wireguard_ ? wireguard_->json() : nlohmann::json::object()}};
+  if (command == "wireguard")
+    return {{"wireguard", wireguard_ ? wireguard_->json() : nlohmann::json::object()}};
   return {{"error", "unknown command '" + command +
                         "' (known: status, interfaces, policies, rules, connected, flows, wireguard, reload, "
                         "interface_info, stop, restart)"}};
@@ -854,6 +866,7 @@ std::string Daemon::reload(std::string* summary) {
   // Kept uplinks point into the old configuration until they are moved over just below.
   const config::Config old = std::move(config_);
   config_ = std::move(next);
+  control_->set_access(control::access_from(config_.globals));
   for (auto& [id, u] : uplinks_) {
     const std::string old_device = u.cfg->device;
     u.cfg = enabled_interface(config_, id);

@@ -13,14 +13,15 @@
 
 #include "config/config.h"
 #include "control/control_server.h"
-#include "daemon/hook_runner.h"
 #include "daemon/flow_hygiene.h"
+#include "daemon/hook_runner.h"
 #include "daemon/policy_runtime.h"
 #include "datapath/datapath.h"
 #include "datapath/wg_steering.h"
 #include "health/monitor.h"
 #include "lifecycle/service_notify.h"
 #include "netlink/default_route.h"
+#include "netlink/route_events.h"
 #include "netlink/uplink_routes.h"
 #include "wireguard/manager.h"
 
@@ -120,9 +121,12 @@ class Daemon {
   int epoll_fd_ = -1;
   int signal_fd_ = -1;
   int timer_fd_ = -1;
-  int route_events_fd_ = -1;  // rtnetlink notifications: routes, addresses, links changed
+  // rtnetlink notifications: routes, addresses, links changed (null when they cannot be had).
+  std::unique_ptr<netlink::RouteEvents> route_events_;
+  [[nodiscard]] int route_events_fd() const { return route_events_ ? route_events_->fd() : -1; }
   void open_route_events();
   void drain_route_events(int64_t now);
+  void refresh_routing(int64_t now);
   int64_t started_ns_ = 0;
   int64_t next_device_poll_ = 0;
   int64_t next_policy_refresh_ = 0;
