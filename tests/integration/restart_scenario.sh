@@ -156,12 +156,19 @@ rs_snapshot() {
   ip netns exec "$UL_PREFIX-rtr" nft list tables 2>/dev/null
 }
 
-# rs_max_gap_ms <name> <event>: the longest gap in ms between consecutive lines of that event.
-rs_max_gap_ms() {
-  python3 - "$UL_TMP/$1.out" "$2" <<'PY'
+# rs_gap_in_window <name> <event> [<from ns> <to ns>]: "<longest gap ms> <events> <lost>" over the
+# events of the tool's JSON lines ($UL_TMP/<name>.out) in the window (the whole run without one). A gap
+# counts when it overlaps the window, so one that begins before it or ends after it is seen whole; with
+# a window, a stream that stopped counts up to its end. <lost>: holes in the "seq" numbers of the
+# events in the window (UDP), -1 without any.
+rs_gap_in_window() {
+  python3 - "$UL_TMP/$1.out" "$2" "${3:-0}" "${4:--1}" <<'PY'
 import json, sys
-path, ev = sys.argv[1:3]
-ts = []
+path, ev, lo, hi = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+windowed = hi >= 0
+if not windowed:
+    hi = float("inf")
+ts, seqs = [], []
 for line in open(path):
     try:
         d = json.loads(line)
@@ -169,9 +176,23 @@ for line in open(path):
         continue
     if d.get("ev") == ev:
         ts.append(d["t"])
-gaps = [b - a for a, b in zip(ts, ts[1:])]
-print("%.1f" % (max(gaps) / 1e6 if gaps else -1))
+        if lo <= d["t"] <= hi and isinstance(d.get("seq"), int) and d["seq"] >= 0:
+            seqs.append(d["seq"])
+ts.sort()
+gaps = [b - a for a, b in zip(ts, ts[1:]) if b >= lo and a <= hi]
+if windowed and ts and ts[-1] < hi:
+    gaps.append(hi - max(ts[-1], lo))
+n = sum(1 for t in ts if lo <= t <= hi)
+lost = (max(seqs) - min(seqs) + 1 - len(set(seqs))) if seqs else -1
+print("%.1f %d %d" % (max(gaps) / 1e6 if gaps else -1, n, lost))
 PY
+}
+
+# rs_max_gap_ms <name> <event>: the longest gap in ms between consecutive lines of that event.
+rs_max_gap_ms() {
+  local gap
+  read -r gap _ _ <<<"$(rs_gap_in_window "$1" "$2")"
+  echo "$gap"
 }
 
 # rs_kill9: SIGKILL of the daemon's own pid (start_uplinkd execs down to it), reaped.
