@@ -146,6 +146,9 @@ PinSurvey survey_pins(const std::string& pin_dir, const std::vector<std::string>
 
 namespace {
 
+std::string set_aside_path(const std::string& path) { return path + kSetAsideSuffix; }
+std::string pin_path(const std::string& pin_dir, const std::string& name) { return pin_dir + "/" + name; }
+
 // Moves a pin by pinning the object again under the new path, then unlinking the old one, so the
 // object always has a pin (older kernels' bpffs has no rename). Returns 0 or an errno.
 int move_pin(const std::string& from, const std::string& to) {
@@ -163,10 +166,10 @@ int move_pin(const std::string& from, const std::string& to) {
 std::vector<std::string> set_aside(const std::string& pin_dir, const std::vector<std::string>& names) {
   std::vector<std::string> moved;
   for (const auto& name : names) {
-    const std::string path = pin_dir + "/" + name;
+    const std::string path = pin_path(pin_dir, name);
     if (access(path.c_str(), F_OK) != 0) continue;
-    unlink((path + kSetAsideSuffix).c_str());  // a set-aside copy an earlier start failed to drop
-    if (const int err = move_pin(path, path + kSetAsideSuffix); err == 0) {
+    unlink(set_aside_path(path).c_str());  // a set-aside copy an earlier start failed to drop
+    if (const int err = move_pin(path, set_aside_path(path)); err == 0) {
       moved.push_back(name);
     } else {
       log::warn("setting aside " + path + ": " + std::strerror(err) + "; removing its pin instead");
@@ -187,7 +190,9 @@ std::vector<std::string> set_aside_incompatible(bpf_object* obj, const std::stri
     const std::string why = difference(map, info);
     if (why.empty()) continue;
     const std::string name = bpf_map__name(map);
-    if (!set_aside(pin_dir, {name}).empty()) moved.push_back(name + " (" + why + ")");
+    if (set_aside(pin_dir, {name}).empty()) continue;
+    std::string entry = name;
+    moved.push_back(entry.append(" (").append(why).append(")"));
   }
   return moved;
 }
@@ -196,8 +201,8 @@ std::string migrate_set_aside(const std::string& pin_dir) {
   std::string kept, lost;
   auto add = [](std::string& list, const std::string& item) { list += (list.empty() ? "" : ", ") + item; };
   for (const auto& name : set_aside_pins(pin_dir)) {
-    const std::string path = pin_dir + "/" + name;
-    const int from = bpf_obj_get((path + kSetAsideSuffix).c_str());
+    const std::string path = pin_path(pin_dir, name);
+    const int from = bpf_obj_get(set_aside_path(path).c_str());
     const int to = bpf_obj_get(path.c_str());
     bpf_map_info old_info{}, new_info{};
     uint32_t len = sizeof old_info;
@@ -218,14 +223,14 @@ std::string migrate_set_aside(const std::string& pin_dir) {
 }
 
 void drop_set_aside(const std::string& pin_dir) {
-  for (const auto& name : set_aside_pins(pin_dir)) unlink((pin_dir + "/" + name + kSetAsideSuffix).c_str());
+  for (const auto& name : set_aside_pins(pin_dir)) unlink(set_aside_path(pin_path(pin_dir, name)).c_str());
 }
 
 void restore_set_aside(const std::string& pin_dir) {
   for (const auto& name : set_aside_pins(pin_dir)) {
-    const std::string path = pin_dir + "/" + name;
+    const std::string path = pin_path(pin_dir, name);
     unlink(path.c_str());  // the fresh map this start created; nothing attached uses it
-    if (const int err = move_pin(path + kSetAsideSuffix, path); err != 0) {
+    if (const int err = move_pin(set_aside_path(path), path); err != 0) {
       log::error("putting back " + path + ": " + std::strerror(err));
     }
   }
