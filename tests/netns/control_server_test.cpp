@@ -42,8 +42,12 @@ double ms_since(Clock::time_point t) {
 
 bool contains(const std::string& s, std::string_view part) { return s.find(part) != std::string::npos; }
 
+// Handler calls since the serving thread last reset it (only that thread calls the handler).
+std::atomic<int> handler_calls{0};
+
 // The handler: echoes the verb; "big" answers kBigResponse bytes, "throw" throws.
 json handle(const json& request) {
+  ++handler_calls;
   static const json big = {{"data", std::string(kBigResponse, 'x')}};
   const std::string verb = request["command"];
   if (verb == "big") return big;
@@ -71,6 +75,8 @@ class ServedControl {
   }
   // The longest serve() so far, in ms.
   double max_serve_ms() const { return static_cast<double>(max_serve_ns_.load()) / 1e6; }
+  // The most requests one serve() answered (handler calls): the work a wake-up may take.
+  int max_answers_per_serve() const { return max_answers_.load(); }
 
  private:
   void loop() {
@@ -78,10 +84,12 @@ class ServedControl {
       pollfd p{server_->fd(), POLLIN, 0};
       if (poll(&p, 1, 5) <= 0) continue;
       std::lock_guard<std::mutex> lock(mu_);
+      handler_calls = 0;
       const auto start = Clock::now();
       server_->serve();
       const int64_t ns = std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - start).count();
       max_serve_ns_ = std::max<int64_t>(max_serve_ns_.load(), ns);
+      max_answers_ = std::max(max_answers_.load(), handler_calls.load());
     }
   }
 
@@ -89,6 +97,7 @@ class ServedControl {
   std::unique_ptr<ControlServer> server_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> max_serve_ns_{0};
+  std::atomic<int> max_answers_{0};
   std::thread thread_;
 };
 
@@ -460,10 +469,16 @@ TEST_F(ControlServerTest, ManySlowReadersOfABigResponse) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   for (auto& t : readers) t.join();
-  std::printf("%d slow readers of %zu KiB: slowest other request %.2f ms; slowest serve() %.2f ms\n",
-              kReaders, kBigResponse / 1024, max_ms, served_->max_serve_ms());
+  std::printf(
+      "%d slow readers of %zu KiB: slowest other request %.2f ms; slowest serve() %.2f ms, "
+      "at most %d answers in one\n",
+      kReaders, kBigResponse / 1024, max_ms, served_->max_serve_ms(), served_->max_answers_per_serve());
   EXPECT_LT(max_ms, 100.0);
-  EXPECT_LT(served_->max_serve_ms(), 100.0);
+  // A serve() takes the handler's time for what it answers (2.4 MB of JSON for 8 big answers: over
+  // 100 ms in a VM under software emulation), so what is bounded is how many it answers per wake-up,
+  // not the wall-clock time; the slow readers' sends never wait (the line above).
+  EXPECT_LE(served_->max_answers_per_serve(), ControlServer::kAnswersPerServe);
+  EXPECT_GE(served_->max_answers_per_serve(), 1);
   for (const std::string& a : answers) {
     ASSERT_EQ(a.back(), '\n');
     EXPECT_EQ(json::parse(a)["data"].get_ref<const std::string&>().size(), kBigResponse);
