@@ -13,17 +13,23 @@ namespace uplinkd::datapath {
 // allows it, but some kernels are built to refuse it (seen on a 6.18 kernel): there uplink_ingress
 // loads without tagging matched probe replies, so health checking is unchanged and only
 // probe_reply_mark is not set (see README, "Not supported yet").
-// Asked by loading a four-instruction XDP program that reserves 8 bytes of metadata: libbpf's
-// libbpf_probe_bpf_helper() says yes on such kernels, as it only looks for "unknown func" in the log.
+// Loads a four-instruction XDP program that reserves 8 bytes of metadata and passes the packet: its
+// fd, or -1 where the kernel refuses bpf_xdp_adjust_meta. The tests run it too (metadata in test runs).
+inline int load_xdp_meta_probe() {
+  const bpf_insn insns[] = {
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, -8},        // r2 = -8 (r1 is the context)
+      {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_xdp_adjust_meta},   // bpf_xdp_adjust_meta(ctx, -8)
+      {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS},  // return XDP_PASS
+      {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+  };
+  return bpf_prog_load(BPF_PROG_TYPE_XDP, "uplinkd_meta", "GPL", insns, 4, nullptr);
+}
+
+// Asked by loading that program: libbpf's libbpf_probe_bpf_helper() says yes on such kernels, as it
+// only looks for "unknown func" in the log.
 inline bool xdp_metadata_supported() {
   static const bool supported = [] {
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, -8},        // r2 = -8 (r1 is the context)
-        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_xdp_adjust_meta},   // bpf_xdp_adjust_meta(ctx, -8)
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS},  // return XDP_PASS
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
-    const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "uplinkd_meta", "GPL", insns, 4, nullptr);
+    const int fd = load_xdp_meta_probe();
     if (fd < 0) return false;
     close(fd);
     return true;

@@ -6,6 +6,7 @@
 // from the NLMSG_ERROR answer itself, so callers and error sentences get the real one.
 #pragma once
 
+#include <linux/rtnetlink.h>
 #include <netlink/errno.h>
 #include <netlink/msg.h>
 #include <netlink/netlink.h>
@@ -15,6 +16,7 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -110,6 +112,24 @@ inline size_t address_size(int family) { return family == AF_INET ? 4 : 16; }
 
 inline std::string errno_text(int negative_errno) {
   return std::string(std::strerror(-negative_errno)) + " (errno " + std::to_string(-negative_errno) + ")";
+}
+
+// A dump request for the routes of one table of one family, with strict checking switched on for
+// `sock`, so that the kernel sends only that table (RTA_TABLE) and a router holding a full BGP table
+// elsewhere is not walked for it. Null when out of memory.
+inline MessagePtr table_route_dump_request(nl_sock* sock, int family, uint32_t table) {
+  int strict = 1;
+  setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &strict, sizeof strict);
+  MessagePtr message(nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_DUMP));
+  if (!message) return nullptr;
+  rtmsg request{};
+  request.rtm_family = static_cast<unsigned char>(family);
+  request.rtm_table = static_cast<unsigned char>(table < 256 ? table : RT_TABLE_UNSPEC);
+  if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0 ||
+      nla_put_u32(message.get(), RTA_TABLE, table) < 0) {
+    return nullptr;
+  }
+  return message;
 }
 
 }  // namespace uplinkd::netlink

@@ -148,19 +148,8 @@ int run_dump(nl_sock* sock, nl_msg* request, nl_recvmsg_msg_cb_t collect, Dump* 
 }
 
 int dump_table_once(nl_sock* sock, TableDump* dump) {
-  // With strict checking the kernel sends only the table asked for (RTA_TABLE), so a router that holds a
-  // full BGP table elsewhere is not walked for every route change.
-  int strict = 1;
-  setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &strict, sizeof strict);
-  MessagePtr message(nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_DUMP));
+  MessagePtr message = table_route_dump_request(sock, dump->family, dump->table);
   if (!message) {
-    return -ENOMEM;
-  }
-  rtmsg request{};
-  request.rtm_family = static_cast<unsigned char>(dump->family);
-  request.rtm_table = static_cast<unsigned char>(dump->table < 256 ? dump->table : RT_TABLE_UNSPEC);
-  if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0 ||
-      nla_put_u32(message.get(), RTA_TABLE, dump->table) < 0) {
     return -ENOMEM;
   }
   dump->routes.clear();

@@ -267,20 +267,11 @@ int match_installed_route(nl_msg* message, void* context) {
 // Whether `search`'s route is in its table now: 0 or a negative errno. A table that does not exist
 // (never held a route, or lost its last one) has none.
 int find_installed_route(nl_sock* sock, InstalledSearch* search) {
-  int strict = 1;
-  setsockopt(nl_socket_get_fd(sock), SOL_NETLINK, NETLINK_GET_STRICT_CHK, &strict, sizeof strict);
   constexpr int kAttempts = 3;  // a route change during the dump: a fresh dump gives a true picture
   int err = -NLE_DUMP_INTR;
   for (int attempt = 0; attempt < kAttempts && err == -NLE_DUMP_INTR; ++attempt) {
-    MessagePtr message(nlmsg_alloc_simple(RTM_GETROUTE, NLM_F_DUMP));
+    MessagePtr message = table_route_dump_request(sock, search->family, search->table);
     if (!message) {
-      return -ENOMEM;
-    }
-    rtmsg request{};
-    request.rtm_family = static_cast<unsigned char>(search->family);
-    request.rtm_table = static_cast<unsigned char>(search->table < 256 ? search->table : RT_TABLE_UNSPEC);
-    if (nlmsg_append(message.get(), &request, sizeof request, NLMSG_ALIGNTO) < 0 ||
-        nla_put_u32(message.get(), RTA_TABLE, search->table) < 0) {
       return -ENOMEM;
     }
     search->found = false;

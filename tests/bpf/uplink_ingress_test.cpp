@@ -553,13 +553,7 @@ class IngressProgram {
 // 8 bytes of metadata, so a broken uplink_ingress cannot switch the rows' metadata checks off.
 bool KernelReportsXdpMeta() {
   static const bool reported = [] {
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_2, 0, 0, -8},        // r2 = -8
-        {BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_xdp_adjust_meta},   // (ctx in r1)
-        {BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS},  // r0 = XDP_PASS
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
-    const int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "ul_meta_probe", "GPL", insns, 4, nullptr);
+    const int fd = uplinkd::datapath::load_xdp_meta_probe();
     if (fd < 0) {
       return false;
     }
