@@ -1,16 +1,14 @@
 // uplinkctl: asks a running uplinkd for its state and prints it like mwan3 does (or as JSON).
-#include <signal.h>
+#include <libgen.h>
 
 #include <CLI/CLI.hpp>
-#include <cerrno>
-#include <chrono>
-#include <thread>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
+#include "cli/commands.h"
 #include "control/control_server.h"
 #include "control/status_text.h"
-#include "control/use_runner.h"
 #include "daemon/flow_hygiene.h"
 #include "policy/policy_table.h"
 #include "policy/rule_compiler.h"
@@ -36,88 +34,17 @@ int find_use(int argc, char** argv) {
   return 0;
 }
 
-// Asks the daemon for the interface's device and mark, then runs the command bound to it.
-int run_use(const std::string& socket, const std::string& iface, const std::vector<std::string>& command) {
-  if (command.empty()) {
-    std::fprintf(stderr, "uplinkctl: use %s: no command given (e.g. uplinkctl use %s ping -c1 1.1.1.1)\n",
-                 iface.c_str(), iface.c_str());
-    return 2;
-  }
-  nlohmann::json info =
-      uplinkd::control::request(socket, {{"command", "interface_info"}, {"interface", iface}});
-  if (info.contains("error")) {
-    std::fprintf(stderr, "uplinkctl: use: %s\n", info["error"].get<std::string>().c_str());
-    return 1;
-  }
-  uplinkd::control::UseTarget target;
-  target.interface = iface;
-  target.device = info.value("device", "");
-  target.ifindex = info.value("ifindex", 0);
-  target.mark = info.value("mark", 0U);
-  return uplinkd::control::run_bound(target, command);
-}
-
-// Waits (bounded) until process `pid` is gone. True when it is.
-bool wait_gone(int pid, double seconds) {
-  for (int i = 0; i < static_cast<int>(seconds * 20); ++i) {
-    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
-
-// Waits (bounded) until the daemon answers again, started after `since`; returns its status or null.
-nlohmann::json wait_restarted(const std::string& socket, std::chrono::steady_clock::time_point since,
-                              double seconds) {
-  for (int i = 0; i < static_cast<int>(seconds * 20); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    try {
-      nlohmann::json status = uplinkd::control::request(socket, {{"command", "status"}}, 1000);
-      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
-      if (status.contains("daemon") && status["daemon"].value("uptime_s", 1e9) <= elapsed) return status;
-    } catch (const std::exception&) {
-      // not answering yet: the new image is still starting
-    }
-  }
-  return nullptr;
-}
-
-// `stop [--keep-datapath]` and `restart`: asks, then waits until the daemon is gone or back.
-int run_lifecycle(const std::string& socket, const std::string& command, bool keep_datapath) {
-  const auto since = std::chrono::steady_clock::now();
-  nlohmann::json request = {{"command", command}};
-  if (command == "stop") request["keep_datapath"] = keep_datapath;
-  nlohmann::json response = uplinkd::control::request(socket, request);
-  if (response.contains("error")) {
-    std::fprintf(stderr, "uplinkctl: %s\n", response["error"].get<std::string>().c_str());
-    return 1;
-  }
-  const int pid = response.value("pid", 0);
-  if (command == "restart") {
-    nlohmann::json status = wait_restarted(socket, since, 30);
-    if (status.is_null()) {
-      std::fprintf(stderr, "uplinkctl: uplinkd (pid %d) did not answer within 30 s of its restart; see its log\n", pid);
-      return 1;
-    }
-    std::printf("uplinkd restarted in place (pid %d); the datapath kept forwarding\n",
-                status["daemon"].value("pid", pid));
-    return 0;
-  }
-  // A full stop runs the hooks still queued (up to 10 s) and removes what uplinkd added.
-  if (pid > 0 && !wait_gone(pid, 20)) {
-    std::fprintf(stderr, "uplinkctl: uplinkd (pid %d) is still running 20 s after `stop`\n", pid);
-    return 1;
-  }
-  std::printf(keep_datapath ? "uplinkd stopped; its datapath keeps forwarding until the next start adopts it\n"
-                            : "uplinkd stopped; everything it added is removed\n");
-  return 0;
+bool called_as_mwan3(const char* argv0) {
+  std::string copy = argv0 != nullptr ? argv0 : "";
+  return std::strcmp(basename(copy.data()), "mwan3") == 0;
 }
 
 }  // namespace
 
 // NOLINTNEXTLINE(bugprone-exception-escape): only allocation failure can escape; dying then is right.
 int main(int argc, char** argv) {
-  std::string socket = "/var/run/uplinkd.sock";
+  if (called_as_mwan3(argv[0])) return uplinkd::cli::run_mwan3(argc, argv);
+  std::string socket = uplinkd::cli::default_socket();
   std::vector<std::string> use_command;
   if (const int at = find_use(argc, argv); at > 0 && at + 2 <= argc) {
     for (int i = at + 2; i < argc; ++i) use_command.emplace_back(argv[i]);
@@ -126,7 +53,8 @@ int main(int argc, char** argv) {
   bool json = false;
   CLI::App app{"uplinkctl: query uplinkd"};
   app.set_version_flag("--version", uplinkd::version());
-  app.add_option("-s,--socket", socket, "uplinkd's control socket")->capture_default_str();
+  app.add_option("-s,--socket", socket, "uplinkd's control socket (default: $UPLINKD_SOCKET or this)")
+      ->capture_default_str();
   app.add_flag("-j,--json", json, "print JSON");
   app.require_subcommand(1);
   auto* status = app.add_subcommand("status", "interfaces and their probe targets");
@@ -141,6 +69,26 @@ int main(int argc, char** argv) {
                  "leave programs, maps, rules and routes in place for the next start to adopt");
   app.add_subcommand("restart",
                      "restart uplinkd in place (same pid, the binary on disk now): no connection is lost");
+  app.add_subcommand("start", "start the uplinkd service (procd's init script or systemd's unit)");
+  std::string updown_iface, updown_device;
+  for (const char* verb : {"ifup", "ifdown"}) {
+    auto* sub = app.add_subcommand(verb, std::string(verb) == "ifup"
+                                             ? "put one interface back in service (mwan3 ifup)"
+                                             : "take one interface out of service until ifup (mwan3 ifdown)");
+    sub->add_option("interface", updown_iface, "mwan3 interface name")->required();
+    if (std::string(verb) == "ifup") sub->add_option("--device", updown_device, "netifd's DEVICE (checked)");
+  }
+  std::string family = "ipv4";
+  app.add_subcommand("internal",
+                     "addresses, routes, rules and uplink tables for a bug report (mwan3 internal)")
+      ->add_option("family", family, "ipv4 or ipv6")
+      ->capture_default_str();
+  std::vector<std::string> rpcd_args;
+  app.add_subcommand("rpcd",
+                     "rpcd exec plugin for ubus `mwan3`: `rpcd list`, `rpcd call status` (JSON on stdin)")
+      ->add_option("args", rpcd_args, "list | call status")
+      ->required();
+  app.add_subcommand("hotplug", "netifd's hotplug.d/iface: forwards ACTION=ifup|ifdown for INTERFACE");
   std::string use_iface;
   auto* use = app.add_subcommand(
       "use", "run a command whose sockets all leave by one uplink: use <iface> <command...>");
@@ -155,8 +103,16 @@ int main(int argc, char** argv) {
 
   const std::string command = app.get_subcommands().front()->get_name();
   try {
-    if (command == "use") return run_use(socket, use_iface, use_command);
-    if (command == "stop" || command == "restart") return run_lifecycle(socket, command, keep_datapath);
+    namespace cli = uplinkd::cli;
+    if (command == "use") return cli::run_use(socket, use_iface, use_command);
+    if (command == "stop" || command == "restart") return cli::run_lifecycle(socket, command, keep_datapath);
+    if (command == "start") return cli::run_service(socket, command, false);
+    if (command == "ifup" || command == "ifdown") {
+      return cli::run_ifupdown(socket, command, updown_iface, updown_device, false);
+    }
+    if (command == "internal") return cli::run_internal(socket, family);
+    if (command == "rpcd") return cli::run_rpcd(socket, rpcd_args);
+    if (command == "hotplug") return cli::run_hotplug(socket);
     // A reload re-reads the configuration and re-syncs routes: give it longer than a query.
     nlohmann::json response =
         uplinkd::control::request(socket, {{"command", command}}, command == "reload" ? 20000 : 3000);

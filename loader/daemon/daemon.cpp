@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "config/uci.h"
+#include "daemon/link_state.h"
 #include "lifecycle/teardown.h"
 
 namespace uplinkd {
@@ -38,28 +39,6 @@ constexpr int64_t kRouteEventDelayNs = 50 * 1000000LL;  // lets a burst of route
 // Idle flows and orphaned tcp_seen entries are swept this often, a bounded batch each time.
 constexpr int64_t kFlowSweepNs = 10 * 1000000000LL;
 constexpr uint32_t kRulePrefBase = 2000;  // mwan3: pref 2000+N fwmark mark(N) lookup N
-
-struct LinkState {
-  int ifindex = 0;
-  bool up = false;
-  bool ethernet = true;
-};
-
-LinkState read_link(const std::string& device) {
-  LinkState s;
-  s.ifindex = static_cast<int>(if_nametoindex(device.c_str()));
-  if (s.ifindex == 0) return s;
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return s;
-  ifreq ifr{};
-  std::strncpy(ifr.ifr_name, device.c_str(), IFNAMSIZ - 1);
-  if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
-    s.up = (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
-  }
-  if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0) s.ethernet = ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER;
-  close(fd);
-  return s;
-}
 
 uint32_t bpf_state(health::State s) {
   switch (s) {
@@ -113,7 +92,11 @@ uint64_t mem_total_bytes() {
 
 Daemon::Daemon(DaemonOptions options, config::Config config)
     : options_(std::move(options)), config_(std::move(config)), hooks_(options_.hook_path) {
+  state_files_ = mwan3::StateFiles(options_.state_dir);
   started_ns_ = health::monotonic_ns();
+  timespec boot{};
+  clock_gettime(CLOCK_BOOTTIME, &boot);
+  boot_offset_ns_ = boot.tv_sec * 1000000000LL + boot.tv_nsec - health::monotonic_ns();
   const uint32_t flow_entries = config::flow_table_entries(config_.globals, mem_total_bytes());
   datapath_ = std::make_unique<datapath::Datapath>(
       options_.bpffs, options_.instance, [this](const probe_reply_event& e) { dispatch_reply(e); },
@@ -250,6 +233,7 @@ Daemon::~Daemon() {
     release_device(u);
   }
   hooks_.drain(now + kShutdownHookNs);
+  state_files_.remove_all();  // mwan3 removes its tracker's files when it stops
   uplinks_.clear();
   hygiene_.reset();  // its nft table goes
   policy_.reset();
@@ -335,7 +319,8 @@ void Daemon::poll_devices(int64_t now, bool at_start) {
       write_record(u);
     }
     if (u.device_up && (!usable || link.ifindex != u.ifindex)) bring_down(u, now, link.ifindex != u.ifindex);
-    if (!u.device_up && usable && now >= u.retry_at) bring_up(u, link.ifindex, now, at_start);
+    if (!u.device_up && usable && !u.admin_down && now >= u.retry_at)
+      bring_up(u, link.ifindex, now, at_start);
   }
 }
 
@@ -397,17 +382,23 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   if (u.adopted_state) {
     // Continues the predecessor's verdict: no `connected`, no reset, the same record as before.
     u.monitor->adopt(ifindex, u.datapath_id, phase, now, *u.adopted_state);
+    const bool online =
+        *u.adopted_state == health::State::Online || *u.adopted_state == health::State::Disconnecting;
+    (online ? u.online_since : u.offline_since) = now;  // the predecessor's times are not kept
     u.adopted_state.reset();
   } else {
     u.monitor->start(ifindex, u.datapath_id, at_start ? phase : 0.0, now);
   }
+  state_dirty_ = true;
   write_record(u);
 }
 
-void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
+void Daemon::bring_down(Uplink& u, int64_t now, bool vanished, const std::string& why) {
   const config::InterfaceConfig& cfg = *u.cfg;
-  log::notice("interface " + cfg.name + " (" + cfg.device + "): device " +
-              (vanished ? "vanished" : "is down"));
+  log::notice("interface " + cfg.name + " (" + cfg.device + "): " +
+              (!why.empty() ? why
+               : vanished   ? "device vanished"
+                            : "device is down"));
   u.monitor->stop(now);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
   if (hygiene_ && !stopping_) hygiene_->on_event(cfg.id, u.monitor->mark(), "ifdown");
@@ -419,6 +410,7 @@ void Daemon::bring_down(Uplink& u, int64_t now, bool vanished) {
   if (vanished) release_device(u);
   u.device_up = false;
   u.gateway.reset();
+  state_dirty_ = true;
   write_record(u);
   update_local_routes();
   update_wireguard();
@@ -462,6 +454,7 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
   Uplink& u = it->second;
   const config::InterfaceConfig& cfg = m.config();
   if (a == health::Action::Disconnected) ++u.generation;  // every flow pinned to it is stale from now
+  note_transition(u, a, health::monotonic_ns());
   const std::string verb = a == health::Action::Connected      ? "online"
                            : a == health::Action::Disconnected ? "offline"
                                                                : std::string(health::to_string(a));
@@ -570,6 +563,7 @@ int Daemon::run() {
       next_flow_sweep_ = now + kFlowSweepNs;
     }
     hooks_.service(now);
+    if (state_dirty_ || now >= next_state_sync_) sync_state_files(now);
     notify_.watchdog(now);
   }
   if (exit_action_ == ExitAction::Restart) {
@@ -631,6 +625,8 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
   if (command == "flows") return {{"flows", hygiene_->counters_json()}};
   if (command == "reload") return reload_json();
   if (command == "interface_info") return interface_info(request);
+  if (command == "ifup") return admin_ifup(request);
+  if (command == "ifdown") return admin_ifdown(request);
   if (command == "stop") return stop_json(request);
   if (command == "restart") {
     request_exit(ExitAction::Restart, true);
@@ -640,7 +636,7 @@ nlohmann::json Daemon::handle_request(const nlohmann::json& request) {
     return {{"wireguard", wireguard_ ? wireguard_->json() : nlohmann::json::object()}};
   return {{"error", "unknown command '" + command +
                         "' (known: status, interfaces, policies, rules, connected, flows, wireguard, reload, "
-                        "interface_info, stop, restart)"}};
+                        "interface_info, ifup, ifdown, stop, restart)"}};
 }
 
 nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
@@ -675,6 +671,8 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
           {"probes", {{"sent", m.probes_sent()}, {"replied", m.probes_replied()}, {"lost", m.probes_lost()}}},
           {"rtt_ms", m.rtt_ms()},
           {"loss_pct", m.loss_pct()},
+          {"admin_down", u.admin_down},
+          {"mwan3", mwan3_json(u, now)},
           {"datapath",
            {{"probe_replies", counters.probe_replies},
             {"nonce_mismatch", counters.nonce_mismatch},
@@ -685,8 +683,7 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
           {"targets", targets}};
 }
 
-nlohmann::json Daemon::status() const {
-  const int64_t now = health::monotonic_ns();
+nlohmann::json Daemon::interfaces_json(int64_t now) const {
   nlohmann::json interfaces = nlohmann::json::array();
   for (const auto& cfg : config_.interfaces) {
     auto it = uplinks_.find(cfg.id);
@@ -704,9 +701,21 @@ nlohmann::json Daemon::status() const {
                             {"probes", {{"sent", 0}, {"replied", 0}, {"lost", 0}}},
                             {"rtt_ms", 0.0},
                             {"loss_pct", 0.0},
+                            {"mwan3",
+                             {{"status", "disabled"},
+                              {"tracking", "disabled"},
+                              {"running", false},
+                              {"up", false},
+                              {"hotplug_state", "offline"}}},
                             {"targets", nlohmann::json::array()}});
     }
   }
+  return interfaces;
+}
+
+nlohmann::json Daemon::status() const {
+  const int64_t now = health::monotonic_ns();
+  const nlohmann::json interfaces = interfaces_json(now);
   return {{"policies", policy_->policies_json()},
           {"rules", policy_->rules_json()},
           {"connected", policy_->connected_json()},

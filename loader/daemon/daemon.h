@@ -20,6 +20,7 @@
 #include "datapath/wg_steering.h"
 #include "health/monitor.h"
 #include "lifecycle/service_notify.h"
+#include "mwan3/state_files.h"
 #include "netlink/default_route.h"
 #include "netlink/route_events.h"
 #include "netlink/uplink_routes.h"
@@ -34,6 +35,7 @@ struct DaemonOptions {
   std::string instance = "default";
   std::string hook_path;  // empty: none
   std::string bpffs = "/sys/fs/bpf";
+  std::string state_dir = "/var/run";  // mwan3's state files under it (mwan3/state_files.h); empty: none
 };
 
 class Daemon {
@@ -76,6 +78,11 @@ class Daemon {
     // The predecessor's verdict when this start adopted its datapath: the uplink continues in that state
     // (no hook, no reset) until fresh probes say otherwise. Cleared once it is brought up.
     std::optional<health::State> adopted_state;
+    // `mwan3 ifdown` (or netifd's ifdown): out of service, whatever its device does, until ifup.
+    bool admin_down = false;
+    // mwan3track's ONLINE and OFFLINE: when it last went online / offline (0: not in that state).
+    int64_t online_since = 0;
+    int64_t offline_since = 0;
   };
 
   void setup_signals();
@@ -89,7 +96,8 @@ class Daemon {
   lifecycle::ServiceNotify notify_;
   void poll_devices(int64_t now, bool at_start);
   void bring_up(Uplink& u, int ifindex, int64_t now, bool at_start);
-  void bring_down(Uplink& u, int64_t now, bool vanished);
+  // `why`: what the log says went down ("device is down" by default).
+  void bring_down(Uplink& u, int64_t now, bool vanished, const std::string& why = "");
   void on_action(health::UplinkMonitor& m, health::Action a, bool first);
   void write_record(const Uplink& u);
   void dispatch_reply(const probe_reply_event& event);
@@ -97,6 +105,22 @@ class Daemon {
   void handle_signals(bool* stop);
   nlohmann::json handle_request(const nlohmann::json& request);
   nlohmann::json interface_json(const Uplink& u, int64_t now) const;
+  [[nodiscard]] nlohmann::json interfaces_json(int64_t now) const;
+
+  // mwan3's surface (daemon_mwan3.cpp): ifup/ifdown of one interface, the figures mwan3's ubus
+  // status and state files carry, and those files.
+  [[nodiscard]] nlohmann::json admin_ifup(const nlohmann::json& request);
+  [[nodiscard]] nlohmann::json admin_ifdown(const nlohmann::json& request);
+  // The uplink of an enabled interface named in the request, or nullptr and `*error` set.
+  Uplink* requested_uplink(const nlohmann::json& request, nlohmann::json* error);
+  [[nodiscard]] nlohmann::json mwan3_json(const Uplink& u, int64_t now) const;
+  void note_transition(Uplink& u, health::Action a, int64_t now);
+  void sync_state_files(int64_t now);
+  [[nodiscard]] int64_t uptime_s(int64_t monotonic) const;
+  mwan3::StateFiles state_files_{""};  // set from options_.state_dir in the constructor
+  int64_t boot_offset_ns_ = 0;         // CLOCK_BOOTTIME - CLOCK_MONOTONIC: uptime seconds of an instant
+  int64_t next_state_sync_ = 0;
+  bool state_dirty_ = true;
 
   DaemonOptions options_;
   config::Config config_;

@@ -56,7 +56,8 @@ std::string own_binary_path(const char* argv0) {
   std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   std::string path = ec ? std::string(argv0) : exe.string();
   const std::string deleted = " (deleted)";
-  if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+  if (path.size() > deleted.size() &&
+      path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
     path.erase(path.size() - deleted.size());
   return path;
 }
@@ -93,6 +94,9 @@ int main(int argc, char** argv) {
   app.add_option("--hook", hook, "hook run on every event (default: /etc/mwan3.user when present)");
   app.add_flag("--no-hook", no_hook, "run no hook");
   app.add_option("--bpffs", options.bpffs, "BPF filesystem mount point")->capture_default_str();
+  app.add_option("--state-dir", options.state_dir,
+                 "where mwan3's state files go (mwan3/iface_state, mwan3track); '' for none")
+      ->capture_default_str();
   app.add_option("--log-level", level, "debug, info, notice, warn, error")->capture_default_str();
   app.add_flag("-f,--foreground", foreground, "stay in the foreground and log to stderr");
   app.add_flag("--check-config", check_only, "parse the configuration, print the result and exit");
@@ -140,7 +144,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (!uplinkd::datapath::is_bpffs(options.bpffs)) {
-    std::fprintf(stderr, "uplinkd: no BPF filesystem at %s: mount it with `mount -t bpf bpf %s` (or pass --bpffs)\n",
+    std::fprintf(stderr,
+                 "uplinkd: no BPF filesystem at %s: mount it with `mount -t bpf bpf %s` (or pass --bpffs)\n",
                  options.bpffs.c_str(), options.bpffs.c_str());
     return 1;
   }

@@ -79,6 +79,9 @@ class UplinkMonitor {
   [[nodiscard]] double loss_pct() const;
   [[nodiscard]] int64_t state_since_ns() const { return state_since_; }
   [[nodiscard]] int64_t running_since_ns() const { return running_since_; }
+  // Cycles begun since the daemon started (mwan3track's TURN), and when the latest began (0: none).
+  [[nodiscard]] uint64_t cycles() const { return cycles_started_; }
+  [[nodiscard]] int64_t last_cycle_ns() const { return cycle_.start; }
 
  private:
   struct Planned {
