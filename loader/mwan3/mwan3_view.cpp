@@ -156,6 +156,13 @@ std::string family_rules(const json& rules, const std::string& family) {
   return out;
 }
 
+// `text` as printable ASCII ('?' for anything else), at most `limit` characters: errors quote input.
+std::string printable(std::string_view text, size_t limit) {
+  std::string out;
+  for (char c : text.substr(0, limit)) out += c >= 0x20 && c < 0x7f ? c : '?';
+  return out;
+}
+
 }  // namespace
 
 std::string rpcd_list() { return R"({"status":{"section":"str","interface":"str"}})"; }
@@ -170,12 +177,12 @@ std::string parse_ubus_args(std::string_view text, UbusArgs* args) {
     std::string what = e.what();
     const size_t end = what.find("] ");
     if (what.front() == '[' && end != std::string::npos) what.erase(0, end + 2);
-    return "malformed JSON arguments: " + what.substr(0, 200);
+    return "malformed JSON arguments: " + printable(what, 200);
   }
   if (!parsed.is_object()) return std::string("arguments must be a JSON object, got ") + parsed.type_name();
   for (const auto& [key, value] : parsed.items()) {
     if (key != "section" && key != "interface") {
-      return "unknown argument '" + key.substr(0, 64) + "' (known: section, interface)";
+      return "unknown argument '" + printable(key, 64) + "' (known: section, interface)";
     }
     if (!value.is_string()) return "argument '" + key + "' must be a string, got " + value.type_name();
     (key == "section" ? args->section : args->interface) = value.get<std::string>();
@@ -210,12 +217,13 @@ json ubus_status(const json& status, const UbusArgs& args) {
 }
 
 std::string counter_column(uint64_t value) {
+  // iptables' xtables_print_num: up to 5 digits as they are, then rounded thousands per unit.
   static constexpr std::array<char, 4> kUnits = {'K', 'M', 'G', 'T'};
   if (value <= 99999) return std::to_string(value);
   size_t unit = 0;
-  value /= 1000;
+  value = (value + 500) / 1000;
   while (value > 9999 && unit + 1 < kUnits.size()) {
-    value /= 1000;
+    value = (value + 500) / 1000;
     ++unit;
   }
   return std::to_string(value) + kUnits[unit];
