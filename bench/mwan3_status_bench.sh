@@ -23,7 +23,7 @@ ul_init mwan3_status_bench daemon
 ul_lab_up
 cfg=$UL_TMP/uplinkd.conf
 ul_write_config "$cfg" 1 1 3 3
-start_uplinkd "$UL_PREFIX" "$cfg" --no-hook --state-dir "$UL_TMP/run"
+start_uplinkd "$UL_PREFIX" "$cfg" --no-hook
 ul_wait_tracking wan1 wan2
 log "$N calls per case, interleaved"
 rtr_exec env UPLINKD_CTL="$UPLINKCTL" UPLINKD_SOCKET="$UPLINKD_SOCK" python3 - "$N" "$UPLINKCTL" \

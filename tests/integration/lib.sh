@@ -208,7 +208,8 @@ rtr_exec() {
 # ---------------------------------------------------------------------------------------------
 # start_uplinkd <prefix> <config> [extra uplinkd args...]: start the daemon in the background inside
 # the router (stdout+stderr appended to UPLINKD_LOG). Sets UPLINKD_PID. Defaults: --socket
-# $UL_TMP/uplinkd.sock --instance <prefix> --foreground --log-level $UPLINKD_LOG_LEVEL.
+# $UL_TMP/uplinkd.sock --instance <prefix> --foreground --log-level $UPLINKD_LOG_LEVEL
+# --state-dir $UL_TMP/run (unless the args give --state-dir).
 start_uplinkd() {
   local p=$1 cfg=$2
   shift 2
@@ -219,8 +220,12 @@ start_uplinkd() {
   UPLINKD_LOG=$UL_TMP/uplinkd.log
   UPLINKD_EXIT=
   rm -f "$UPLINKD_SOCK"
+  # mwan3's state files go to the test's own directory unless the test says where (never /var/run).
+  local a state=(--state-dir "$UL_TMP/run")
+  for a in "$@"; do [[ $a == --state-dir* ]] && state=(); done
+  mkdir -p "$UL_TMP/run"
   local cmd=("$UPLINKD" --config "$cfg" --socket "$UPLINKD_SOCK" --instance "$UPLINKD_INSTANCE"
-    --foreground --log-level "$UPLINKD_LOG_LEVEL" "$@")
+    --foreground --log-level "$UPLINKD_LOG_LEVEL" "${state[@]}" "$@")
   printf '=== %s start: %s\n' "$(date +%T.%3N)" "${cmd[*]}" >>"$UPLINKD_LOG"
   env "$UL_CANARY=must-not-reach-the-hook" \
     nsenter -t "$UL_HOLDER_PID" -m -n -- \

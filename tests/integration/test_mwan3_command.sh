@@ -112,7 +112,7 @@ expect_lines "mwan3 policies" "$out" \
 pass "mwan3 policies: the lowest metric member at 100 %, last_resort where a family has no member"
 
 out=$(mwan3 connected) || fail "mwan3 connected failed: $out"
-want=$(python3 -c '
+want_connected=$(python3 -c '
 import json, sys
 c = json.load(sys.stdin)["connected"]
 for fam in ("ipv4", "ipv6"):
@@ -120,7 +120,7 @@ for fam in ("ipv4", "ipv6"):
     for p in c[fam]:
         print(p)
     print()' <<<"$json")
-[[ $out == "$want" ]] || fail "mwan3 connected differs from status --json:"$'\n'"$out"$'\n'"expected:"$'\n'"$want"
+[[ $out == "$want_connected" ]] || fail "mwan3 connected differs from status --json:"$'\n'"$out"$'\n'"expected:"$'\n'"$want_connected"
 grep -qx '10.10.0.0/24' <<<"$out" || fail "mwan3 connected does not list the LAN 10.10.0.0/24: $out"
 pass "mwan3 connected: headings, one prefix a line, equal to status --json ($(grep -c / <<<"$out") prefixes)"
 
