@@ -59,6 +59,7 @@ int print_error(const nlohmann::json& response) {
 // Runs argv (no shell) and returns its exit status; 127 when it cannot be run.
 int run_program(const std::vector<std::string>& argv) {
   std::vector<char*> args;
+  args.reserve(argv.size() + 1);
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   const pid_t pid = fork();
@@ -279,7 +280,7 @@ int run_rpcd(const std::string& socket, const std::vector<std::string>& args) {
     return 2;
   }
   std::string input;
-  if (!read_stdin(&input, 64 * 1024)) {
+  if (!read_stdin(&input, size_t{64} * 1024)) {
     std::fprintf(stderr, "uplinkctl: rpcd call status: arguments larger than 64 KiB\n");
     return 2;
   }

@@ -47,9 +47,15 @@ std::map<std::string, std::string> interface_files(const json& interface) {
   for (const auto& t : interface.value("targets", json::array())) {
     const std::string ip = t.value("ip", "");
     if (!safe_name(ip)) continue;
-    files[dir + "TRACK_" + ip] = t.value("state", "unknown") + "\n";
-    files[dir + "LATENCY_" + ip] = std::to_string(std::llround(t.value("rtt_ms", 0.0))) + "\n";
-    files[dir + "LOSS_" + ip] = std::to_string(std::llround(t.value("loss_pct", 0.0))) + "\n";
+    // Named as mwan3track names them: <KIND>_<ip> in the interface's directory.
+    auto name = [&](const char* kind) {
+      std::string path = dir;
+      path.append(kind).append("_").append(ip);
+      return path;
+    };
+    files[name("TRACK")] = t.value("state", "unknown") + "\n";
+    files[name("LATENCY")] = std::to_string(std::llround(t.value("rtt_ms", 0.0))) + "\n";
+    files[name("LOSS")] = std::to_string(std::llround(t.value("loss_pct", 0.0))) + "\n";
   }
   return files;
 }
