@@ -387,10 +387,6 @@ int send_route(nl_sock* sock, const Route& r, uint32_t table, bool add) {
   return send_built(sock, built, raw);
 }
 
-bool contains(const std::vector<Route>& routes, const Route& r) {
-  return std::find(routes.begin(), routes.end(), r) != routes.end();
-}
-
 // Routes by what identifies them in a table, for lookups in tables of many thousand routes (a full BGP
 // feed in main): finding each wanted route in a list would be quadratic.
 struct RouteKeyHash {
