@@ -105,6 +105,7 @@ Daemon::Daemon(DaemonOptions options, config::Config config)
   // From here until the start succeeded, a failure must leave a predecessor's datapath exactly as it
   // forwards now: what this start finds identical is claimed, and nothing is removed on the way out.
   lifecycle::set_adopting(datapath_->adopting());
+  if (datapath_->adopting()) load_admin_down();
   try {
     start_all();
   } catch (...) {
@@ -234,6 +235,10 @@ Daemon::~Daemon() {
   }
   hooks_.drain(now + kShutdownHookNs);
   state_files_.remove_all();  // mwan3 removes its tracker's files when it stops
+  if (!admin_down_path().empty()) {  // the next start is a fresh one: every interface comes up
+    unlink(admin_down_path().c_str());
+    rmdir((options_.state_dir + "/uplinkd").c_str());  // only if empty (another instance's list stays)
+  }
   uplinks_.clear();
   hygiene_.reset();  // its nft table goes
   policy_.reset();
@@ -784,6 +789,7 @@ config::Config load_checked_config(const std::string& config_path,
 Daemon::Uplink Daemon::make_uplink(const config::InterfaceConfig& cfg) {
   Uplink u;
   u.cfg = &cfg;
+  u.admin_down = admin_down_names_.count(cfg.name) != 0;
   if (auto it = retired_generations_.find(cfg.id); it != retired_generations_.end())
     u.generation = it->second;
   const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -117,6 +118,12 @@ class Daemon {
   void note_transition(Uplink& u, health::Action a, int64_t now);
   void sync_state_files(int64_t now);
   [[nodiscard]] int64_t uptime_s(int64_t monotonic) const;
+  // Interfaces out by ifdown, by name: kept in <state_dir>/uplinkd/<instance>.ifdown, so a crash, a
+  // respawn or an in-place restart that adopts the datapath keeps them out (a fresh start does not).
+  std::set<std::string> admin_down_names_;
+  [[nodiscard]] std::string admin_down_path() const;
+  void load_admin_down();
+  void save_admin_down() const;
   mwan3::StateFiles state_files_{""};  // set from options_.state_dir in the constructor
   int64_t boot_offset_ns_ = 0;         // CLOCK_BOOTTIME - CLOCK_MONOTONIC: uptime seconds of an instant
   int64_t next_state_sync_ = 0;

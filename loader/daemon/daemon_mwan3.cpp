@@ -1,7 +1,13 @@
 // The daemon's side of mwan3's surface: `mwan3 ifup|ifdown <iface>` (and netifd's hotplug events,
 // forwarded by uplinkctl hotplug), the figures ubus `mwan3 status` and mwan3's state files carry
 // (age, online, offline, uptime, lost, turn, tracking...), and those files, kept current.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <ctime>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -58,6 +64,8 @@ nlohmann::json Daemon::admin_ifdown(const nlohmann::json& request) {
   const bool was_up = u->device_up;
   const std::string was = was_up ? std::string(health::to_string(u->monitor->tracker().state())) : "offline";
   u->admin_down = true;
+  admin_down_names_.insert(u->cfg->name);
+  save_admin_down();
   if (was_up) bring_down(*u, health::monotonic_ns(), false, "ifdown: out of service until ifup");
   if (!was_up) log::notice("interface " + u->cfg->name + ": ifdown (it was not up): stays out until ifup");
   state_dirty_ = true;
@@ -78,6 +86,8 @@ nlohmann::json Daemon::admin_ifup(const nlohmann::json& request) {
               cfg.device + " (from " + config_.file + " or the network file); set option device");
   }
   u->admin_down = false;
+  admin_down_names_.erase(cfg.name);
+  save_admin_down();
   state_dirty_ = true;
   nlohmann::json answer = {{"interface", cfg.name}, {"device", cfg.device}, {"admin_down", false}};
   if (u->device_up) {
@@ -102,6 +112,43 @@ nlohmann::json Daemon::admin_ifup(const nlohmann::json& request) {
   }
   answer["state"] = std::string(health::to_string(u->monitor->tracker().state()));
   return answer;
+}
+
+std::string Daemon::admin_down_path() const {
+  if (options_.state_dir.empty()) return {};
+  return options_.state_dir + "/uplinkd/" + options_.instance + ".ifdown";
+}
+
+// One interface name a line; written beside and renamed, so a crash never leaves half a list.
+void Daemon::save_admin_down() const {
+  const std::string path = admin_down_path();
+  if (path.empty()) return;
+  if (admin_down_names_.empty()) {
+    unlink(path.c_str());
+    return;
+  }
+  mkdir((options_.state_dir + "/uplinkd").c_str(), 0755);
+  const std::string tmp = path + ".tmp";
+  std::ofstream out(tmp, std::ios::trunc);
+  for (const auto& name : admin_down_names_) out << name << "\n";
+  out.close();
+  if (!out || rename(tmp.c_str(), path.c_str()) != 0) {
+    log::warn("cannot record the interfaces out by ifdown in " + path + ": " + strerror(errno) +
+              " (a restart would bring them back)");
+    unlink(tmp.c_str());
+  }
+}
+
+void Daemon::load_admin_down() {
+  const std::string path = admin_down_path();
+  if (path.empty()) return;
+  std::ifstream in(path);
+  std::string name;
+  while (std::getline(in, name)) {
+    if (name.empty() || config_.find_interface(name) == nullptr) continue;
+    admin_down_names_.insert(name);
+    log::notice("interface " + name + ": out by ifdown before the restart; stays out until ifup");
+  }
 }
 
 void Daemon::note_transition(Uplink& u, health::Action a, int64_t now) {

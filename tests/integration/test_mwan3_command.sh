@@ -16,6 +16,7 @@
 #      environment for ifdown and ifup, and for an interface uplinkd does not track;
 #   6. mwan3's state files (iface_state, mwan3track/<iface>/...) written and kept current, and
 #      removed at a full stop.
+#   An interface out by ifdown stays out across an in-place restart (as across a crash or respawn).
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ul_init mwan3_command daemon
@@ -187,6 +188,19 @@ sleep 2 # several device polls and cycles: the device is up, the interface must 
 [[ $(iface_get wan1 state) == offline ]] || fail "wan1 came back by itself ($(iface_get wan1 state)) after ifdown"
 grep -qx offline "$RUN/mwan3/iface_state/wan1" || fail "iface_state/wan1 is '$(cat "$RUN/mwan3/iface_state/wan1")' after ifdown"
 pass "mwan3 ifdown wan1: disconnected then ifdown (empty DEVICE), table 1 empty, policy on wan2, stays out 2 s with its device up"
+
+# An in-place restart (and so a crash or a respawn, which adopt the same way) keeps it out.
+h0=$(hook_count)
+out=$(ctl restart) || fail "uplinkctl restart failed: $out"
+wait_uplinkd_ready 15 || fail "no answer after the restart"
+sleep 1
+ul_snapshot
+[[ $(iface_get wan1 state) == offline && $(iface_get wan1 admin_down) == true && $(iface_get wan2 state) == online ]] ||
+  fail "after an in-place restart: wan1 $(iface_get wan1 state) (admin_down $(iface_get wan1 admin_down)), wan2 $(iface_get wan2 state)"
+ul_snapshot_end
+[[ -z $(hook_since "$h0") ]] || fail "hooks ran across the restart: $(hook_since "$h0")"
+grep -qx wan1 "$RUN/uplinkd/$UPLINKD_INSTANCE.ifdown" || fail "no record of wan1's ifdown in $RUN/uplinkd"
+pass "an in-place restart keeps wan1 out (recorded in $RUN/uplinkd/$UPLINKD_INSTANCE.ifdown), no hook, wan2 online"
 
 h0=$(hook_count)
 out=$(mwan3 ifup wan1 2>&1) || fail "mwan3 ifup wan1 failed: $out"
@@ -380,6 +394,6 @@ left=$(find "$RUN" -name '*.tmp' | head -3)
 pass "state files: STATUS/iface_state online, ONLINE an uptime instant, OFFLINE 0, SCORE, TRACK_, TURN advancing; none for wanx"
 
 stop_uplinkd || fail "uplinkd did not stop cleanly"
-[[ -z $(find "$RUN" -type f | head -3) ]] || fail "state files left after a full stop: $(find "$RUN" -type f | head -3)"
-pass "a full stop removed the state files"
+[[ -z $(find "$RUN" -mindepth 1 | head -3) ]] || fail "state files left after a full stop: $(find "$RUN" -mindepth 1 | head -3)"
+pass "a full stop removed the state files and their directories"
 log "PASS: test_mwan3_command"
