@@ -530,6 +530,27 @@ wait_hook() {
 # ---------------------------------------------------------------------------------------------
 # Traffic
 # ---------------------------------------------------------------------------------------------
+# ul_out_counters <prefix> <name=match>...: a table inet ulcount in the router counting, per pair,
+# the packets of its output path that match (an nft match), e.g.
+#   ul_out_counters "$P" 'icmp_wan1=oifname "wan1" icmp type echo-request'
+# Read one with ul_count <name>; the test deletes the table (nft delete table inet ulcount).
+ul_out_counters() {
+  local p=$1 spec counters="" rules=""
+  shift
+  for spec in "$@"; do
+    counters+="  counter ${spec%%=*} { }"$'\n'
+    rules+="    ${spec#*=} counter name \"${spec%%=*}\""$'\n'
+  done
+  ip netns exec "$p-rtr" nft -f - <<NFT
+table inet ulcount {
+${counters}  chain out {
+    type filter hook output priority 0;
+${rules}  }
+}
+NFT
+}
+ul_count() { ip netns exec "$UL_PREFIX-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
+
 # start_burst_pinger <prefix> <seconds> [interval=0.01] [target=203.0.113.3] [dev=wan1]:
 # a persistent ping on the router (one socket, like Telegraf's) flooding the ICMP budget of wan1.
 # Output in UL_BURST_OUT; pid in UL_BURST_PID.

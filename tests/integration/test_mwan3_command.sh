@@ -229,18 +229,11 @@ pass "bad input refused with clear errors (unknown, disabled, missing argument),
 
 # ---- 3. mwan3 use --------------------------------------------------------------------------------------
 log "3. mwan3 use wan2"
-ip netns exec "$P-rtr" nft -f - <<'NFT' || fail "cannot add the counting table"
-table inet ulcount {
-  counter icmp_wan1 { }
-  counter icmp_wan2 { }
-  chain out {
-    type filter hook output priority 0;
-    oifname "wan1" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan1"
-    oifname "wan2" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan2"
-  }
-}
-NFT
-count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
+ul_out_counters "$P" \
+  'icmp_wan1=oifname "wan1" ip daddr 203.0.113.3 icmp type echo-request' \
+  'icmp_wan2=oifname "wan2" ip daddr 203.0.113.3 icmp type echo-request' ||
+  fail "cannot add the counting table"
+count() { ul_count "$1"; }
 out=$(mwan3 use wan2 ping -n -c 1 -W 2 203.0.113.3 2>&1) || fail "mwan3 use wan2 ping failed: $out"
 (($(count icmp_wan2) == 1 && $(count icmp_wan1) == 0)) ||
   fail "mwan3 use wan2 ping: wan1 $(count icmp_wan1), wan2 $(count icmp_wan2) echo requests (expected 0 and 1)"

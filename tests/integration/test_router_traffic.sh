@@ -26,29 +26,16 @@ CFG=$UL_TMP/uplinkd.conf
 ul_write_config "$CFG" 0.5 1 3 3
 
 before=$(rtr_routing_snapshot "$P")
-ip netns exec "$P-rtr" nft -f - <<'NFT' || fail "cannot add the counting table"
-table inet ulcount {
-  counter icmp_wan1 { }
-  counter icmp_wan2 { }
-  counter tcp_wan1 { }
-  counter tcp_wan2 { }
-  counter in_tcp_wan1 { }
-  counter in_tcp_wan2 { }
-  counter in_icmp_wan1 { }
-  counter in_icmp_wan2 { }
-  chain out {
-    type filter hook output priority 0;
-    oifname "wan1" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan1"
-    oifname "wan2" ip daddr 203.0.113.3 icmp type echo-request counter name "icmp_wan2"
-    oifname "wan1" tcp dport 7001 tcp flags syn counter name "tcp_wan1"
-    oifname "wan2" tcp dport 7001 tcp flags syn counter name "tcp_wan2"
-    oifname "wan1" ip saddr 198.51.100.2 tcp sport 7002 counter name "in_tcp_wan1"
-    oifname "wan2" ip saddr 198.51.100.2 tcp sport 7002 counter name "in_tcp_wan2"
-    oifname "wan1" ip saddr 198.51.100.2 icmp type echo-reply counter name "in_icmp_wan1"
-    oifname "wan2" ip saddr 198.51.100.2 icmp type echo-reply counter name "in_icmp_wan2"
-  }
-}
-NFT
+ul_out_counters "$P" \
+  'icmp_wan1=oifname "wan1" ip daddr 203.0.113.3 icmp type echo-request' \
+  'icmp_wan2=oifname "wan2" ip daddr 203.0.113.3 icmp type echo-request' \
+  'tcp_wan1=oifname "wan1" tcp dport 7001 tcp flags syn' \
+  'tcp_wan2=oifname "wan2" tcp dport 7001 tcp flags syn' \
+  'in_tcp_wan1=oifname "wan1" ip saddr 198.51.100.2 tcp sport 7002' \
+  'in_tcp_wan2=oifname "wan2" ip saddr 198.51.100.2 tcp sport 7002' \
+  'in_icmp_wan1=oifname "wan1" ip saddr 198.51.100.2 icmp type echo-reply' \
+  'in_icmp_wan2=oifname "wan2" ip saddr 198.51.100.2 icmp type echo-reply' ||
+  fail "cannot add the counting table"
 # Each ISP forwards only packets from its own prefix (source validation), as real ISPs do.
 for isp in isp1:192.0.2.0/24 isp2:198.51.100.0/24; do
   ip netns exec "$P-${isp%%:*}" nft -f - <<NFT || fail "cannot add source validation on ${isp%%:*}"
@@ -62,7 +49,7 @@ table inet ulbcp38 {
 NFT
 done
 spoofed() { ip netns exec "$P-$1" nft list counter inet ulbcp38 spoofed | awk '/packets/ { print $2 }'; }
-count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
+count() { ul_count "$1"; }
 reset_counts() { ip netns exec "$P-rtr" nft reset counters table inet ulcount >/dev/null; }
 default_routes() { ip -n "$P-rtr" -4 route show default | tr '\n' ';'; }
 # hi_server <ns> <address> <port>: a TCP server (≤ 120 s) that greets every connection with "hi".
