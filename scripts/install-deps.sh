@@ -15,6 +15,8 @@ packages=(
   # runtime and test tools
   iproute2 nftables conntrack iputils-ping iputils-arping iperf3
   wireguard-go wireguard-tools tcpdump procps python3
+  # packaging tests (tests/packaging): the .deb built, installed into a fresh root, inspected
+  dpkg-dev debhelper mmdebstrap file shellcheck
 )
 
 missing=()
