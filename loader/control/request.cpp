@@ -11,16 +11,6 @@ constexpr const char* kExample = R"(; expected one JSON object such as {"command
 constexpr size_t kMaxQuoted = 64;   // of a verb quoted in an answer
 constexpr size_t kMaxDetail = 200;  // of the JSON parser's message
 
-// `text` as printable ASCII ('?' for anything else), cut to `limit` characters with "...".
-std::string printable(std::string_view text, size_t limit) {
-  std::string out;
-  for (char c : text.substr(0, limit)) {
-    out += c >= 0x20 && c < 0x7f ? c : '?';
-  }
-  if (text.size() > limit) out += "...";
-  return out;
-}
-
 // True when brackets outside strings nest deeper than kMaxRequestDepth. Malformed input is left to
 // the parser: this only bounds the work and the nesting it may be given.
 bool too_deep(std::string_view line) {
@@ -47,6 +37,22 @@ bool too_deep(std::string_view line) {
   return false;
 }
 
+bool all_blank(std::string_view line) {
+  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
+}
+
+}  // namespace
+
+// `text` as printable ASCII ('?' for anything else), cut to `limit` characters with "...".
+std::string printable(std::string_view text, size_t limit) {
+  std::string out;
+  for (char c : text.substr(0, limit)) {
+    out += c >= 0x20 && c < 0x7f ? c : '?';
+  }
+  if (text.size() > limit) out += "...";
+  return out;
+}
+
 // The parser's message without its "[json.exception.parse_error.101] " prefix.
 std::string parse_detail(const nlohmann::json::exception& e) {
   std::string_view what = e.what();
@@ -56,12 +62,6 @@ std::string parse_detail(const nlohmann::json::exception& e) {
   }
   return printable(what, kMaxDetail);
 }
-
-bool all_blank(std::string_view line) {
-  return std::all_of(line.begin(), line.end(), [](char c) { return c == ' ' || c == '\t' || c == '\r'; });
-}
-
-}  // namespace
 
 Scan scan_request(std::string_view buffer, bool eof) {
   const size_t newline = buffer.find('\n');

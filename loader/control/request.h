@@ -39,6 +39,13 @@ Scan scan_request(std::string_view buffer, bool eof);
 // else the error answer, "bad request: ..." in printable ASCII, with `*request` left null.
 std::string parse_request(std::string_view line, nlohmann::json* request);
 
+// `text` as printable ASCII ('?' for anything else), cut to `limit` characters with "...": for
+// errors that quote what a client sent (the control socket, the rpcd plugin's arguments).
+std::string printable(std::string_view text, size_t limit);
+
+// A JSON parser's message without its "[json.exception.parse_error.101] " prefix, printable.
+std::string parse_detail(const nlohmann::json::exception& e);
+
 // The error answer to a line longer than kMaxRequestBytes.
 std::string too_large_error();
 

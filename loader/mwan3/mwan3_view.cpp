@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstdio>
 
+#include "control/request.h"
 #include "control/status_text.h"
 #include "policy/policy_table.h"
 
@@ -156,13 +157,6 @@ std::string family_rules(const json& rules, const std::string& family) {
   return out;
 }
 
-// `text` as printable ASCII ('?' for anything else), at most `limit` characters: errors quote input.
-std::string printable(std::string_view text, size_t limit) {
-  std::string out;
-  for (char c : text.substr(0, limit)) out += c >= 0x20 && c < 0x7f ? c : '?';
-  return out;
-}
-
 }  // namespace
 
 std::string rpcd_list() { return R"({"status":{"section":"str","interface":"str"}})"; }
@@ -174,15 +168,12 @@ std::string parse_ubus_args(std::string_view text, UbusArgs* args) {
   try {
     parsed = json::parse(text);
   } catch (const json::exception& e) {
-    std::string what = e.what();
-    const size_t end = what.find("] ");
-    if (what.front() == '[' && end != std::string::npos) what.erase(0, end + 2);
-    return "malformed JSON arguments: " + printable(what, 200);
+    return "malformed JSON arguments: " + control::parse_detail(e);
   }
   if (!parsed.is_object()) return std::string("arguments must be a JSON object, got ") + parsed.type_name();
   for (const auto& [key, value] : parsed.items()) {
     if (key != "section" && key != "interface") {
-      return "unknown argument '" + printable(key, 64) + "' (known: section, interface)";
+      return "unknown argument '" + control::printable(key, 64) + "' (known: section, interface)";
     }
     if (!value.is_string()) return "argument '" + key + "' must be a string, got " + value.type_name();
     (key == "section" ? args->section : args->interface) = value.get<std::string>();
