@@ -11,10 +11,12 @@ packages=(
   nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   linux-libc-dev
   libclang-rt-dev  # libFuzzer and sanitizer runtimes of the default clang (libclang-rt-14-dev on bookworm)
+  libmicrohttpd-dev  # the metrics listener (/metrics and the status page)
   libsystemd-dev  # sd_notify: Type=notify readiness and the watchdog (optional at build time)
   # runtime and test tools
   iproute2 nftables conntrack iputils-ping iputils-arping iperf3
   wireguard-go wireguard-tools tcpdump procps python3
+  prometheus chromium  # tests/integration/test_metrics.sh: a real scraper and a real browser
   # packaging tests (tests/packaging): the .deb built, installed into a fresh root, inspected
   dpkg-dev debhelper mmdebstrap file shellcheck
 )

@@ -3,11 +3,14 @@
 #include <syslog.h>
 
 #include <cstdio>
+#include <utility>
 
 namespace uplinkd::log {
 namespace {
 Level g_level = Level::Notice;
 bool g_syslog = false;
+Level g_observer_level = Level::Notice;
+Observer g_observer;
 }  // namespace
 
 void set_level(Level level) { g_level = level; }
@@ -32,7 +35,13 @@ bool parse_level(const std::string& t, Level* out) {
   return true;
 }
 
+void set_observer(Level min, Observer observer) {
+  g_observer_level = min;
+  g_observer = std::move(observer);
+}
+
 void write(Level level, const std::string& message) {
+  if (g_observer && level >= g_observer_level) g_observer(level, message);
   if (level < g_level) return;
   if (g_syslog) {
     static const int prio[] = {LOG_DEBUG, LOG_INFO, LOG_NOTICE, LOG_WARNING, LOG_ERR};

@@ -1,6 +1,7 @@
 // Minimal levelled logging: stderr in the foreground, syslog when daemonised.
 #pragma once
 
+#include <functional>
 #include <string>
 
 namespace uplinkd::log {
@@ -11,6 +12,12 @@ void set_level(Level level);
 bool parse_level(const std::string& text, Level* out);
 void use_syslog(bool enabled);
 void write(Level level, const std::string& message);
+
+// Also hands every message at `min` or above to `observer` (the status page's last events), from
+// whichever thread logs it; the observer must be thread-safe. Set it before other threads start,
+// and clear it (nullptr) before what it refers to goes.
+using Observer = std::function<void(Level, const std::string&)>;
+void set_observer(Level min, Observer observer);
 
 inline void debug(const std::string& m) { write(Level::Debug, m); }
 inline void info(const std::string& m) { write(Level::Info, m); }

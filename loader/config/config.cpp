@@ -2,6 +2,7 @@
 
 #include <grp.h>
 
+#include <algorithm>
 #include <bit>
 #include <cerrno>
 #include <charconv>
@@ -10,9 +11,11 @@
 #include <cstring>
 #include <limits>
 #include <set>
+#include <sstream>
 #include <utility>
 
 #include "config/uci.h"
+#include "observability/listen_address.h"
 
 namespace uplinkd::config {
 namespace {
@@ -411,6 +414,32 @@ void read_control_group(SectionReader& r, Globals& g) {
   g.control_group = ControlGroup{*gid, v->text};
 }
 
+// The metrics listener's addresses (extension), each checked now so a typo is a config error with
+// its line, not a listener that silently is not there.
+void read_metrics_listen(SectionReader& r, Globals& g) {
+  constexpr const char* kAccepted =
+      "address:port with a literal IPv4 address or [IPv6 address]:port, "
+      "e.g. '127.0.0.1:9107' or '[::1]:9107', several separated by spaces";
+  for (const auto& v : r.list("metrics_listen")) {
+    std::istringstream words(v.text);
+    std::string word;
+    while (words >> word) {
+      std::string problem;
+      const auto address = observability::parse_listen_address(word, &problem);
+      if (!address) {
+        r.fail(v.line, "metrics_listen",
+               "'" + word + "' " + problem + " in " + r.where() + "; accepted: " + kAccepted);
+      }
+      if (std::find(g.metrics_listen.begin(), g.metrics_listen.end(), address->text) !=
+          g.metrics_listen.end()) {
+        r.fail(v.line, "metrics_listen",
+               "'" + word + "' is given twice in " + r.where() + "; accepted: " + kAccepted);
+      }
+      g.metrics_listen.push_back(address->text);
+    }
+  }
+}
+
 Globals read_globals(const uci::Section& s, const std::string& file) {
   SectionReader r(s, file);
   Globals g;
@@ -435,6 +464,7 @@ Globals read_globals(const uci::Section& s, const std::string& file) {
   read_flow_hygiene(r, g);
   read_local_route(r, g);
   read_control_group(r, g);
+  read_metrics_listen(r, g);
   g.other_options = r.rest();
   return g;
 }

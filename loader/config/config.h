@@ -63,6 +63,9 @@ struct Globals {
   // The control socket (extension): `option control_group` names a group whose members may use its
   // read-only verbs (status, interfaces, ...); unset, only root may use it.
   std::optional<ControlGroup> control_group;
+  // The metrics listener (extension): `/metrics` and the status page at each address:port given
+  // (option or list, several separated by spaces). Empty, the default: no listener.
+  std::vector<std::string> metrics_listen;
   // Options uplinkd does not use (e.g. local_source, rtmon_interval), kept verbatim; lists in order.
   std::map<std::string, std::vector<std::string>> other_options;
 };

@@ -158,7 +158,9 @@ void Daemon::start_all() {
   update_local_routes();
   start_wireguard();
   next_policy_refresh_ = started_ns_ + kPolicyRefreshNs;
+  start_observability();
   setup_signals();
+  start_listeners();
 }
 
 // The predecessor's record of this uplink, when its maps were adopted: its generation continues (flows
@@ -216,6 +218,7 @@ void Daemon::retire_unconfigured_records() {
 Daemon::~Daemon() {
   const int64_t now = health::monotonic_ns();
   stopping_ = true;
+  stop_observability();  // the listeners' threads go before anything they could ask about
   if (lifecycle::keep_kernel_state()) {
     // A restart or a stop that keeps the datapath: no uplink goes offline, nothing is removed; the
     // hooks already queued still run.
@@ -234,7 +237,7 @@ Daemon::~Daemon() {
     release_device(u);
   }
   hooks_.drain(now + kShutdownHookNs);
-  state_files_.remove_all();  // mwan3 removes its tracker's files when it stops
+  state_files_.remove_all();         // mwan3 removes its tracker's files when it stops
   if (!admin_down_path().empty()) {  // the next start is a fresh one: every interface comes up
     unlink(admin_down_path().c_str());
     rmdir((options_.state_dir + "/uplinkd").c_str());  // only if empty (another instance's list stays)
@@ -262,7 +265,8 @@ void Daemon::setup_signals() {
   if (signal_fd_ < 0 || timer_fd_ < 0 || epoll_fd_ < 0)
     throw std::runtime_error(std::string("event loop: ") + strerror(errno));
   open_route_events();
-  for (int fd : {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd(), route_events_fd()}) {
+  for (int fd :
+       {signal_fd_, timer_fd_, datapath_->ring_fd(), control_->fd(), route_events_fd(), snapshots_fd()}) {
     if (fd < 0) continue;
     epoll_event ev{};
     ev.events = EPOLLIN;
@@ -551,6 +555,7 @@ int Daemon::run() {
       if (fd == signal_fd_) handle_signals(&stop);
       if (fd == control_->fd()) control_->serve();
       if (fd == route_events_fd()) drain_route_events(health::monotonic_ns());
+      if (fd == snapshots_fd()) serve_snapshots();
       if (fd == timer_fd_) {
         uint64_t ticks;
         [[maybe_unused]] ssize_t r = read(timer_fd_, &ticks, sizeof ticks);
@@ -654,38 +659,46 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
                        {"rtt_ms", t.rtt_ms},
                        {"loss_pct", t.loss_pct},
                        {"sent", t.sent},
-                       {"replied", t.replied}});
+                       {"replied", t.replied},
+                       {"lost", t.lost},
+                       {"rtt_histogram", t.rtt_histogram}});
   }
   const bool tracking = u.device_up;
   std::string state = tracking ? std::string(health::to_string(m.tracker().state())) : "offline";
-  return {{"name", u.cfg->name},
-          {"id", u.cfg->id},
-          {"device", u.cfg->device},
-          {"enabled", true},
-          {"tracking", tracking},
-          {"device_state", u.ifindex != 0 || u.device_up ? (u.device_up ? "up" : "down") : "absent"},
-          {"state", state},
-          {"score", m.tracker().score()},
-          {"transitions", m.tracker().transitions()},
-          {"state_s", tracking ? seconds(now - m.state_since_ns()) : 0.0},
-          {"uptime_s", tracking ? seconds(now - m.running_since_ns()) : 0.0},
-          {"mark", u.monitor->mark()},
-          {"generation", u.generation},
-          {"xdp_mode", datapath_->attach_mode(u.datapath_id)},
-          {"last_error", u.last_error},
-          {"probes", {{"sent", m.probes_sent()}, {"replied", m.probes_replied()}, {"lost", m.probes_lost()}}},
-          {"rtt_ms", m.rtt_ms()},
-          {"loss_pct", m.loss_pct()},
-          {"admin_down", u.admin_down},
-          {"mwan3", mwan3_json(u, now)},
-          {"datapath",
-           {{"probe_replies", counters.probe_replies},
-            {"nonce_mismatch", counters.nonce_mismatch},
-            {"ringbuf_full", counters.ringbuf_full},
-            {"icmp_passed", counters.icmp_passed},
-            {"icmp_dropped", counters.icmp_dropped},
-            {"probe_replies_exempted", counters.probe_replies_exempted}}},
-          {"targets", targets}};
+  return {
+      {"name", u.cfg->name},
+      {"id", u.cfg->id},
+      {"device", u.cfg->device},
+      {"enabled", true},
+      {"tracking", tracking},
+      {"device_state", u.ifindex != 0 || u.device_up ? (u.device_up ? "up" : "down") : "absent"},
+      {"state", state},
+      {"score", m.tracker().score()},
+      {"transitions", m.tracker().transitions()},
+      {"state_s", tracking ? seconds(now - m.state_since_ns()) : 0.0},
+      {"uptime_s", tracking ? seconds(now - m.running_since_ns()) : 0.0},
+      {"mark", u.monitor->mark()},
+      {"generation", u.generation},
+      {"xdp_mode", datapath_->attach_mode(u.datapath_id)},
+      {"last_error", u.last_error},
+      {"probes", {{"sent", m.probes_sent()}, {"replied", m.probes_replied()}, {"lost", m.probes_lost()}}},
+      {"rtt_ms", m.rtt_ms()},
+      {"loss_pct", m.loss_pct()},
+      {"detection_s", m.last_detection_s() ? nlohmann::json(*m.last_detection_s()) : nlohmann::json(nullptr)},
+      {"probe_lateness", m.send_lateness().json()},
+      {"thresholds",
+       {{"failure_latency_ms", u.cfg->check_quality ? u.cfg->failure_latency_ms : 0},
+        {"failure_loss_pct", u.cfg->check_quality ? u.cfg->failure_loss_pct : 0}}},
+      {"admin_down", u.admin_down},
+      {"mwan3", mwan3_json(u, now)},
+      {"datapath",
+       {{"probe_replies", counters.probe_replies},
+        {"nonce_mismatch", counters.nonce_mismatch},
+        {"ringbuf_full", counters.ringbuf_full},
+        {"icmp_passed", counters.icmp_passed},
+        {"icmp_dropped", counters.icmp_dropped},
+        {"probe_replies_exempted", counters.probe_replies_exempted}}},
+      {"targets", targets}};
 }
 
 nlohmann::json Daemon::interfaces_json(int64_t now) const {
@@ -728,7 +741,8 @@ nlohmann::json Daemon::status() const {
            {{"pid", getpid()},
             {"instance", options_.instance},
             {"uptime_s", seconds(now - started_ns_)},
-            {"config", config_.file}}},
+            {"config", config_.file},
+            {"metrics_listener", metrics_listener_json()}}},
           {"interfaces", interfaces}};
 }
 
@@ -796,6 +810,8 @@ Daemon::Uplink Daemon::make_uplink(const config::InterfaceConfig& cfg) {
   u.monitor = std::make_unique<health::UplinkMonitor>(
       cfg, mark, *datapath_,
       [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
+  u.monitor->set_cycle_observer([this, id = cfg.id, targets = cfg.track_ip.size()](
+                                    const observability::CyclePoint& p) { record_cycle(id, targets, p); });
   return u;
 }
 
@@ -882,6 +898,10 @@ std::string Daemon::reload(std::string* summary) {
   const config::Config old = std::move(config_);
   config_ = std::move(next);
   control_->set_access(control::access_from(config_.globals));
+  if (old.globals.metrics_listen != config_.globals.metrics_listen) {
+    stop_listeners();
+    start_listeners();
+  }
   for (auto& [id, u] : uplinks_) {
     const std::string old_device = u.cfg->device;
     u.cfg = enabled_interface(config_, id);

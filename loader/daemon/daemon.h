@@ -25,6 +25,9 @@
 #include "netlink/default_route.h"
 #include "netlink/route_events.h"
 #include "netlink/uplink_routes.h"
+#include "observability/history.h"
+#include "observability/http_listener.h"
+#include "observability/snapshot.h"
 #include "wireguard/manager.h"
 
 namespace uplinkd {
@@ -178,6 +181,25 @@ class Daemon {
   void wireguard_release_device(int ifindex);
   void update_wireguard();
   void poll_wireguard(int64_t now);
+
+  // The metrics listener and the status page (daemon_observability.cpp). The listeners' threads
+  // reach the daemon only through the bridge, which the loop serves; history and events are fed
+  // from the loop (and events from any thread that logs).
+  std::unique_ptr<observability::SnapshotBridge> snapshots_;
+  std::vector<std::unique_ptr<observability::HttpListener>> listeners_;
+  std::vector<std::string> listener_errors_;
+  std::map<uint32_t, observability::UplinkHistory> histories_;  // by interface id
+  observability::EventLog events_;
+  void start_observability();
+  void stop_observability();
+  void start_listeners();
+  void stop_listeners();
+  void serve_snapshots();
+  [[nodiscard]] observability::Snapshot make_snapshot(observability::SnapshotKind kind) const;
+  [[nodiscard]] observability::HttpResponse answer_http(const std::string& path);
+  void record_cycle(uint32_t id, size_t targets, const observability::CyclePoint& point);
+  [[nodiscard]] nlohmann::json metrics_listener_json() const;
+  [[nodiscard]] int snapshots_fd() const { return snapshots_ ? snapshots_->fd() : -1; }
 
   // Reload and the router's own traffic.
   Uplink make_uplink(const config::InterfaceConfig& cfg);

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <cmath>
 #include <cstring>
 
 #include "datapath/datapath.h"
@@ -174,6 +175,7 @@ void UplinkMonitor::begin_cycle(int64_t now) {
 
 void UplinkMonitor::send_due(int64_t now) {
   while (!cycle_.decided && cycle_.next < cycle_.plan.size() && cycle_.plan[cycle_.next].send_at <= now) {
+    lateness_.add(static_cast<double>(now - cycle_.plan[cycle_.next].send_at) / 1e6);
     send_one(cycle_.plan[cycle_.next].target, now);
     ++cycle_.next;
   }
@@ -221,7 +223,7 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
       break;
   }
 
-  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0};
+  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0, now};
   int err = 0;
   for (int attempt = 0; attempt < 4; ++attempt) {
     value.sent_ns = static_cast<uint64_t>(monotonic_ns());
@@ -298,8 +300,11 @@ void UplinkMonitor::resolve(const Pending& p, std::optional<double> rtt_ms, int6
   if (rtt_ms) {
     ++replied_;
     ++w.replied;
+    w.rtt.add(*rtt_ms);
   } else {
     ++lost_;
+    ++w.lost;
+    if (first_failure_sent_ == 0) first_failure_sent_ = p.sent_at;
   }
   if (p.cycle != cycle_.number || cycle_.decided) return;  // a late result of an earlier cycle
   TargetSample& s = cycle_.samples[p.target];
@@ -325,7 +330,52 @@ void UplinkMonitor::try_decide(int64_t now) {
   }
   const Step step = tracker_.on_cycle(*result);
   next_cycle_at_ = std::max(cycle_.start + seconds_to_ns(step.sleep_s), now);
+  const bool went_offline =
+      std::find(step.actions.begin(), step.actions.end(), Action::Disconnected) != step.actions.end();
+  if (went_offline && first_failure_sent_ != 0) {
+    last_detection_s_ = static_cast<double>(now - first_failure_sent_) / 1e9;
+  }
+  // A cycle that passed ends the run of failures an outage's detection is measured from.
+  if (result->host_up_count >= cfg_.reliability || went_offline) first_failure_sent_ = 0;
   apply(step, false);
+  observe_cycle(now);
+}
+
+// The cycle's point for the status page: per target the mean RTT of its replies (NaN when it had
+// none), and the share of the resolved probes that were lost.
+void UplinkMonitor::observe_cycle(int64_t now) {
+  if (!cycle_observer_) return;
+  observability::CyclePoint point;
+  point.t_ns = now;
+  switch (tracker_.state()) {
+    case State::Online:
+      point.state = observability::PointState::Online;
+      break;
+    case State::Offline:
+      point.state = observability::PointState::Offline;
+      break;
+    case State::Connecting:
+      point.state = observability::PointState::Connecting;
+      break;
+    case State::Disconnecting:
+      point.state = observability::PointState::Disconnecting;
+      break;
+    case State::Disabled:
+      point.state = observability::PointState::Unknown;
+      break;
+  }
+  int resolved = 0, lost = 0;
+  for (size_t t = 0; t < cycle_.samples.size(); ++t) {
+    const TargetSample& s = cycle_.samples[t];
+    point.rtt_ms.push_back(s.replied > 0 ? static_cast<float>(s.mean_rtt_ms) : std::nanf(""));
+  }
+  for (size_t t = 0; t < cycle_.samples.size(); ++t) {
+    if (!cycle_.verdicts[t]) continue;  // still in flight when the cycle was decided
+    resolved += cycle_.samples[t].sent;
+    lost += cycle_.samples[t].sent - cycle_.samples[t].replied;
+  }
+  point.loss_pct = resolved > 0 ? 100.0F * static_cast<float>(lost) / static_cast<float>(resolved) : 0.0F;
+  cycle_observer_(point);
 }
 
 std::vector<TargetStatus> UplinkMonitor::targets() const {
@@ -337,6 +387,8 @@ std::vector<TargetStatus> UplinkMonitor::targets() const {
     t.state = running_ ? w.state : "unknown";
     t.sent = w.sent;
     t.replied = w.replied;
+    t.lost = w.lost;
+    t.rtt_histogram = w.rtt.json();
     double sum = 0;
     int replies = 0;
     for (const auto& r : w.results) {

@@ -22,6 +22,8 @@
 #include "health/probe_transport.h"
 #include "health/tracker.h"
 #include "maps/uplinkd_maps.h"
+#include "observability/histogram.h"
+#include "observability/history.h"
 
 namespace uplinkd::datapath {
 class Datapath;
@@ -38,12 +40,16 @@ struct TargetStatus {
   double loss_pct = 0;            // over the recent window
   uint64_t sent = 0;
   uint64_t replied = 0;
+  uint64_t lost = 0;
+  nlohmann::json rtt_histogram;  // observability::Histogram::json() of every reply's RTT
 };
 
 class UplinkMonitor {
  public:
   // Called for every hook action the tracker emits, in order; `first` marks mwan3's FIRSTCONNECT.
   using ActionHandler = std::function<void(UplinkMonitor&, Action, bool first)>;
+  // Called with every decided cycle's outcome (the status page's history).
+  using CycleObserver = std::function<void(const observability::CyclePoint&)>;
 
   UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, datapath::Datapath& dp,
                 ActionHandler on_action);
@@ -82,6 +88,11 @@ class UplinkMonitor {
   // Cycles begun since the daemon started (mwan3track's TURN), and when the latest began (0: none).
   [[nodiscard]] uint64_t cycles() const { return cycles_started_; }
   [[nodiscard]] int64_t last_cycle_ns() const { return cycle_.start; }
+  // The last outage's detection time: from sending its first failed probe to `disconnected`.
+  [[nodiscard]] std::optional<double> last_detection_s() const { return last_detection_s_; }
+  // How late probes left against their planned time (the loop's own delays show here).
+  [[nodiscard]] const observability::Histogram& send_lateness() const { return lateness_; }
+  void set_cycle_observer(CycleObserver observer) { cycle_observer_ = std::move(observer); }
 
  private:
   struct Planned {
@@ -104,11 +115,13 @@ class UplinkMonitor {
     size_t target = 0;
     int64_t deadline = 0;
     uint16_t dns_port = 0;
+    int64_t sent_at = 0;
   };
   struct Window {  // recent results of one target: RTT in ms, or nullopt for a loss
     std::deque<std::optional<double>> results;
     std::string state = "unknown";
-    uint64_t sent = 0, replied = 0;
+    uint64_t sent = 0, replied = 0, lost = 0;
+    observability::Histogram rtt{observability::kRttBucketsMs};
   };
 
   void start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now, std::optional<State> adopted);
@@ -120,6 +133,8 @@ class UplinkMonitor {
   void try_decide(int64_t now);
   void apply(const Step& step, bool first);
   void forget_pending();
+  void note_outcome(const Pending& p, bool replied);
+  void observe_cycle(int64_t now);
   [[nodiscard]] std::string key_bytes(const probe_key& key) const;
   [[nodiscard]] uint8_t probe_kind() const;
 
@@ -144,6 +159,11 @@ class UplinkMonitor {
   int64_t state_since_ = 0;
   int64_t running_since_ = 0;
   State last_state_ = State::Disabled;
+  // Detection time: when the first probe of the current run of failures left (0: none failing).
+  int64_t first_failure_sent_ = 0;
+  std::optional<double> last_detection_s_;
+  observability::Histogram lateness_{observability::kLatenessBucketsMs};
+  CycleObserver cycle_observer_;
 };
 
 }  // namespace uplinkd::health
