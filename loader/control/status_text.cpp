@@ -1,10 +1,10 @@
 #include "control/status_text.h"
 
-#include "policy/policy_table.h"
-#include "policy/rule_compiler.h"
-
 #include <cstdio>
 #include <sstream>
+
+#include "policy/policy_table.h"
+#include "policy/rule_compiler.h"
 
 namespace uplinkd::control {
 
@@ -32,6 +32,19 @@ std::string interface_line(const nlohmann::json& i) {
          ")\n";
 }
 
+// Where /metrics and the status page are served (option metrics_listen), and why not when it failed.
+std::string format_metrics_listener(const nlohmann::json& status) {
+  const nlohmann::json listener =
+      status.value("daemon", nlohmann::json::object()).value("metrics_listener", nlohmann::json::object());
+  const nlohmann::json listening = listener.value("listening", nlohmann::json::array());
+  const nlohmann::json errors = listener.value("errors", nlohmann::json::array());
+  if (listening.empty() && errors.empty()) return "";
+  std::string out = "Metrics listener:\n";
+  for (const auto& a : listening) out += " http://" + a.get<std::string>() + "/ (status page) and /metrics\n";
+  for (const auto& e : errors) out += " not listening: " + e.get<std::string>() + "\n";
+  return out + "\n";
+}
+
 }  // namespace
 
 std::string format_interfaces(const nlohmann::json& status) {
@@ -46,7 +59,8 @@ std::string format_connected(const nlohmann::json& connected) {
   std::ostringstream out;
   for (const char* family : {"ipv4", "ipv6"}) {
     out << "Directly connected " << family << " networks:\n";
-    for (const auto& p : connected.value(family, nlohmann::json::array())) out << p.get<std::string>() << "\n";
+    for (const auto& p : connected.value(family, nlohmann::json::array()))
+      out << p.get<std::string>() << "\n";
     out << "\n";
   }
   return out.str();
@@ -69,6 +83,11 @@ std::string format_status(const nlohmann::json& status) {
                   p.value("sent", 0ULL), p.value("replied", 0ULL), p.value("lost", 0ULL),
                   i.value("rtt_ms", 0.0), i.value("loss_pct", 0.0));
     out << buf;
+    if (i.contains("detection_s") && i["detection_s"].is_number()) {
+      std::snprintf(buf, sizeof buf, "  last outage detected %.2f s after its first failed probe\n",
+                    i["detection_s"].get<double>());
+      out << buf;
+    }
     for (const auto& t : i.value("targets", nlohmann::json::array())) {
       const std::string state = t.value("state", "?");
       // A skipped target was not needed by recent cycles (reliability was reached before it), so
@@ -82,7 +101,7 @@ std::string format_status(const nlohmann::json& status) {
       out << buf;
     }
   }
-  out << "\n";
+  out << "\n" << format_metrics_listener(status);
   return out.str();
 }
 

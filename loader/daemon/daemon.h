@@ -196,7 +196,7 @@ class Daemon {
   void stop_listeners();
   void serve_snapshots();
   [[nodiscard]] observability::Snapshot make_snapshot(observability::SnapshotKind kind) const;
-  [[nodiscard]] observability::HttpResponse answer_http(const std::string& path);
+  [[nodiscard]] observability::HttpResponse answer_http(const observability::HttpRequest& request);
   void record_cycle(uint32_t id, size_t targets, const observability::CyclePoint& point);
   [[nodiscard]] nlohmann::json metrics_listener_json() const;
   [[nodiscard]] int snapshots_fd() const { return snapshots_ ? snapshots_->fd() : -1; }

@@ -2,6 +2,7 @@
 // metrics_listen address), the snapshots their threads ask the loop for, the per-uplink history
 // rings fed by every decided probe cycle, and the last events fed by the log.
 #include <chrono>
+#include <optional>
 #include <string>
 
 #include "common/log.h"
@@ -38,6 +39,18 @@ const char* level_word(log::Level level) {
   }
 }
 
+// The page's span from `?minutes=N` (the plots' zoom links): 5 to 60 minutes, an hour by default.
+std::optional<double> page_span_s(const observability::HttpRequest& request) {
+  auto it = request.query.find("minutes");
+  if (it == request.query.end()) return 3600.0;
+  const std::string& text = it->second;
+  if (text.empty() || text.size() > 2 || text.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
+  const int minutes = std::stoi(text);
+  if (minutes < 5 || minutes > 60) return std::nullopt;
+  return minutes * 60.0;
+}
+
 }  // namespace
 
 void Daemon::start_observability() {
@@ -65,7 +78,7 @@ void Daemon::start_listeners() {
     }
     try {
       listeners_.push_back(std::make_unique<observability::HttpListener>(
-          *address, [this](const std::string& path) { return answer_http(path); }));
+          *address, [this](const observability::HttpRequest& r) { return answer_http(r); }));
       log::notice("metrics listener on http://" + address->text + "/ (/metrics and the status page)");
     } catch (const std::exception& e) {
       listener_errors_.emplace_back(e.what());
@@ -114,16 +127,20 @@ observability::Snapshot Daemon::make_snapshot(observability::SnapshotKind kind) 
 }
 
 // On a listener's thread: only the bridge is touched here.
-observability::HttpResponse Daemon::answer_http(const std::string& path) {
-  const bool metrics = path == "/metrics";
-  if (!metrics && path != "/") return {404, "text/plain; charset=utf-8", "not found: try / or /metrics\n"};
+observability::HttpResponse Daemon::answer_http(const observability::HttpRequest& request) {
+  constexpr const char* kText = "text/plain; charset=utf-8";
+  const bool metrics = request.path == "/metrics";
+  if (!metrics && request.path != "/") return {404, kText, "not found: try / or /metrics\n"};
+  const std::optional<double> span_s = page_span_s(request);
+  if (!metrics && !span_s) return {400, kText, "minutes: a whole number from 5 to 60\n"};
   const auto snapshot = snapshots_->request(
       metrics ? observability::SnapshotKind::Metrics : observability::SnapshotKind::Page, kSnapshotTimeout);
-  if (!snapshot) return {503, "text/plain; charset=utf-8", "the daemon did not answer in time; try again\n"};
+  if (!snapshot) return {503, kText, "the daemon did not answer in time; try again\n"};
   if (metrics)
     return {200, observability::kMetricsContentType, observability::render_metrics(snapshot->data)};
-  return {200, "text/html; charset=utf-8",
-          observability::render_status_page(observability::page_data(*snapshot, kPageRefreshS))};
+  observability::PageData page = observability::page_data(*snapshot, kPageRefreshS);
+  page.span_s = *span_s;
+  return {200, "text/html; charset=utf-8", observability::render_status_page(page)};
 }
 
 // One ring per interface id, sized for its targets; a reload that changes them starts it afresh.

@@ -80,6 +80,11 @@ void log_from_library(void* /*cls*/, const char* format, va_list args) {
 }  // namespace
 
 struct HttpCallbacks {
+  static MHD_Result query_argument(void* cls, MHD_ValueKind /*kind*/, const char* key, const char* value) {
+    static_cast<HttpRequest*>(cls)->query[key] = value != nullptr ? value : "";
+    return MHD_YES;
+  }
+
   static MHD_Result answer(void* cls, MHD_Connection* connection, const char* url, const char* method,
                            const char* /*version*/, const char* /*upload_data*/, size_t* upload_data_size,
                            void** /*req_cls*/) {
@@ -91,9 +96,11 @@ struct HttpCallbacks {
       return queue(connection,
                    {MHD_HTTP_METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "only GET and HEAD\n"});
     }
+    HttpRequest request{url, {}};
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &HttpCallbacks::query_argument, &request);
     HttpResponse answer;
     try {
-      answer = self->handler_(url);
+      answer = self->handler_(request);
     } catch (const std::exception& e) {
       answer = {MHD_HTTP_INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", std::string(e.what()) + "\n"};
     }

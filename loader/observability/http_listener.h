@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,8 +23,13 @@ struct HttpResponse {
   std::string body;
 };
 
-// Called for GET and HEAD with the path (no query string); the listener answers the rest itself.
-using HttpHandler = std::function<HttpResponse(const std::string& path)>;
+struct HttpRequest {
+  std::string path;                          // without the query string
+  std::map<std::string, std::string> query;  // its arguments, decoded
+};
+
+// Called for GET and HEAD; the listener answers the rest itself.
+using HttpHandler = std::function<HttpResponse(const HttpRequest& request)>;
 
 struct HttpLimits {
   unsigned idle_timeout_s = 5;        // a connection that sends nothing for this long is closed

@@ -647,9 +647,11 @@ constexpr const char* kStyle = R"css(
 body{margin:0;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif}
 main{max-width:980px;margin:0 auto;padding:16px 12px 24px}
 header{margin:4px 4px 14px}
+header p{margin:2px 0}
 h1{font-size:1.45rem;margin:0}
 h2{font-size:1.15rem;margin:0}
-.meta,.muted,.device,.since,footer{color:var(--muted)}
+.meta,.muted,.device,.since,footer,nav.span{color:var(--muted)}
+nav.span a{color:inherit}
 .device{font-weight:400;font-size:.95rem}
 section{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px;margin:0 0 14px}
 .card-head{display:flex;flex-wrap:wrap;align-items:center;gap:6px 12px}
@@ -694,6 +696,23 @@ std::string page_head(const PageData& data, const std::string& title) {
   return out + "<title>" + title + "</title>\n<style>" + kStyle + "</style>\n</head>\n";
 }
 
+// Links that zoom every plot (the daemon reads `?minutes=`); the one shown is not a link.
+std::string span_links(const PageData& data) {
+  std::string out = "<nav class=\"span\">Plots over the last ";
+  const std::pair<int, const char*> spans[] = {{10, "10 min"}, {30, "30 min"}, {60, "1 h"}};
+  for (size_t i = 0; i < std::size(spans); ++i) {
+    const auto& [minutes, label] = spans[i];
+    out += i == 0 ? "" : " · ";
+    if (std::lround(data.span_s) == minutes * 60) {
+      out += std::string("<strong>") + label + "</strong>";
+    } else {
+      out += "<a href=\"/" + (minutes == 60 ? std::string() : "?minutes=" + std::to_string(minutes)) + "\">" +
+             label + "</a>";
+    }
+  }
+  return out + "</nav>";
+}
+
 }  // namespace
 
 std::string render_plot(const PageUplink& uplink, int64_t now_ns, double span_s) {
@@ -733,7 +752,8 @@ std::string render_status_page(const PageData& data) {
   const std::string title = data.instance.empty() ? "uplinkd" : "uplinkd — " + html_escape(data.instance);
   std::string out = page_head(data, title);
   out += "<body>\n<main>\n<header><h1>" + title + "</h1><p class=\"meta\">version " +
-         html_escape(data.version) + " · " + format_utc(data.now_unix_ms) + " UTC</p></header>\n";
+         html_escape(data.version) + " · " + format_utc(data.now_unix_ms) + " UTC</p>" + span_links(data) +
+         "</header>\n";
   if (data.uplinks.empty()) out += "<section><p>No interfaces are configured.</p></section>\n";
   for (const auto& uplink : data.uplinks) out += uplink_card(uplink, data);
   out += events_section(data);

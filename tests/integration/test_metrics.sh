@@ -16,7 +16,10 @@
 #     points, wan1's outage shaded; after the recovery: wan1 online, the outage still shaded;
 #   - Prometheus afterwards: mwan3_interface_status{interface="wan1",status="offline"} was 1 and is
 #     0 now, the probe counters increased, and the recorded detection time is within
-#     (down x interval + timeout) x 1.2.
+#     (down x interval + timeout) x 1.2;
+#   - bad input: a port in use (reload onto Prometheus's) leaves the daemon tracking and says why in
+#     status; a bad address is refused by reload naming file:line and option; the good one back
+#     listens again; after an in-place restart the listener answers again.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ul_init metrics daemon
@@ -58,7 +61,9 @@ body=$(http -X HEAD --max-time 3 -o - "$BASE/metrics" 2>/dev/null || true)
 [[ -z $body ]] || fail "HEAD /metrics sent a body (${#body} bytes)"
 pass "HEAD /metrics: headers with a length, no body"
 code=$(http -o /dev/null -D "$UL_TMP/post.h" -w '%{http_code}' -X POST --data x=1 "$BASE/metrics")
-[[ $code == 405 ]] && grep -qi '^allow: GET, HEAD' "$UL_TMP/post.h" || fail "POST /metrics: $code, $(cat "$UL_TMP/post.h")"
+if [[ $code != 405 ]] || ! grep -qi '^allow: GET, HEAD' "$UL_TMP/post.h"; then
+  fail "POST /metrics: $code, $(cat "$UL_TMP/post.h")"
+fi
 code=$(http -o /dev/null -w '%{http_code}' "$BASE/nothing-here")
 [[ $code == 404 ]] || fail "GET /nothing-here: $code (expected 404)"
 pass "POST: 405 with Allow: GET, HEAD; an unknown path: 404"
@@ -67,6 +72,16 @@ code=$(http -o /dev/null -w '%{http_code}' "http://[::1]:$PORT/metrics")
 code=$(http -o "$UL_TMP/page0.html" -w '%{http_code} %{content_type}' "$BASE/")
 [[ $code == "200 text/html; charset=utf-8" ]] || fail "GET /: '$code'"
 pass "IPv6 listener answers; GET / is HTML"
+code=$(http -o "$UL_TMP/page10.html" -w '%{http_code}' "$BASE/?minutes=10")
+if [[ $code != 200 ]] || ! grep -q '<strong>10 min</strong>' "$UL_TMP/page10.html"; then
+  fail "GET /?minutes=10: $code"
+fi
+code=$(http -o /dev/null -w '%{http_code}' "$BASE/?minutes=3")
+[[ $code == 400 ]] || fail "GET /?minutes=3: $code (expected 400)"
+pass "the page's zoom: ?minutes=10 shows 10 min; ?minutes=3 is refused with 400"
+ctl status | grep -q "^ http://127.0.0.1:$PORT/ (status page) and /metrics" ||
+  fail "uplinkctl status does not show the listener: $(ctl status | tail -5)"
+pass "uplinkctl status shows where the listener is"
 listening=$(ctl_json | python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["daemon"]["metrics_listener"]["listening"]))')
 [[ $listening == "127.0.0.1:$PORT [::1]:$PORT" ]] || fail "status --json lists the listener as '$listening'"
 pass "status --json lists both listening addresses"
@@ -201,6 +216,41 @@ h1=$(ctl_json | python3 -c 'import json,sys; print([i for i in json.load(sys.std
 trans=$(prom_query 'uplinkd_interface_transitions_total{interface="wan1"}')
 [[ $trans == "$h1" ]] || fail "Prometheus's last transitions of wan1 ($trans) differ from status --json ($h1; $h0 before the outage)"
 pass "Prometheus's transitions of wan1 = status --json ($h0 -> $h1)"
+
+# ---- bad input: a port in use, a bad address ------------------------------------------------
+listener() { ctl_json | python3 -c 'import json,sys; l=json.load(sys.stdin)["daemon"]["metrics_listener"]; print(" ".join(l["listening"]), "|", " ; ".join(l["errors"]))'; }
+cp "$CFG" "$UL_TMP/good.conf"
+sed -i "s|option metrics_listen .*|option metrics_listen '127.0.0.1:9090'|" "$CFG"
+out=$(ctl reload 2>&1) || fail "reload onto a port in use was refused: $out"
+l=$(listener)
+[[ $l == " | metrics listener 127.0.0.1:9090: bind: Address already in use ("* ]] ||
+  fail "a port in use (Prometheus's 9090): listener state '$l'"
+uplinkd_alive || fail "uplinkd died when its listener could not bind"
+[[ $(iface_get wan1 state) == online ]] || fail "wan1 is not online after the listener failed"
+ctl status | grep -q "^ not listening: metrics listener 127.0.0.1:9090: bind: Address already in use" ||
+  fail "uplinkctl status does not say why it is not listening"
+pass "a port in use: the daemon goes on tracking; status names the address, the errno and the fix"
+sed -i "s|option metrics_listen .*|option metrics_listen 'localhost:9107'|" "$CFG"
+out=$(ctl reload 2>&1) && fail "reload accepted metrics_listen 'localhost:9107': $out"
+[[ $out == *"$CFG:4"*"metrics_listen"*"'localhost:9107'"* ]] || fail "the refusal does not name file:line, option and word: $out"
+[[ $(listener) == "$l" ]] || fail "a refused reload changed the listener: $(listener)"
+pass "a bad address: reload refused naming $CFG:4 and the option; the running listener state kept"
+cp "$UL_TMP/good.conf" "$CFG"
+out=$(ctl reload 2>&1) || fail "reload back to the good config failed: $out"
+[[ $(listener) == "127.0.0.1:$PORT [::1]:$PORT | " ]] || fail "after the fix: $(listener)"
+http -o /dev/null "$BASE/metrics" || fail "no scrape after the listener came back"
+pass "the good address back by reload: both listeners answer again"
+
+# ---- an in-place restart binds again ---------------------------------------------------------
+out=$(ctl restart) || fail "uplinkctl restart failed: $out"
+wait_uplinkd_ready 15 || fail "no answer on the control socket after the restart"
+code=000
+for _ in $(seq 1 20); do
+  code=$(http -o /dev/null -w '%{http_code}' "$BASE/metrics" 2>/dev/null) && [[ $code == 200 ]] && break
+  sleep 0.25
+done
+[[ $code == 200 ]] || fail "no /metrics within 5 s of the in-place restart ($code)"
+pass "after an in-place restart the listener answers again"
 
 cp "$UL_TMP/m.txt" "$ARTIFACTS/metrics-sample.txt"
 kill "$PROM_PID" 2>/dev/null && wait "$PROM_PID" 2>/dev/null
