@@ -13,9 +13,9 @@ bool parse_level(const std::string& text, Level* out);
 void use_syslog(bool enabled);
 void write(Level level, const std::string& message);
 
-// Also hands every message at `min` or above to `observer` (the status page's last events), from
-// whichever thread logs it; the observer must be thread-safe. Set it before other threads start,
-// and clear it (nullptr) before what it refers to goes.
+// Also hands every message at `min` (Notice or above) or above to `observer` (the status page's
+// last events), from whichever thread logs it, one at a time; the observer must not log. Clear it
+// (nullptr) before what it refers to goes.
 using Observer = std::function<void(Level, const std::string&)>;
 void set_observer(Level min, Observer observer);
 

@@ -417,24 +417,22 @@ void read_control_group(SectionReader& r, Globals& g) {
 // The metrics listener's addresses (extension), each checked now so a typo is a config error with
 // its line, not a listener that silently is not there.
 void read_metrics_listen(SectionReader& r, Globals& g) {
-  constexpr const char* kAccepted =
-      "address:port with a literal IPv4 address or [IPv6 address]:port, "
-      "e.g. '127.0.0.1:9107' or '[::1]:9107', several separated by spaces";
+  const auto refuse = [&r](const uci::Value& v, const std::string& word, const std::string& problem) {
+    r.fail(v.line, "metrics_listen",
+           "'" + word + "' " + problem + " in " + r.where() +
+               "; accepted: address:port with a literal IPv4 address or [IPv6 address]:port, "
+               "e.g. '127.0.0.1:9107' or '[::1]:9107', several separated by spaces");
+  };
   for (const auto& v : r.list("metrics_listen")) {
     std::istringstream words(v.text);
     std::string word;
     while (words >> word) {
       std::string problem;
       const auto address = observability::parse_listen_address(word, &problem);
-      if (!address) {
-        r.fail(v.line, "metrics_listen",
-               "'" + word + "' " + problem + " in " + r.where() + "; accepted: " + kAccepted);
-      }
+      if (!address) refuse(v, word, problem);
       if (std::find(g.metrics_listen.begin(), g.metrics_listen.end(), address->text) !=
-          g.metrics_listen.end()) {
-        r.fail(v.line, "metrics_listen",
-               "'" + word + "' is given twice in " + r.where() + "; accepted: " + kAccepted);
-      }
+          g.metrics_listen.end())
+        refuse(v, word, "is given twice");
       g.metrics_listen.push_back(address->text);
     }
   }

@@ -73,7 +73,7 @@ void Daemon::start_listeners() {
     std::string problem;
     const auto address = observability::parse_listen_address(text, &problem);
     if (!address) {  // checked when the configuration was read; kept for safety
-      listener_errors_.push_back("metrics listener " + text + ": " + problem);
+      listener_errors_.push_back(std::string("metrics listener ").append(text).append(": ").append(problem));
       continue;
     }
     try {

@@ -11,7 +11,7 @@
 namespace uplinkd::observability {
 
 // Bucket bounds (upper, inclusive), milliseconds.
-inline constexpr double kRttBucketsMs[] = {1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000};
+inline constexpr double kRttBucketsMs[] = {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000};
 inline constexpr double kLatenessBucketsMs[] = {1, 2, 5, 10, 20, 50, 100, 250, 1000};
 
 class Histogram {

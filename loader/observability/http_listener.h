@@ -32,10 +32,10 @@ struct HttpRequest {
 using HttpHandler = std::function<HttpResponse(const HttpRequest& request)>;
 
 struct HttpLimits {
-  unsigned idle_timeout_s = 5;        // a connection that sends nothing for this long is closed
-  unsigned connections = 16;          // at once, in all
-  unsigned connections_per_ip = 8;    // at once, from one client address
-  size_t request_memory = 16 * 1024;  // request line and headers of one request
+  unsigned idle_timeout_s = 5;                // a connection that sends nothing for this long is closed
+  unsigned connections = 16;                  // at once, in all
+  unsigned connections_per_ip = 8;            // at once, from one client address
+  size_t request_memory = size_t{16} * 1024;  // request line and headers of one request
 };
 
 class HttpListener {

@@ -61,7 +61,7 @@ class Exposition {
       std::snprintf(buf, sizeof buf, "%.0f", v);
       return buf;
     }
-    const auto result = std::to_chars(buf, buf + sizeof buf, v);
+    const auto result = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::general);
     return {buf, result.ptr};
   }
 
