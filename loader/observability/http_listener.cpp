@@ -31,7 +31,8 @@ std::string bind_hint(int err) {
     case EADDRNOTAVAIL:
       return "no interface has this address: use one of the router's addresses, 0.0.0.0 or [::]";
     case EACCES:
-      return "the daemon may not bind this port";
+      return "ports below 1024 need CAP_NET_BIND_SERVICE, which uplinkd's systemd unit does not grant: "
+             "use a port from 1024 up";
     default:
       return "check metrics_listen";
   }
