@@ -47,6 +47,23 @@ TrackerParams params_from(const config::InterfaceConfig& c) {
   return p;
 }
 
+// How the status page shades a tracker state (a disabled tracker decides no cycle, so never seen).
+observability::PointState point_state(State s) {
+  switch (s) {
+    case State::Online:
+      return observability::PointState::Online;
+    case State::Offline:
+      return observability::PointState::Offline;
+    case State::Connecting:
+      return observability::PointState::Connecting;
+    case State::Disconnecting:
+      return observability::PointState::Disconnecting;
+    case State::Disabled:
+      break;
+  }
+  return observability::PointState::Unknown;
+}
+
 }  // namespace
 
 int64_t monotonic_ns() {
@@ -347,23 +364,7 @@ void UplinkMonitor::observe_cycle(int64_t now) {
   if (!cycle_observer_) return;
   observability::CyclePoint point;
   point.t_ns = now;
-  switch (tracker_.state()) {
-    case State::Online:
-      point.state = observability::PointState::Online;
-      break;
-    case State::Offline:
-      point.state = observability::PointState::Offline;
-      break;
-    case State::Connecting:
-      point.state = observability::PointState::Connecting;
-      break;
-    case State::Disconnecting:
-      point.state = observability::PointState::Disconnecting;
-      break;
-    case State::Disabled:
-      point.state = observability::PointState::Unknown;
-      break;
-  }
+  point.state = point_state(tracker_.state());
   int resolved = 0, lost = 0;
   for (size_t t = 0; t < cycle_.samples.size(); ++t) {
     const TargetSample& s = cycle_.samples[t];
