@@ -8,12 +8,14 @@ Modes (one connection or flow each; JSON lines on stdout, "t" = CLOCK_REALTIME i
   probe   TCP, idle until --probe-file exists, then sends one line and waits <= 2 s for its echo
           (a connection on the surviving uplink must still work after the failover).
   udp     UDP datagrams "<seq> ..." every --interval from a fixed source port.
+The address family (IPv4 or IPv6) is the destination's.
 Events: connected {local, lport}, error {errno, after_s}, probe {ok, rtt_ms}, end {state, sent}.
 `state` is "error" once the socket failed, else "alive". Bounded by --duration; SIGTERM/SIGINT end
 it early with the same final line.
 """
 import argparse
 import errno
+import ipaddress
 import json
 import os
 import select
@@ -36,16 +38,29 @@ def errname(e):
     return errno.errorcode.get(e.errno, str(e.errno)) if isinstance(e, OSError) and e.errno else type(e).__name__
 
 
+def is_v6(addr):
+    try:
+        return ipaddress.ip_address(addr).version == 6
+    except ValueError:  # a host name: IPv4, as before
+        return False
+
+
+def family(dest):
+    """(address family, wildcard bind address) of a destination address."""
+    return (socket.AF_INET6, "::") if is_v6(dest) else (socket.AF_INET, "0.0.0.0")
+
+
 def connect(a):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    fam, any_addr = family(a.dest)
+    s = socket.socket(fam, socket.SOCK_STREAM)
     if a.sport:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind(("0.0.0.0", a.sport))
+        s.bind((any_addr, a.sport))
     s.settimeout(5)
     s.connect((a.dest, a.port))
     s.settimeout(None)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    local, lport = s.getsockname()
+    local, lport = s.getsockname()[:2]  # IPv6: (host, port, flowinfo, scope_id)
     emit("connected", local=local, lport=lport, dest=a.dest, port=a.port)
     return s
 
@@ -101,8 +116,9 @@ def run_probe(s, a, deadline, st):
 
 
 def run_udp(a, deadline, st):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("0.0.0.0", a.sport))
+    fam, any_addr = family(a.dest)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((any_addr, a.sport))
     emit("connected", local=s.getsockname()[0], lport=a.sport, dest=a.dest, port=a.port)
     next_send = time.monotonic()
     while time.monotonic() < deadline:
