@@ -810,7 +810,8 @@ Daemon::Uplink Daemon::make_uplink(const config::InterfaceConfig& cfg) {
   u.monitor = std::make_unique<health::UplinkMonitor>(
       cfg, mark, *datapath_,
       [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
-  u.monitor->set_cycle_observer([this, id = cfg.id, targets = cfg.track_ip.size()](
+  // By value: a reload keeps this monitor only while its targets stay the same, and replaces config_.
+  u.monitor->set_cycle_observer([this, id = cfg.id, targets = cfg.track_ip](
                                     const observability::CyclePoint& p) { record_cycle(id, targets, p); });
   return u;
 }

@@ -188,7 +188,12 @@ class Daemon {
   std::unique_ptr<observability::SnapshotBridge> snapshots_;
   std::vector<std::unique_ptr<observability::HttpListener>> listeners_;
   std::vector<std::string> listener_errors_;
-  std::map<uint32_t, observability::UplinkHistory> histories_;  // by interface id
+  // By interface id; a ring holds the points of one target list (a reload that changes it starts afresh).
+  struct History {
+    std::vector<IpAddress> targets;
+    observability::UplinkHistory ring;
+  };
+  std::map<uint32_t, History> histories_;
   observability::EventLog events_;
   void start_observability();
   void stop_observability();
@@ -197,7 +202,8 @@ class Daemon {
   void serve_snapshots();
   [[nodiscard]] observability::Snapshot make_snapshot(observability::SnapshotKind kind) const;
   [[nodiscard]] observability::HttpResponse answer_http(const observability::HttpRequest& request);
-  void record_cycle(uint32_t id, size_t targets, const observability::CyclePoint& point);
+  void record_cycle(uint32_t id, const std::vector<IpAddress>& targets,
+                    const observability::CyclePoint& point);
   [[nodiscard]] nlohmann::json metrics_listener_json() const;
   [[nodiscard]] int snapshots_fd() const { return snapshots_ ? snapshots_->fd() : -1; }
 

@@ -119,7 +119,7 @@ observability::Snapshot Daemon::make_snapshot(observability::SnapshotKind kind) 
   if (kind == observability::SnapshotKind::Page) {
     for (const auto& [id, u] : uplinks_) {
       auto h = histories_.find(id);
-      if (h != histories_.end()) s.history[u.cfg->name] = h->second.series(s.now_ns);
+      if (h != histories_.end()) s.history[u.cfg->name] = h->second.ring.series(s.now_ns);
     }
     s.events = events_.recent();
   }
@@ -143,14 +143,16 @@ observability::HttpResponse Daemon::answer_http(const observability::HttpRequest
   return {200, "text/html; charset=utf-8", observability::render_status_page(page)};
 }
 
-// One ring per interface id, sized for its targets; a reload that changes them starts it afresh.
-void Daemon::record_cycle(uint32_t id, size_t targets, const observability::CyclePoint& point) {
+// One ring per interface id, for its target list: a reload that changes the targets starts it afresh
+// (the rows would otherwise plot one target's RTTs under another's name).
+void Daemon::record_cycle(uint32_t id, const std::vector<IpAddress>& targets,
+                          const observability::CyclePoint& point) {
   auto it = histories_.find(id);
-  if (it == histories_.end() || it->second.targets() != targets) {
+  if (it == histories_.end() || it->second.targets != targets) {
     histories_.erase(id);
-    it = histories_.emplace(id, observability::UplinkHistory(targets)).first;
+    it = histories_.emplace(id, History{targets, observability::UplinkHistory(targets.size())}).first;
   }
-  it->second.add(point);
+  it->second.ring.add(point);
 }
 
 }  // namespace uplinkd
