@@ -22,10 +22,10 @@
  * owned them, so a successor can adopt them. Created by the daemon, not by a BPF object. */
 #define UPLINKD_MAP_DAEMON_STATE "daemon_state"
 struct daemon_state {
-	__u32 layout_version; /* UPLINKD_MAPS_LAYOUT_VERSION of the daemon that wrote it */
-	__u32 pid;            /* that daemon's pid */
+	__u32 layout_version;  /* UPLINKD_MAPS_LAYOUT_VERSION of the daemon that wrote it */
+	__u32 pid;	       /* that daemon's pid */
 	__u64 started_unix_ns; /* when its start succeeded (CLOCK_REALTIME) */
-	__u32 flags;          /* reserved, 0 */
+	__u32 flags;	       /* reserved, 0 */
 	__u32 pad;
 };
 
@@ -65,32 +65,37 @@ enum uplink_state {
 
 /* What a probe was; decides how XDP recognises its reply. */
 enum probe_kind {
-	PROBE_KIND_ICMP = 1,   /* ICMP echo: ident = echo id, seq = echo seq, nonce = first 8 payload bytes */
+	PROBE_KIND_ICMP =
+	    1, /* ICMP echo: ident = echo id, seq = echo seq, nonce = first 8 payload bytes */
 	PROBE_KIND_ICMPV6 = 2, /* ICMPv6 echo: same fields as ICMP */
-	PROBE_KIND_TCP = 3,    /* TCP SYN: ident = our port, seq = target port, nonce = ISN; reply acks ISN+1 */
-	PROBE_KIND_DNS = 4,    /* DNS over UDP: ident = our port, seq = query id; reply from port 53 */
-	PROBE_KIND_ARP = 5,    /* ARP request for the gateway: ident = seq = 0; reply's sender IP = target */
+	PROBE_KIND_TCP =
+	    3, /* TCP SYN: ident = our port, seq = target port, nonce = ISN; reply acks ISN+1 */
+	PROBE_KIND_DNS = 4, /* DNS over UDP: ident = our port, seq = query id; reply from port 53 */
+	PROBE_KIND_ARP =
+	    5, /* ARP request for the gateway: ident = seq = 0; reply's sender IP = target */
 };
 
 /* uplinks[id]: what the datapath knows of uplink `id` (array map). */
 struct uplink_record {
-	__u32 ifindex;          /* 0 while the device does not exist */
-	__u32 state;            /* enum uplink_state */
-	__u32 generation;       /* bumped each time the uplink goes down; flows store it (stale-flow check) */
-	__u32 mark;             /* mwan3 mark of this uplink: id spread over mmx_mask */
+	__u32 ifindex;	  /* 0 while the device does not exist */
+	__u32 state;	  /* enum uplink_state */
+	__u32 generation; /* bumped each time the uplink goes down; flows store it (stale-flow
+			     check) */
+	__u32 mark;	  /* mwan3 mark of this uplink: id spread over mmx_mask */
 	__u64 icmp_limit_interval_ns; /* ICMP limiter: 1e9 / rate; 0 = limiter off */
-	__u32 icmp_limit_burst;       /* ICMP limiter: packets allowed back to back */
-	__u32 flags;                  /* reserved, 0 */
+	__u32 icmp_limit_burst;	      /* ICMP limiter: packets allowed back to back */
+	__u32 flags;		      /* reserved, 0 */
 };
 
-/* probes: key of one outstanding probe (hash map), written by the daemon before the probe is sent. */
+/* probes: key of one outstanding probe (hash map), written by the daemon before the probe is sent.
+ */
 struct probe_key {
-	__u8 addr[16];   /* target address; IPv4 in the first 4 bytes, the rest zero */
+	__u8 addr[16];	 /* target address; IPv4 in the first 4 bytes, the rest zero */
 	__u16 uplink_id; /* host order */
-	__u8 kind;       /* enum probe_kind */
-	__u8 pad;        /* 0 */
-	__u16 ident;     /* host order; see enum probe_kind */
-	__u16 seq;       /* host order; see enum probe_kind */
+	__u8 kind;	 /* enum probe_kind */
+	__u8 pad;	 /* 0 */
+	__u16 ident;	 /* host order; see enum probe_kind */
+	__u16 seq;	 /* host order; see enum probe_kind */
 };
 
 /* probes: value of one outstanding probe. */
@@ -112,10 +117,12 @@ struct probe_reply_event {
 struct uplink_counters {
 	__u64 probe_replies;  /* matched replies, reported to the daemon */
 	__u64 nonce_mismatch; /* key matched but nonce did not: forged or stale, passed unmarked */
-	__u64 ringbuf_full;   /* matched but the ring buffer had no room (the daemon will count a loss) */
+	__u64 ringbuf_full;   /* matched but the ring buffer had no room (the daemon will count a
+				 loss) */
 	__u64 icmp_passed;    /* ICMP/ICMPv6 packets the limiter let through (limiter on) */
 	__u64 icmp_dropped;   /* ICMP/ICMPv6 packets the limiter dropped */
-	__u64 probe_replies_exempted; /* matched replies that passed while the limiter was over its rate */
+	__u64 probe_replies_exempted; /* matched replies that passed while the limiter was over its
+					 rate */
 };
 
 /* icmp_limiter[id]: state of the per-uplink ICMP limiter (array map). */
@@ -131,16 +138,17 @@ struct probe_reply_meta {
 
 /* ---- Policy routing (LAN classifier, WAN inbound) ------------------------------------------- */
 
-#define UPLINKD_MAX_RULES 256           /* mwan3 rules, in order; first match wins */
-#define UPLINKD_RULE_MAX_ADDRS 8        /* CIDRs per src_ip / dest_ip list */
-#define UPLINKD_RULE_MAX_PORTS 8        /* ports or ranges per src_port / dest_port list */
-#define UPLINKD_MAX_POLICIES 64         /* policy ids 0 .. 63 */
-#define UPLINKD_POLICY_MAX_MEMBERS 16   /* members sharing the lowest online metric */
-#define UPLINKD_MAX_FLOWS 262144        /* LRU: flows remembered with their decision */
-#define UPLINKD_MAX_STICKY 65536        /* LRU: (source, rule) -> last uplink */
-#define UPLINKD_MAX_INBOUND 65536       /* LRU: remote endpoints of connections that came in on an uplink */
-#define UPLINKD_MAX_CONNECTED 4096      /* connected / custom networks (mwan3 step 3) */
-#define UPLINKD_MAX_SETS 16             /* ipset / nft set rules */
+#define UPLINKD_MAX_RULES 256	      /* mwan3 rules, in order; first match wins */
+#define UPLINKD_RULE_MAX_ADDRS 8      /* CIDRs per src_ip / dest_ip list */
+#define UPLINKD_RULE_MAX_PORTS 8      /* ports or ranges per src_port / dest_port list */
+#define UPLINKD_MAX_POLICIES 64	      /* policy ids 0 .. 63 */
+#define UPLINKD_POLICY_MAX_MEMBERS 16 /* members sharing the lowest online metric */
+#define UPLINKD_MAX_FLOWS 262144      /* LRU: flows remembered with their decision */
+#define UPLINKD_MAX_STICKY 65536      /* LRU: (source, rule) -> last uplink */
+#define UPLINKD_MAX_INBOUND                                                                        \
+	65536 /* LRU: remote endpoints of connections that came in on an uplink */
+#define UPLINKD_MAX_CONNECTED 4096 /* connected / custom networks (mwan3 step 3) */
+#define UPLINKD_MAX_SETS 16	   /* ipset / nft set rules */
 #define UPLINKD_MAX_SET_ENTRIES 65536
 
 #define UPLINKD_MAP_CLASSIFIER_CFG "classifier_cfg"
@@ -151,7 +159,7 @@ struct probe_reply_meta {
 #define UPLINKD_MAP_STICKY "sticky"
 #define UPLINKD_MAP_INBOUND "inbound"
 #define UPLINKD_MAP_CONNECTED "connected"
-#define UPLINKD_MAP_SETS "sets"          /* array of maps: set id -> LPM trie of struct lpm_key */
+#define UPLINKD_MAP_SETS "sets" /* array of maps: set id -> LPM trie of struct lpm_key */
 
 /* Addresses in LPM maps: IPv4 as IPv4-mapped IPv6 (::ffff:a.b.c.d) with prefixlen + 96, so one
  * trie serves both families. `connected` and every trie in `sets` map struct lpm_key to a __u8
@@ -168,20 +176,20 @@ struct lpm_key {
 /* classifier_cfg[0]: settings the daemon can change without reloading programs. Idle flows are
  * classified again after the timeout of their protocol; 0 never expires. */
 struct classifier_cfg {
-	__u32 mmx_mask;           /* mwan3 mask; only these bits of skb->mark are ours */
-	__u32 n_rules;            /* rules[0 .. n_rules-1] are live */
-	__u32 default_mark;       /* MMX_DEFAULT: the main table (connected networks, policy `default`) */
-	__u32 flow_timeout_s;     /* protocols other than TCP and UDP */
+	__u32 mmx_mask;	    /* mwan3 mask; only these bits of skb->mark are ours */
+	__u32 n_rules;	    /* rules[0 .. n_rules-1] are live */
+	__u32 default_mark; /* MMX_DEFAULT: the main table (connected networks, policy `default`) */
+	__u32 flow_timeout_s;	  /* protocols other than TCP and UDP */
 	__u32 flow_timeout_tcp_s; /* TCP */
 	__u32 flow_timeout_udp_s; /* UDP */
-	__u32 flags;              /* UPLINKD_CFG_* */
-	__u32 pad;                /* 0 */
+	__u32 flags;		  /* UPLINKD_CFG_* */
+	__u32 pad;		  /* 0 */
 };
 
 struct addr_match {
-	__u8 addr[16];  /* IPv4 in the first 4 bytes */
+	__u8 addr[16];	/* IPv4 in the first 4 bytes */
 	__u8 prefixlen; /* 0..32 (IPv4) or 0..128 (IPv6) */
-	__u8 family;    /* 4 or 6 */
+	__u8 family;	/* 4 or 6 */
 	__u8 pad[2];
 };
 
@@ -192,16 +200,16 @@ struct port_range {
 
 /* rules[i]: one mwan3 rule. Empty lists match anything; ports only for TCP and UDP (mwan3). */
 struct rule_entry {
-	__u8 family;   /* 0 any, 4, 6 */
-	__u8 proto;    /* 0 all, else IPPROTO_* (tcp 6, udp 17, icmp 1, ...) */
+	__u8 family; /* 0 any, 4, 6 */
+	__u8 proto;  /* 0 all, else IPPROTO_* (tcp 6, udp 17, icmp 1, ...) */
 	__u8 n_src;
 	__u8 n_dst;
 	__u8 n_sport;
 	__u8 n_dport;
-	__u8 sticky;   /* 1: reuse the source's last uplink for this rule within sticky_timeout_s */
-	__u8 set_id;   /* 0 none, else 1..UPLINKD_MAX_SETS: destination must be in that set */
-	__u32 src_ifindex;      /* 0 any */
-	__u32 policy_id;        /* index into policies */
+	__u8 sticky; /* 1: reuse the source's last uplink for this rule within sticky_timeout_s */
+	__u8 set_id; /* 0 none, else 1..UPLINKD_MAX_SETS: destination must be in that set */
+	__u32 src_ifindex; /* 0 any */
+	__u32 policy_id;   /* index into policies */
 	__u32 sticky_timeout_s;
 	struct addr_match src[UPLINKD_RULE_MAX_ADDRS];
 	struct addr_match dst[UPLINKD_RULE_MAX_ADDRS];
@@ -219,7 +227,7 @@ struct rule_counter {
  * family. mwan3 resolves every policy per family (a member counts only for its interface's
  * family), and a rule of family `any` uses both, so each id has an IPv4 slot and an IPv6 slot.
  * Rewritten whole by the daemon (one atomic update) whenever an uplink's state changes. */
-#define UPLINKD_POLICY_SLOT(id, family) ((id) * 2 + ((family) == 6 ? 1 : 0))
+#define UPLINKD_POLICY_SLOT(id, family) ((id)*2 + ((family) == 6 ? 1 : 0))
 #define UPLINKD_POLICY_SLOTS (UPLINKD_MAX_POLICIES * 2)
 
 struct policy_entry {
@@ -244,7 +252,7 @@ struct flow_key {
 };
 
 enum flow_origin {
-	FLOW_ORIGIN_RULE = 1,      /* classified by a rule and its policy */
+	FLOW_ORIGIN_RULE = 1,	   /* classified by a rule and its policy */
 	FLOW_ORIGIN_CONNECTED = 2, /* destination in a connected network: main table */
 	FLOW_ORIGIN_INBOUND = 3,   /* reply of a connection that came in on an uplink */
 	FLOW_ORIGIN_UNMATCHED = 4, /* no rule matched: left unmarked */
@@ -252,11 +260,11 @@ enum flow_origin {
 
 struct flow_value {
 	__u64 last_seen_ns;
-	__u32 mark;       /* the mwan3 mark bits (under mmx_mask) */
+	__u32 mark;	  /* the mwan3 mark bits (under mmx_mask) */
 	__u32 generation; /* uplinks[uplink_id].generation at decision time */
 	__u16 uplink_id;  /* 0 when the mark is not an uplink's */
-	__u16 rule_id;    /* rule index + 1; 0 none */
-	__u8 origin;      /* enum flow_origin */
+	__u16 rule_id;	  /* rule index + 1; 0 none */
+	__u8 origin;	  /* enum flow_origin */
 	__u8 pad[3];
 };
 
@@ -293,7 +301,8 @@ struct inbound_value {
 	__u16 pad;
 };
 
-/* ---- Stale flows (failover hygiene) ----------------------------------------------------------- */
+/* ---- Stale flows (failover hygiene) -----------------------------------------------------------
+ */
 
 #define UPLINKD_MAX_TCP_SEEN UPLINKD_MAX_FLOWS /* LRU, like flows */
 
@@ -306,26 +315,28 @@ struct inbound_value {
  * client to send: the client's RCV.NXT and how to reach it. */
 struct tcp_seen {
 	__u64 last_seen_ns;
-	__u32 next_seq;     /* host order: seq + payload (+1 for SYN, +1 for FIN) of the last segment */
-	__u32 ifindex;      /* LAN device it left by */
+	__u32 next_seq; /* host order: seq + payload (+1 for SYN, +1 for FIN) of the last segment */
+	__u32 ifindex;	/* LAN device it left by */
 	__u8 client_mac[6]; /* its destination MAC; zero on a device without link-layer header */
 	__u8 router_mac[6]; /* its source MAC */
-	__u8 l3_only;       /* 1: the device has no link-layer header */
+	__u8 l3_only;	    /* 1: the device has no link-layer header */
 	__u8 pad[3];
 };
 
 /* flow_counters[0]: per-CPU counters of the classifier's stale-flow handling (the daemon sums CPUs
  * and adds its own: proactive resets, expiry sweeps). */
 struct flow_counters {
-	__u64 created;          /* flows decided (first packet, or again after stale/idle) */
-	__u64 stale_tcp_reset;  /* stale TCP packets answered with a RST to the client and dropped */
-	__u64 stale_tcp_refused; /* stale TCP packets not TCP-valid for a RST (no ACK, RST, options...) */
-	__u64 reclassified;     /* stale flows (uplink down or gone since) decided again */
+	__u64 created;	       /* flows decided (first packet, or again after stale/idle) */
+	__u64 stale_tcp_reset; /* stale TCP packets answered with a RST to the client and dropped */
+	__u64 stale_tcp_refused; /* stale TCP packets not TCP-valid for a RST (no ACK, RST,
+				    options...) */
+	__u64 reclassified;	 /* stale flows (uplink down or gone since) decided again */
 	__u64 idle_reclassified; /* flows idle beyond their timeout decided again */
 	__u64 pad[3];
 };
 
-/* ---- Fragmented datagrams (LAN classifier) ---------------------------------------------------- */
+/* ---- Fragmented datagrams (LAN classifier) ----------------------------------------------------
+ */
 
 /* Only a datagram's first fragment carries its ports. lan_ingress decides that fragment by the full
  * 5-tuple and files the decision here under the datagram's identity, so its later fragments get the
@@ -343,21 +354,22 @@ struct flow_counters {
 struct frag_key {
 	__u8 saddr[16]; /* IPv4 in the first 4 bytes, the rest zero */
 	__u8 daddr[16];
-	__u32 id;       /* host order: IPv4's 16-bit identification, or IPv6's 32-bit one */
-	__u8 proto;     /* IPPROTO_* of the datagram (IPv6: the fragment header's next header) */
-	__u8 family;    /* 4 or 6 */
-	__u16 pad;      /* 0 */
+	__u32 id;    /* host order: IPv4's 16-bit identification, or IPv6's 32-bit one */
+	__u8 proto;  /* IPPROTO_* of the datagram (IPv6: the fragment header's next header) */
+	__u8 family; /* 4 or 6 */
+	__u16 pad;   /* 0 */
 };
 
 /* fragments: the mark the datagram's first fragment left with. */
 struct frag_value {
 	__u64 first_seen_ns; /* bpf_ktime_get_ns of the first fragment */
-	__u32 mark;          /* the flow's mwan3 mark bits (under mmx_mask); 0 leaves the mark alone */
-	__u16 uplink_id;     /* 0 when the mark is not an uplink's */
-	__u16 pad;           /* 0 */
+	__u32 mark;	 /* the flow's mwan3 mark bits (under mmx_mask); 0 leaves the mark alone */
+	__u16 uplink_id; /* 0 when the mark is not an uplink's */
+	__u16 pad;	 /* 0 */
 };
 
-/* ---- WireGuard endpoint steering (tc egress on uplinks) ---------------------------------------- */
+/* ---- WireGuard endpoint steering (tc egress on uplinks) ----------------------------------------
+ */
 
 #define UPLINKD_MAX_WG_ENDPOINTS 1024
 
@@ -374,7 +386,7 @@ struct wg_endpoint_key {
 };
 
 struct wg_endpoint_value {
-	__u32 policy_id;   /* the policy whose active uplink the endpoint follows (per-family slot) */
+	__u32 policy_id; /* the policy whose active uplink the endpoint follows (per-family slot) */
 	__u32 endpoint_id; /* index into wg_counters, < UPLINKD_MAX_WG_ENDPOINTS */
 };
 
@@ -382,24 +394,53 @@ struct wg_endpoint_value {
 struct wg_counters {
 	__u64 steered_packets; /* rewritten to the active uplink and redirected */
 	__u64 steered_bytes;
-	__u64 passed_packets;  /* already leaving by the active uplink, or none online */
-	__u64 failed_packets;  /* rewrite or redirect failed; left alone */
+	__u64 passed_packets; /* already leaving by the active uplink, or none online */
+	__u64 failed_packets; /* rewrite or redirect failed; left alone */
 };
 
 /* uplink_egress[id]: how to send by uplink `id` (array map), written by the daemon while the
  * uplink's device is up. A family whose has_* bit is clear cannot be steered to this uplink. */
 #define UPLINK_EGRESS_HAS_V4 (1U << 0)
 #define UPLINK_EGRESS_HAS_V6 (1U << 1)
-#define UPLINK_EGRESS_HAS_GW4 (1U << 2) /* gw4 set: redirect through it; else to the destination */
+#define UPLINK_EGRESS_HAS_GW4 (1U << 2) /* gw4 set: redirect through it; else to the destination   \
+					 */
 #define UPLINK_EGRESS_HAS_GW6 (1U << 3)
 
 struct uplink_egress {
 	__u32 ifindex;
-	__u32 flags;     /* UPLINK_EGRESS_* */
-	__u8 src4[4];    /* the uplink's IPv4 source address */
-	__u8 gw4[4];     /* its IPv4 gateway */
+	__u32 flags;  /* UPLINK_EGRESS_* */
+	__u8 src4[4]; /* the uplink's IPv4 source address */
+	__u8 gw4[4];  /* its IPv4 gateway */
 	__u8 src6[16];
 	__u8 gw6[16];
+};
+
+/* ---- TCP MSS clamping (tc ingress and egress on WireGuard devices) ----------------------------
+ */
+
+/* A tunnel moved to an uplink with a smaller path MTU blackholes full-size segments. The daemon
+ * computes per WireGuard device the MSS that fits the active uplink's path MTU; wg_mss rewrites the
+ * MSS option of SYN and SYN-ACK segments through that device down to it (never up, never added).
+ * One entry per WireGuard device; 64 is far more tunnels than a router runs. */
+#define UPLINKD_MAX_MSS_CLAMP 64
+
+#define UPLINKD_MAP_MSS_CLAMP "mss_clamp"
+#define UPLINKD_MAP_MSS_COUNTERS "mss_counters"
+
+/* mss_clamp[ifindex]: the clamp of one device (hash map, key __u32 ifindex), written by the daemon.
+ * No entry: the device's packets pass untouched at the cost of one lookup. */
+struct mss_clamp_value {
+	__u16 mss4;  /* clamp for IPv4 inner packets, host order; 0 = leave IPv4 alone */
+	__u16 mss6;  /* same for IPv6 */
+	__u32 flags; /* reserved, 0 */
+};
+
+/* mss_counters[0]: per-CPU totals over every device (per-CPU array, one entry; the daemon sums
+ * CPUs). Per device would need a per-CPU hash the daemon must clean up; the totals are what a
+ * person checks ("is clamping happening at all?"). */
+struct mss_clamp_counters {
+	__u64 clamped;	/* SYN / SYN-ACK segments whose MSS option was lowered */
+	__u64 seen_syn; /* TCP segments with SYN set on a device that has an mss_clamp entry */
 };
 
 #define UPLINKD_STATIC_ASSERT(cond, msg) _Static_assert(cond, msg)
@@ -437,5 +478,7 @@ UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_key) == 20, "wg_endpoint_key lay
 UPLINKD_STATIC_ASSERT(sizeof(struct wg_endpoint_value) == 8, "wg_endpoint_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct wg_counters) == 32, "wg_counters layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct uplink_egress) == 48, "uplink_egress layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct mss_clamp_value) == 8, "mss_clamp_value layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct mss_clamp_counters) == 16, "mss_clamp_counters layout");
 
 #endif /* UPLINKD_MAPS_H */

@@ -568,6 +568,7 @@ InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::st
   }
   c.icmp_limit_rate = static_cast<uint32_t>(r.integer("icmp_limit_rate", 0, 0, kU32Max));
   c.icmp_limit_burst = static_cast<uint32_t>(r.integer("icmp_limit_burst", 5, 1, kU32Max));
+  c.pmtu_interval_s = static_cast<uint32_t>(r.integer("pmtu_interval", 600, 0, kU32Max));
   c.other_options = r.rest();
   return c;
 }
@@ -700,6 +701,7 @@ WireguardConfig read_wireguard(const uci::Section& s, const std::string& file) {
   }
   wg.policy = r.text("policy").value_or("");
   wg.fix_endpoint_routes = r.boolean("fix_endpoint_routes", true);
+  wg.clamp_mss = r.boolean("clamp_mss", false);
   for (const uci::Value& v : r.list("endpoint")) {
     read_wireguard_endpoint(r, file, v, wg);
   }

@@ -103,6 +103,9 @@ struct InterfaceConfig {
   std::string dns_query_name = "openwrt.org";  // nslookup: the name asked for
   uint32_t icmp_limit_rate = 0;                // ICMP limiter packets/second; 0 = off (opt-in)
   uint32_t icmp_limit_burst = 5;               // ICMP limiter burst, in packets
+  // Path MTU (extension): measured when the uplink comes up and when its device MTU changes, then
+  // again every pmtu_interval seconds; 0 turns measuring off (loader/pmtu/path_mtu.h).
+  uint32_t pmtu_interval_s = 600;
   std::map<std::string, std::vector<std::string>> other_options;  // unused options, kept verbatim
 };
 
@@ -144,6 +147,9 @@ struct WireguardConfig {
   int line = 0;
   std::string policy;  // `option policy`; empty: the default rule's (default_rule_policy)
   bool fix_endpoint_routes = true;
+  // `option clamp_mss '1'` (off by default): TCP SYNs and SYN-ACKs through the device get an MSS that
+  // fits the path MTU of the uplink its endpoints use now (loader/datapath/mss_clamp.h).
+  bool clamp_mss = false;
   std::vector<StaticEndpoint> endpoints;  // `list endpoint 'ip:port'`
   // `list endpoint` values naming a host: not resolved (yet); kept as sentences for the log and
   // `uplinkctl wireguard` ("<file>:<line>: option 'endpoint': ...").

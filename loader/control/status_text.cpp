@@ -66,6 +66,34 @@ std::string format_connected(const nlohmann::json& connected) {
   return out.str();
 }
 
+namespace {
+
+// "  path MTU 1400 (device MTU 1500), measured 12 s ago"; unknown and measuring say why.
+std::string path_mtu_line(const nlohmann::json& p) {
+  const std::string state = p.value("state", "unknown");
+  if (state == "off") return "  path MTU: not measured (pmtu_interval 0)\n";
+  const auto mtu = p.find("mtu");
+  const auto ago = p.find("measured_ago_s");
+  char buf[160];
+  std::string line = "  path MTU ";
+  if (mtu != p.end() && mtu->is_number()) {
+    std::snprintf(buf, sizeof buf, "%d (device MTU %d)", mtu->get<int>(), p.value("device_mtu", 0));
+    line += buf;
+    if (ago != p.end() && ago->is_number()) {
+      std::snprintf(buf, sizeof buf, ", measured %.0f s ago", ago->get<double>());
+      line += buf;
+    }
+  } else {
+    line += "unknown";
+  }
+  if (state == "measuring") line += " (measuring)";
+  const std::string note = p.value("note", "");
+  if (!note.empty()) line += ": " + note;
+  return line + "\n";
+}
+
+}  // namespace
+
 std::string format_status(const nlohmann::json& status) {
   std::ostringstream out;
   out << format_interfaces(status);
@@ -88,6 +116,7 @@ std::string format_status(const nlohmann::json& status) {
                     i["detection_s"].get<double>());
       out << buf;
     }
+    if (i.contains("path_mtu")) out << path_mtu_line(i["path_mtu"]);
     for (const auto& t : i.value("targets", nlohmann::json::array())) {
       const std::string state = t.value("state", "?");
       // A skipped target was not needed by recent cycles (reliability was reached before it), so

@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "config/uci.h"
 #include "daemon/link_state.h"
+#include "datapath/mss_clamp.h"
 #include "lifecycle/teardown.h"
 
 namespace uplinkd {
@@ -331,6 +332,7 @@ void Daemon::poll_devices(int64_t now, bool at_start) {
     if (!u.device_up && usable && !u.admin_down && now >= u.retry_at)
       bring_up(u, link.ifindex, now, at_start);
   }
+  check_device_mtus(now);
 }
 
 void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
@@ -398,6 +400,7 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   } else {
     u.monitor->start(ifindex, u.datapath_id, at_start ? phase : 0.0, now);
   }
+  pmtu_uplink_up(u, now);
   state_dirty_ = true;
   write_record(u);
 }
@@ -409,6 +412,7 @@ void Daemon::bring_down(Uplink& u, int64_t now, bool vanished, const std::string
                : vanished   ? "device vanished"
                             : "device is down"));
   u.monitor->stop(now);
+  pmtu_uplink_down(u);
   hooks_.enqueue("ifdown", cfg.name, "", false);  // mwan3: DEVICE is empty on ifdown
   if (hygiene_ && !stopping_) hygiene_->on_event(cfg.id, u.monitor->mark(), "ifdown");
   routes_.remove(cfg.id, cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET);
@@ -463,6 +467,10 @@ void Daemon::on_action(health::UplinkMonitor& m, health::Action a, bool first) {
   Uplink& u = it->second;
   const config::InterfaceConfig& cfg = m.config();
   if (a == health::Action::Disconnected) ++u.generation;  // every flow pinned to it is stale from now
+  // Measured at bring-up while it could not reach its targets: measure now that it can.
+  if (a == health::Action::Connected && u.pmtu &&
+      u.pmtu->result().state != pmtu::PathMtuProber::Result::State::Measured)
+    u.pmtu->request(health::monotonic_ns());
   note_transition(u, a, health::monotonic_ns());
   const std::string verb = a == health::Action::Connected      ? "online"
                            : a == health::Action::Disconnected ? "offline"
@@ -517,13 +525,18 @@ void Daemon::dispatch_reply(const probe_reply_event& event) {
   // Uplinks sharing a device share its XDP instance's id; each monitor ignores keys it did not send.
   const int64_t now = health::monotonic_ns();
   for (auto& [id, u] : uplinks_) {
-    if (u.device_up && u.datapath_id == event.key.uplink_id) u.monitor->on_reply(event, now);
+    if (!u.device_up || u.datapath_id != event.key.uplink_id) continue;
+    u.monitor->on_reply(event, now);
+    if (u.pmtu) u.pmtu->on_reply(event, now);
   }
 }
 
 int64_t Daemon::next_wakeup(int64_t now) const {
   int64_t t = std::min(next_device_poll_, next_policy_refresh_);
-  for (const auto& [id, u] : uplinks_) t = std::min(t, u.monitor->next_wakeup());
+  for (const auto& [id, u] : uplinks_) {
+    t = std::min(t, u.monitor->next_wakeup());
+    if (u.pmtu) t = std::min(t, u.pmtu->next_wakeup());
+  }
   t = std::min(t, hooks_.next_deadline());
   return std::max(t, now);
 }
@@ -565,6 +578,7 @@ int Daemon::run() {
     datapath_->poll_replies();
     now = health::monotonic_ns();
     for (auto& [id, u] : uplinks_) u.monitor->run(now);
+    run_pmtu(now);
     if (now >= next_device_poll_) poll_devices(now, false);
     if (now >= next_policy_refresh_) refresh_routing(now);
     poll_wireguard(now);
@@ -685,6 +699,7 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
       {"rtt_ms", m.rtt_ms()},
       {"loss_pct", m.loss_pct()},
       {"detection_s", m.last_detection_s() ? nlohmann::json(*m.last_detection_s()) : nlohmann::json(nullptr)},
+      {"path_mtu", path_mtu_json(u, now)},
       {"probe_lateness", m.send_lateness().json()},
       {"thresholds",
        {{"failure_latency_ms", u.cfg->check_quality ? u.cfg->failure_latency_ms : 0},
@@ -822,6 +837,7 @@ void Daemon::retire_uplink(Uplink& u, int64_t now) {
   const config::InterfaceConfig& cfg = *u.cfg;
   if (u.device_up) {
     u.monitor->stop(now);  // `disconnected` first when it was online, as at stop
+    pmtu_uplink_down(u);
     hooks_.enqueue("ifdown", cfg.name, "", false);
     routes_.remove(cfg.id, family_of(cfg));
     policy_->uplink_down({cfg.id, cfg.device, family_of(cfg), 0});

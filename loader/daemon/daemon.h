@@ -28,7 +28,12 @@
 #include "observability/history.h"
 #include "observability/http_listener.h"
 #include "observability/snapshot.h"
+#include "pmtu/path_mtu.h"
 #include "wireguard/manager.h"
+
+namespace uplinkd::datapath {
+class MssClamp;
+}
 
 namespace uplinkd {
 
@@ -87,6 +92,9 @@ class Daemon {
     // mwan3track's ONLINE and OFFLINE: when it last went online / offline (0: not in that state).
     int64_t online_since = 0;
     int64_t offline_since = 0;
+    // Its path MTU, measured while the device is up (daemon_pmtu.cpp); null when pmtu_interval is 0.
+    std::unique_ptr<pmtu::PathMtuProber> pmtu;
+    int device_mtu = 0;
   };
 
   void setup_signals();
@@ -171,6 +179,7 @@ class Daemon {
   // WireGuard endpoints follow the active uplink (daemon_wireguard.cpp). The manager goes before
   // the steering it writes to, and both before the datapath.
   std::unique_ptr<datapath::WgSteering> wg_steering_;
+  std::unique_ptr<datapath::MssClamp> mss_clamp_;  // only while some wireguard section has clamp_mss
   std::unique_ptr<wireguard::WireguardManager> wireguard_;
   int64_t next_wireguard_poll_ = 0;
   void create_wg_steering();
@@ -181,6 +190,15 @@ class Daemon {
   void wireguard_release_device(int ifindex);
   void update_wireguard();
   void poll_wireguard(int64_t now);
+  void create_mss_clamp();
+
+  // Path MTU per uplink (daemon_pmtu.cpp).
+  void pmtu_uplink_up(Uplink& u, int64_t now);
+  void pmtu_uplink_down(Uplink& u);
+  void check_device_mtus(int64_t now);
+  void run_pmtu(int64_t now);
+  [[nodiscard]] std::optional<int> path_mtu_of(const Uplink& u) const;
+  [[nodiscard]] nlohmann::json path_mtu_json(const Uplink& u, int64_t now) const;
 
   // The metrics listener and the status page (daemon_observability.cpp). The listeners' threads
   // reach the daemon only through the bridge, which the loop serves; history and events are fed

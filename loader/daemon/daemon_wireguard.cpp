@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "daemon/daemon.h"
+#include "datapath/mss_clamp.h"
 #include "policy/rule_compiler.h"
 
 namespace uplinkd {
@@ -54,9 +55,13 @@ void Daemon::create_wg_steering() {
 }
 
 void Daemon::start_wireguard() {
+  // Afresh each time (a reload may have turned clamp_mss off): the old one detaches from every device.
+  mss_clamp_.reset();
+  create_mss_clamp();
   wireguard_ = std::make_unique<wireguard::WireguardManager>(
       config_, policy::assign_policy_ids(config_), wg_steering_.get(),
       wireguard::pinned_policy_resolver(datapath_->pin_dir()));
+  wireguard_->set_mss_clamp(mss_clamp_.get());
   update_wireguard();
   wireguard_->poll();
   next_wireguard_poll_ = health::monotonic_ns() + kWireguardPollNs;
@@ -64,6 +69,7 @@ void Daemon::start_wireguard() {
 
 void Daemon::stop_wireguard() {
   wireguard_.reset();  // routes put back, endpoints out of the map
+  mss_clamp_.reset();
   wg_steering_.reset();  // before the datapath: it detaches from devices the datapath may tear down
 }
 
@@ -102,7 +108,8 @@ void Daemon::update_wireguard() {
     const health::State s = u.monitor->tracker().state();
     views.push_back({id, u.cfg->name, u.cfg->device, u.device_up ? u.ifindex : 0,
                      u.cfg->family == config::Family::Ipv6 ? AF_INET6 : AF_INET, u.gateway,
-                     u.device_up && (s == health::State::Online || s == health::State::Disconnecting)});
+                     u.device_up && (s == health::State::Online || s == health::State::Disconnecting),
+                     path_mtu_of(u), u.device_up ? u.device_mtu : 0});
   }
   wireguard_->set_uplinks(std::move(views));
 }

@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "datapath/kernel_features.h"
 #include "datapath/pin_adoption.h"
+#include "datapath/tc_attach.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
 #include "lifecycle/teardown.h"
@@ -47,10 +48,11 @@ const char* const kPinnedMaps[] = {
     UPLINKD_MAP_CONNECTED,    UPLINKD_MAP_SETS,          UPLINKD_MAP_TCP_SEEN,
     UPLINKD_MAP_FLOW_COUNTERS};
 
-// Maps WgSteering pins beside them (its own object, loaded later): known here so a survey of the pin
-// directory does not call them foreign.
+// Maps WgSteering and MssClamp pin beside them (their own objects, loaded later): known here so a
+// survey of the pin directory does not call them foreign.
 const char* const kSteeringMaps[] = {UPLINKD_MAP_WG_ENDPOINTS, UPLINKD_MAP_WG_COUNTERS,
-                                     UPLINKD_MAP_UPLINK_EGRESS};
+                                     UPLINKD_MAP_UPLINK_EGRESS, UPLINKD_MAP_MSS_CLAMP,
+                                     UPLINKD_MAP_MSS_COUNTERS};
 
 std::vector<std::string> known_map_names() {
   std::vector<std::string> names(std::begin(kPinnedMaps), std::end(kPinnedMaps));
@@ -153,7 +155,8 @@ void detach_tc(int ifindex, bpf_tc_attach_point point, bool created) {
   LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
   LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
   bpf_tc_detach(&hook, &opts);
-  if (created) {
+  // Another of uplinkd's filters (WireGuard steering, MSS clamping) may still need the qdisc.
+  if (created && !tc::uplinkd_filters_present(ifindex)) {
     hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
     bpf_tc_hook_destroy(&hook);
   }

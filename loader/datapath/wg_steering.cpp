@@ -3,12 +3,10 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/pkt_cls.h>
-#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -17,6 +15,7 @@
 #include "common/log.h"
 #include "datapath/datapath.h"
 #include "datapath/pin_adoption.h"
+#include "datapath/tc_attach.h"
 #include "lifecycle/teardown.h"
 
 // The skeleton is named after its object, uplink_egress, as is the map ABI's struct uplink_egress:
@@ -29,23 +28,12 @@
 namespace uplinkd::datapath {
 namespace {
 
-// Our filter on an uplink's egress, so detach removes exactly it. ("wg")
-constexpr uint32_t kTcHandle = 0x7767;
-constexpr uint32_t kTcPriority = 0x7767;
-// The datapath's own tc filter (wan_ingress) on the same devices' ingress: while it is there the
-// clsact qdisc is not ours to remove, whoever created it.
-constexpr uint32_t kDatapathTcHandle = 0x7570;
-constexpr uint32_t kDatapathTcPriority = 0x7570;
-
 // The maps the program uses. The classifier's other maps come into the object with
 // lib/classifier_maps.h (where `policies` is defined) but are not created for it.
 const char* const kSharedMaps[] = {UPLINKD_MAP_POLICIES};
 const char* const kOwnMaps[] = {UPLINKD_MAP_WG_ENDPOINTS, UPLINKD_MAP_WG_COUNTERS, UPLINKD_MAP_UPLINK_EGRESS};
 
-std::string errno_text(int err) {
-  err = err < 0 ? -err : err;
-  return std::string(strerror(err)) + " (errno " + std::to_string(err) + ")";
-}
+using tc::errno_text;
 
 bool is_used_map(const char* name) {
   for (const char* used : kSharedMaps) {
@@ -75,71 +63,24 @@ int map_fd(::uplink_egress_skel* skel, const char* name) {
   return bpf_map__fd(bpf_object__find_map_by_name(skel->obj, name));
 }
 
-bool device_exists(int ifindex) {
-  std::array<char, IF_NAMESIZE> name{};
-  return if_indextoname(static_cast<unsigned>(ifindex), name.data()) != nullptr;
-}
-
-std::string attach_hint(int err) {
-  switch (err < 0 ? -err : err) {
-    case ENODEV:
-      return "the device is gone; it is attached again when it reappears";
-    case EPERM:
-    case EACCES:
-      return "uplinkd needs CAP_NET_ADMIN and CAP_BPF (run it as root)";
-    case EOPNOTSUPP:
-    case EINVAL:
-    case ENOENT:
-      return "the kernel needs the clsact qdisc (CONFIG_NET_SCH_INGRESS) and the BPF classifier "
-             "(CONFIG_NET_CLS_BPF)";
-    default:
-      return "see `tc filter show dev <device> egress` for what holds the hook";
-  }
-}
-
 // Creates the clsact qdisc when there is none and says so through `created`.
 void attach_tc_egress(int ifindex, const std::string& device, int prog_fd, bool* created) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-  const int herr = bpf_tc_hook_create(&hook);
-  if (herr != 0 && herr != -EEXIST) {
+  const tc::AttachResult r = tc::attach(ifindex, tc::kWgSteering, prog_fd);
+  *created = r.qdisc_created;
+  if (r.err == 0) return;
+  const std::string hint = tc::attach_hint(r.err, BPF_TC_EGRESS);
+  if (r.qdisc_failed) {
     throw WgSteeringError("creating the clsact qdisc on " + device + " (ifindex " + std::to_string(ifindex) +
-                          ") for WireGuard steering: " + errno_text(herr) + "; " + attach_hint(herr));
+                          ") for WireGuard steering: " + errno_text(r.err) + "; " + hint);
   }
-  *created = herr == 0;
-  // REPLACE: a filter left by a daemon that crashed is taken over, not refused.
-  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = prog_fd, .flags = BPF_TC_F_REPLACE, .handle = kTcHandle,
-              .priority = kTcPriority);
-  const int terr = bpf_tc_attach(&hook, &opts);
-  if (terr != 0) {
-    if (*created) {
-      hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-      bpf_tc_hook_destroy(&hook);
-    }
-    throw WgSteeringError("attaching WireGuard steering (tc egress) to " + device + " (ifindex " +
-                          std::to_string(ifindex) + "): " + errno_text(terr) + "; " + attach_hint(terr));
-  }
-}
-
-// libbpf prints the kernel's "Cannot find specified filter chain" for a query that finds nothing,
-// which is an answer here, not a warning: its printer is off for the call.
-bool datapath_filter_present(int ifindex) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kDatapathTcHandle, .priority = kDatapathTcPriority);
-  const libbpf_print_fn_t printer = libbpf_set_print(nullptr);
-  const bool present = bpf_tc_query(&hook, &opts) == 0;
-  libbpf_set_print(printer);
-  return present;
+  throw WgSteeringError("attaching WireGuard steering (tc egress) to " + device + " (ifindex " +
+                        std::to_string(ifindex) + "): " + errno_text(r.err) + "; " + hint);
 }
 
 void detach_tc_egress(int ifindex, bool created) {
-  LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = kTcHandle, .priority = kTcPriority);
-  bpf_tc_detach(&hook, &opts);
-  // The qdisc goes only if we added it and the datapath's ingress filter does not need it.
-  if (created && !datapath_filter_present(ifindex)) {
-    hook.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-    bpf_tc_hook_destroy(&hook);
-  }
+  tc::detach(ifindex, tc::kWgSteering);
+  // The qdisc goes only if we added it and no other filter of uplinkd's needs it.
+  if (created && !tc::uplinkd_filters_present(ifindex)) tc::destroy_qdisc(ifindex);
 }
 
 bool valid_address(const std::optional<IpAddress>& a, int family) { return !a || a->family == family; }
@@ -228,9 +169,9 @@ void WgSteering::detach(int ifindex) {
   auto it = attached_.find(ifindex);
   if (it == attached_.end()) return;
   // A device that is gone took its filters with it.
-  if (device_exists(ifindex)) detach_tc_egress(ifindex, it->second->tc_hook_created);
-  // Gone with the device, or removed by detach_tc_egress (ours, and the datapath's filter not there).
-  if (it->second->tc_hook_created && (!device_exists(ifindex) || !datapath_filter_present(ifindex)))
+  if (tc::device_exists(ifindex)) detach_tc_egress(ifindex, it->second->tc_hook_created);
+  // Gone with the device, or removed by detach_tc_egress (ours, and no other filter of uplinkd's there).
+  if (it->second->tc_hook_created && (!tc::device_exists(ifindex) || !tc::uplinkd_filters_present(ifindex)))
     qdisc_created_by_uplinkd(pin_dir_, ifindex, false);
   attached_.erase(it);
 }

@@ -45,6 +45,8 @@ constexpr size_t kIcmpHeaderSize = 8;
 // The largest echo payload an IPv4 datagram can carry (65535 - 20 IP - 8 ICMP); IPv6 allows a
 // little more, but one limit for both keeps the probe sizes comparable between families.
 constexpr int kMaxEchoPayload = 65507;
+constexpr int kIpv4HeaderSize = 20;
+constexpr int kIpv6HeaderSize = 40;
 
 constexpr size_t kTcpHeaderSize = 20;
 constexpr size_t kTcpMssOptionSize = 4;
@@ -144,6 +146,33 @@ int open_uplink_socket(int family, int type, int protocol, const std::string& de
     close_fd(fd);
   }
   return err != 0 ? err : fd;
+}
+
+// ICMP_FILTER / ICMP6_FILTER with every type blocked, plus the drop-all socket filter: what
+// icmp_socket() applies, for send_echo_df's sockets (see icmp_socket for why both).
+int block_icmp_copies(int fd, int family) {
+  int err = 0;
+  if (family == AF_INET) {
+    IcmpTypeFilter block_all{~0u};
+    err = set_option(fd, SOL_RAW, kIcmpFilterOption, &block_all, sizeof block_all);
+  } else {
+    icmp6_filter block_all{};
+    ICMP6_FILTER_SETBLOCKALL(&block_all);
+    err = set_option(fd, IPPROTO_ICMPV6, ICMP6_FILTER, &block_all, sizeof block_all);
+  }
+  return err != 0 ? err : attach_drop_all_filter(fd);
+}
+
+// Don't fragment, and size against the device MTU rather than the route's cached path MTU: the
+// PROBE modes set DF (IPv4) / refuse fragmentation (IPv6) yet ignore what ICMP "fragmentation
+// needed" / "packet too big" taught the route, so an echo either leaves whole or fails with
+// EMSGSIZE. IPV6_DONTFRAG makes the IPv6 refusal explicit for raw sockets too.
+int set_dont_fragment(int fd, int family) {
+  if (family == AF_INET) {
+    return set_int_option(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_PROBE);
+  }
+  int err = set_int_option(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, IPV6_PMTUDISC_PROBE);
+  return err != 0 ? err : set_int_option(fd, IPPROTO_IPV6, IPV6_DONTFRAG, 1);
 }
 
 struct SocketAddress {
@@ -486,6 +515,8 @@ ProbeTransport::~ProbeTransport() { close_all(); }
 void ProbeTransport::close_all() {
   close_fd(icmp4_fd_);
   close_fd(icmp6_fd_);
+  close_fd(icmp4_df_fd_);
+  close_fd(icmp6_df_fd_);
   close_fd(tcp4_fd_);
   close_fd(tcp6_fd_);
   close_fd(arp_fd_);
@@ -522,6 +553,32 @@ int ProbeTransport::icmp_socket(int family) {
   }
   if (err == 0) {
     err = set_hop_limit(new_fd, family, ttl_);
+  }
+  if (err != 0) {
+    close_fd(new_fd);
+    return err;
+  }
+  fd = new_fd;
+  return fd;
+}
+
+// send_echo_df's sockets: as icmp_socket's, plus don't-fragment at the device MTU.
+int ProbeTransport::icmp_df_socket(int family) {
+  int& fd = family == AF_INET ? icmp4_df_fd_ : icmp6_df_fd_;
+  if (fd >= 0) {
+    return fd;
+  }
+  int protocol = family == AF_INET ? int{IPPROTO_ICMP} : int{IPPROTO_ICMPV6};
+  int new_fd = open_uplink_socket(family, SOCK_RAW, protocol, device_, fwmark_);
+  if (new_fd < 0) {
+    return new_fd;
+  }
+  int err = block_icmp_copies(new_fd, family);
+  if (err == 0) {
+    err = set_hop_limit(new_fd, family, ttl_);
+  }
+  if (err == 0) {
+    err = set_dont_fragment(new_fd, family);
   }
   if (err != 0) {
     close_fd(new_fd);
@@ -574,6 +631,35 @@ int ProbeTransport::send_echo(const IpAddress& target, uint16_t ident, uint16_t 
   std::vector<uint8_t> packet = build_echo_request(target.family, ident, seq, nonce, payload_size);
   // Raw sockets take the protocol, not a port, from the address: port 0.
   return send_or_reset(target.is_v4() ? icmp4_fd_ : icmp6_fd_, packet, socket_address(target, 0));
+}
+
+int ProbeTransport::send_echo_df(const IpAddress& target, uint16_t ident, uint16_t seq, uint64_t nonce,
+                                 int packet_size) {
+  if (!target.is_v4() && !target.is_v6()) {
+    return -EAFNOSUPPORT;
+  }
+  // Raw sockets without IP_HDRINCL add a bare IP header: no options, no extension headers.
+  const int ip_header = target.is_v4() ? kIpv4HeaderSize : kIpv6HeaderSize;
+  const int payload_size = packet_size - ip_header - static_cast<int>(kIcmpHeaderSize);
+  if (payload_size < static_cast<int>(sizeof nonce) || payload_size > kMaxEchoPayload) {
+    return -EINVAL;
+  }
+  int fd = icmp_df_socket(target.family);
+  if (fd < 0) {
+    return fd;
+  }
+  std::vector<uint8_t> packet = build_echo_request(target.family, ident, seq, nonce, payload_size);
+  int& used = target.is_v4() ? icmp4_df_fd_ : icmp6_df_fd_;
+  const SocketAddress to = socket_address(target, 0);
+  if (sendto(used, packet.data(), packet.size(), 0, to.get(), to.size) >= 0) {
+    return 0;
+  }
+  // Too big for the device is an answer, not a broken socket: keep it for the next size.
+  int err = -errno;
+  if (err != -EMSGSIZE) {
+    close_fd(used);
+  }
+  return err;
 }
 
 int ProbeTransport::send_tcp_syn(const IpAddress& target, uint16_t target_port, uint16_t local_port,

@@ -27,6 +27,12 @@ class ProbeTransport {
   // bytes whose first 8 bytes are `nonce` (in memory order of the uint64_t, i.e. host order).
   int send_echo(const IpAddress& target, uint16_t ident, uint16_t seq, uint64_t nonce, int payload_size);
 
+  // As send_echo, but sized by the whole IP packet (IPv4: 20 + 8 + payload, IPv6: 40 + 8 +
+  // payload) and never fragmented: DF is set, the route's cached path MTU is ignored (path MTU
+  // probing must not trust what an earlier "fragmentation needed" said), and a packet larger
+  // than the device MTU fails at once with -EMSGSIZE. Separate sockets from send_echo's.
+  int send_echo_df(const IpAddress& target, uint16_t ident, uint16_t seq, uint64_t nonce, int packet_size);
+
   // A TCP SYN from local port `local_port` to target:`target_port` with sequence number `isn`.
   // The reply (SYN-ACK or RST) acknowledges isn + 1.
   int send_tcp_syn(const IpAddress& target, uint16_t target_port, uint16_t local_port, uint32_t isn);
@@ -34,7 +40,8 @@ class ProbeTransport {
   // A DNS query (type A for IPv4 targets, AAAA for IPv6) for `qname` with id `query_id`, sent from a
   // UDP socket bound to `local_port` (-EADDRINUSE: pick another port). The socket stays open until
   // release_dns(local_port), so the port is not reused while the reply may still come.
-  int send_dns_query(const IpAddress& target, uint16_t local_port, uint16_t query_id, const std::string& qname);
+  int send_dns_query(const IpAddress& target, uint16_t local_port, uint16_t query_id,
+                     const std::string& qname);
   void release_dns(uint16_t local_port);
 
   // An ARP request (who-has `target`, an IPv4 gateway) from the device's MAC and IPv4 address.
@@ -47,6 +54,7 @@ class ProbeTransport {
 
  private:
   int icmp_socket(int family);
+  int icmp_df_socket(int family);
   int tcp_socket(int family);
   std::optional<IpAddress> arp_sender_address(int ifindex, const IpAddress& target) const;
   void close_all();
@@ -56,6 +64,8 @@ class ProbeTransport {
   int ttl_;
   int icmp4_fd_ = -1;
   int icmp6_fd_ = -1;
+  int icmp4_df_fd_ = -1;  // send_echo_df's: don't-fragment, device MTU
+  int icmp6_df_fd_ = -1;
   int tcp4_fd_ = -1;
   int tcp6_fd_ = -1;
   int arp_fd_ = -1;

@@ -188,6 +188,19 @@ void add_interface(Exposition& e, const json& i) {
           "The last outage's detection time: its first failed probe sent to the interface going offline.", l,
           num(i, "detection_s"));
   }
+  if (i.contains("path_mtu") && i["path_mtu"].is_object()) {
+    const json& p = i["path_mtu"];
+    if (p.contains("mtu") && p["mtu"].is_number())
+      e.add("uplinkd_path_mtu_bytes", "gauge",
+            "The uplink's measured path MTU (absent while unknown: targets that answer no big echo).", l,
+            p["mtu"].get<double>());
+    if (p.contains("device_mtu") && p["device_mtu"].is_number())
+      e.add("uplinkd_device_mtu_bytes", "gauge", "The uplink device's MTU.", l,
+            p["device_mtu"].get<double>());
+    if (p.contains("measured_ago_s") && p["measured_ago_s"].is_number())
+      e.add("uplinkd_path_mtu_age_seconds", "gauge", "Seconds since the path MTU was last measured.", l,
+            p["measured_ago_s"].get<double>());
+  }
   if (i.contains("probe_lateness"))
     e.histogram("uplinkd_probe_send_lateness_seconds", "How late probes left against their schedule.", l,
                 i["probe_lateness"]);

@@ -26,6 +26,7 @@ PageUplink page_uplink(const json& i, const std::map<std::string, HistorySeries>
   u.score = static_cast<int>(number_of(i, "score"));
   u.rtt_ms = number_of(i, "rtt_ms");
   u.loss_pct = number_of(i, "loss_pct");
+  u.path_mtu = static_cast<int>(number_of(i.value("path_mtu", json::object()), "mtu"));
   for (const json& t : i.value("targets", json::array())) {
     u.targets.push_back(
         {t.value("ip", ""), t.value("state", "unknown"), number_of(t, "rtt_ms"), number_of(t, "loss_pct")});

@@ -617,7 +617,8 @@ std::string uplink_card(const PageUplink& uplink, const PageData& data) {
          "</span></div>\n";
   out += "<dl class=\"figures\">" + figure("score", std::to_string(uplink.score)) +
          figure("RTT", rtt_text(uplink.rtt_ms, state == "online")) +
-         figure("loss", loss_text(uplink.loss_pct)) + "</dl>\n";
+         figure("loss", loss_text(uplink.loss_pct)) +
+         figure("path MTU", uplink.path_mtu > 0 ? std::to_string(uplink.path_mtu) : "—") + "</dl>\n";
   out += targets_table(uplink);
   out += render_plot(uplink, data.now_ns, data.span_s);
   return out + "</section>\n";

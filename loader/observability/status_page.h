@@ -25,6 +25,7 @@ struct PageUplink {
   int score = 0;
   double rtt_ms = 0;                // now, over the tracker's window
   double loss_pct = 0;              // now, over the tracker's window
+  int path_mtu = 0;                 // measured path MTU (0: unknown or not measured)
   std::vector<PageTarget> targets;  // in track_ip order: the history's rtt_ms rows follow it
   HistorySeries history;
   // Quality thresholds drawn on the plot when check_quality is set (0: none).

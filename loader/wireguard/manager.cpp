@@ -1,5 +1,4 @@
 #include "wireguard/manager.h"
-#include "lifecycle/teardown.h"
 
 #include <bpf/bpf.h>
 #include <net/if.h>
@@ -9,8 +8,12 @@
 #include <algorithm>
 #include <cstring>
 
+#include "common/link_mtu.h"
 #include "common/log.h"
+#include "datapath/mss_clamp.h"
 #include "datapath/wg_steering.h"
+#include "lifecycle/teardown.h"
+#include "wireguard/mtu_check.h"
 #include "wireguard/wireguard_text.h"
 
 namespace uplinkd::wireguard {
@@ -78,7 +81,10 @@ void WireguardManager::set_uplinks(std::vector<UplinkInfo> uplinks) {
     if (u.ifindex > 0) tables[u.id] = u.ifindex;
   }
   routes_.set_uplink_tables(std::move(tables));
-  if (!stopped_) refresh_routes();
+  if (stopped_) return;
+  refresh_routes();
+  check_mtus();
+  update_mss_clamp();
 }
 
 void WireguardManager::poll() {
@@ -89,6 +95,8 @@ void WireguardManager::poll() {
   warn_about_fwmarks();
   sync_endpoints(tracked_);
   refresh_routes();
+  check_mtus();
+  update_mss_clamp();
 }
 
 // Once per device and fwmark: the log would otherwise repeat it every poll.
@@ -334,6 +342,7 @@ nlohmann::json WireguardManager::json() const {
                          (policy.name.empty() ? policy.from : policy.name + ", " + policy.from) +
                          "): not steered");
     }
+    peer["mtu"] = mtu_json(t, &problems);
     peer["problems"] = string_list(problems);
     peers.push_back(std::move(peer));
   }
@@ -345,7 +354,135 @@ nlohmann::json WireguardManager::json() const {
   for (const config::WireguardConfig& wg : cfg_.wireguard) {
     problems.insert(problems.end(), wg.unsupported_endpoints.begin(), wg.unsupported_endpoints.end());
   }
-  return nlohmann::json{{"peers", peers}, {"problems", string_list(problems)}};
+  nlohmann::json clamps = nlohmann::json::object();
+  for (const auto& [device, c] : clamps_) {
+    clamps[device] = {{"mss4", c.mss4}, {"mss6", c.mss6}, {"uplink", c.uplink}, {"error", c.error}};
+    if (!c.error.empty()) problems.push_back(device + ": MSS clamp not applied: " + c.error);
+  }
+  return nlohmann::json{{"peers", peers}, {"problems", string_list(problems)}, {"mss_clamp", clamps}};
+}
+
+// The uplinks a policy may send an endpoint of `family` by: its members' interfaces of that family.
+std::vector<const UplinkInfo*> WireguardManager::policy_uplinks(const std::string& policy, int family) const {
+  std::vector<const UplinkInfo*> found;
+  for (const config::PolicyConfig& p : cfg_.policies) {
+    if (p.name != policy) continue;
+    for (const std::string& member_name : p.use_member) {
+      for (const config::MemberConfig& m : cfg_.members) {
+        if (m.name != member_name) continue;
+        for (const UplinkInfo& u : uplinks_) {
+          if (u.interface == m.interface && u.family == family &&
+              std::find(found.begin(), found.end(), &u) == found.end())
+            found.push_back(&u);
+        }
+      }
+    }
+  }
+  return found;
+}
+
+// {device_mtu, outer_overhead, largest_fitting_mtu, uplinks: {name: path MTU or null}}; a device
+// that does not fit some uplink adds its sentence to `problems`.
+nlohmann::json WireguardManager::mtu_json(const Tracked& t, std::vector<std::string>* problems) const {
+  const std::optional<int> device_mtu = link_mtu(t.device);
+  if (!t.endpoint || !device_mtu) return nullptr;
+  const int family = t.endpoint->address.family;
+  std::vector<UplinkPathMtu> paths;
+  nlohmann::json uplinks = nlohmann::json::object();
+  for (const UplinkInfo* u : policy_uplinks(policy_for(t.device, family).name, family)) {
+    paths.push_back({u->interface, u->path_mtu});
+    uplinks[u->interface] = u->path_mtu ? nlohmann::json(*u->path_mtu) : nlohmann::json(nullptr);
+  }
+  const TunnelMtuCheck check = check_tunnel_mtu(t.device, *device_mtu, family, paths);
+  problems->insert(problems->end(), check.problems.begin(), check.problems.end());
+  return {{"device_mtu", check.device_mtu},
+          {"outer_overhead", check.overhead},
+          {"largest_fitting_mtu", check.largest_fitting ? nlohmann::json(*check.largest_fitting) : nullptr},
+          {"uplinks", uplinks}};
+}
+
+// Logs each misfit once, when it is first found (and again if it comes back after going away).
+void WireguardManager::check_mtus() {
+  std::set<std::string> now;
+  for (const Tracked& t : tracked_) {
+    std::vector<std::string> problems;
+    (void)mtu_json(t, &problems);
+    now.insert(problems.begin(), problems.end());
+  }
+  for (const std::string& problem : now) {
+    if (mtu_problems_logged_.count(problem) == 0) log::warn("wireguard: " + problem);
+  }
+  mtu_problems_logged_ = std::move(now);
+}
+
+namespace {
+
+// The smaller non-zero clamp (0: none yet).
+uint16_t tighter(uint16_t a, uint16_t b) { return a == 0 ? b : (b == 0 ? a : std::min(a, b)); }
+
+}  // namespace
+
+// For each device with clamp_mss, the MSS that fits the path of the uplink each of its endpoints
+// uses now (the smallest over its peers); the uplink's device MTU stands in while its path MTU is
+// not measured. Written only when it changes, and said in the log, since it follows failovers.
+void WireguardManager::update_mss_clamp() {
+  std::map<std::string, ClampState> wanted;
+  for (const config::WireguardConfig& wg : cfg_.wireguard) {
+    if (wg.clamp_mss) wanted[wg.device].ifindex = static_cast<int>(if_nametoindex(wg.device.c_str()));
+  }
+  for (const Tracked& t : tracked_) {
+    auto w = wanted.find(t.device);
+    if (w == wanted.end() || !t.endpoint) continue;
+    std::optional<uint32_t> id = active_uplink_id(t);
+    const UplinkInfo* u = id ? uplink(*id) : nullptr;
+    if (u == nullptr) continue;
+    const int path = u->path_mtu.value_or(u->device_mtu);
+    if (path <= 0) continue;
+    const int overhead = outer_overhead(t.endpoint->address.family);
+    const int tunnel_mtu = link_mtu(t.device).value_or(0);
+    w->second.mss4 = tighter(w->second.mss4, mss_for_path(path, overhead, AF_INET, tunnel_mtu));
+    w->second.mss6 = tighter(w->second.mss6, mss_for_path(path, overhead, AF_INET6, tunnel_mtu));
+    w->second.uplink = u->interface + (u->path_mtu ? "" : " (device MTU; path not measured yet)");
+  }
+  for (auto& [device, want] : wanted) {
+    ClampState& have = clamps_[device];
+    // The device was re-created: the old attachment went with it.
+    if (mss_clamp_ != nullptr && have.ifindex > 0 && have.ifindex != want.ifindex)
+      mss_clamp_->detach(have.ifindex);
+    if (mss_clamp_ == nullptr) {
+      want.error = "the clamp program is not loaded (see the log at start)";
+    } else if (want.ifindex == 0) {
+      want.error = "no device " + device + " yet";
+    } else if (want.mss4 == 0 && want.mss6 == 0) {
+      want.error = "no active uplink for its endpoints yet";
+      mss_clamp_->clear(want.ifindex);
+    } else {
+      try {
+        mss_clamp_->attach(want.ifindex, device, true);
+        if (const int err = mss_clamp_->set(want.ifindex, want.mss4, want.mss6); err != 0)
+          want.error = std::string("writing the clamp: ") + std::strerror(-err);
+      } catch (const std::exception& e) {
+        want.error = e.what();
+      }
+    }
+    if (want.mss4 != have.mss4 || want.mss6 != have.mss6 || want.error != have.error) {
+      if (want.error.empty()) {
+        log::notice("wireguard: " + device + ": TCP MSS clamped to " + std::to_string(want.mss4) +
+                    " (IPv4), " + std::to_string(want.mss6) + " (IPv6) for uplink " + want.uplink);
+      } else {
+        log::warn("wireguard: " + device + ": MSS clamp not applied: " + want.error);
+      }
+    }
+    have = want;
+  }
+  for (auto it = clamps_.begin(); it != clamps_.end();) {
+    if (wanted.count(it->first) != 0) {
+      ++it;
+      continue;
+    }
+    if (mss_clamp_ != nullptr && it->second.ifindex > 0) mss_clamp_->detach(it->second.ifindex);
+    it = clamps_.erase(it);
+  }
 }
 
 }  // namespace uplinkd::wireguard

@@ -21,7 +21,8 @@
 
 namespace uplinkd::datapath {
 class WgSteering;
-}
+class MssClamp;
+}  // namespace uplinkd::datapath
 
 namespace uplinkd::wireguard {
 
@@ -34,6 +35,8 @@ struct UplinkInfo {
   int family = 0;   // AF_INET or AF_INET6
   std::optional<IpAddress> gateway;
   bool online = false;
+  std::optional<int> path_mtu;  // measured (loader/pmtu/path_mtu.h); nullopt: not known
+  int device_mtu = 0;           // 0 while the device is absent
 };
 
 // Which uplink a policy sends an endpoint to now (interface id, 0: none online). The daemon's is
@@ -62,6 +65,8 @@ class WireguardManager {
   void poll();
   // Puts back routes and removes endpoints now (the destructor does it too).
   void stop();
+  // The MSS clamp for devices with `option clamp_mss '1'` (null: none; it is then reported).
+  void set_mss_clamp(datapath::MssClamp* clamp) { mss_clamp_ = clamp; }
 
   // {"peers": [{device, peer, endpoint, implementation, source, policy, policy_from, uplink,
   //   uplink_device, steered_packets, stale_routes, fixed_routes, guard_route, problems}],
@@ -99,6 +104,12 @@ class WireguardManager {
   std::optional<uint32_t> allocate_endpoint_id();
   void log_changes(const WatchChanges& changes) const;
   void warn_about_fwmarks();
+  // Each peer's device MTU against the path MTU of every uplink its policy may use (mtu_check.h).
+  [[nodiscard]] std::vector<const UplinkInfo*> policy_uplinks(const std::string& policy, int family) const;
+  [[nodiscard]] nlohmann::json mtu_json(const Tracked& t, std::vector<std::string>* problems) const;
+  void check_mtus();
+  // Devices with clamp_mss: the clamp follows the path MTU of the uplink their endpoints use now.
+  void update_mss_clamp();
 
   config::Config cfg_;
   std::map<std::string, uint32_t> policy_ids_;
@@ -111,8 +122,17 @@ class WireguardManager {
   std::map<std::string, EndpointState> endpoints_;  // by Endpoint::str()
   std::set<uint32_t> free_ids_;
   std::map<std::string, EndpointRouteReport> route_reports_;  // by endpoint address
-  std::map<std::string, uint32_t> fwmark_warned_;              // device -> fwmark last checked
+  std::map<std::string, uint32_t> fwmark_warned_;             // device -> fwmark last checked
   std::vector<std::string> problems_;
+  std::set<std::string> mtu_problems_logged_;
+  datapath::MssClamp* mss_clamp_ = nullptr;
+  struct ClampState {
+    int ifindex = 0;
+    uint16_t mss4 = 0, mss6 = 0;
+    std::string uplink;  // the uplink whose path it fits
+    std::string error;   // why it is not applied
+  };
+  std::map<std::string, ClampState> clamps_;  // by device
   bool stopped_ = false;
 };
 

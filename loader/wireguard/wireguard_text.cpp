@@ -31,6 +31,26 @@ std::string peer_line(const nlohmann::json& peer) {
          std::to_string(peer.value("steered_packets", uint64_t{0})) + " packets steered\n";
 }
 
+// "   MTU 1420 + 60 outer: wan 1500, wanb 1400 (path MTUs); largest that fits 1340"
+std::string mtu_line(const nlohmann::json& peer) {
+  auto it = peer.find("mtu");
+  if (it == peer.end() || !it->is_object()) return "";
+  const nlohmann::json& mtu = *it;
+  std::string uplinks;
+  const nlohmann::json paths = mtu.value("uplinks", nlohmann::json::object());
+  for (const auto& [name, path] : paths.items()) {
+    uplinks += (uplinks.empty() ? "" : ", ") + name + " " +
+               (path.is_number() ? std::to_string(path.get<int>()) : "?");
+  }
+  std::string out = "   MTU " + std::to_string(mtu.value("device_mtu", 0)) + " + " +
+                    std::to_string(mtu.value("outer_overhead", 0)) +
+                    " outer; path MTUs of its policy's uplinks: " + (uplinks.empty() ? "none" : uplinks);
+  const auto largest = mtu.find("largest_fitting_mtu");
+  if (largest != mtu.end() && largest->is_number())
+    out += "; largest MTU that fits " + std::to_string(largest->get<int>());
+  return out + "\n";
+}
+
 }  // namespace
 
 std::string format_wireguard(const nlohmann::json& answer) {
@@ -43,7 +63,15 @@ std::string format_wireguard(const nlohmann::json& answer) {
     append_list(out, peer, "fixed_routes", "fixed route");
     std::string guard = text_of(peer, "guard_route", "");
     if (!guard.empty()) out += "   full-tunnel guard route: " + guard + "\n";
+    out += mtu_line(peer);
     append_list(out, peer, "problems", "problem");
+  }
+  const nlohmann::json clamps = answer.value("mss_clamp", nlohmann::json::object());
+  for (const auto& [device, clamp] : clamps.items()) {
+    if (!clamp.value("error", std::string()).empty()) continue;  // said under Problems
+    out += " " + device + ": TCP MSS clamped to " + std::to_string(clamp.value("mss4", 0)) + " (IPv4), " +
+           std::to_string(clamp.value("mss6", 0)) + " (IPv6) for uplink " +
+           clamp.value("uplink", std::string("?")) + "\n";
   }
   const nlohmann::json problems = answer.value("problems", nlohmann::json::array());
   if (!problems.empty()) {

@@ -274,7 +274,8 @@ inline std::vector<Bytes> ipv4_pieces(const char* src, const char* dst, uint8_t 
   for (size_t i = 0; i < pieces.size(); i++) {
     const bool more = i + 1 < pieces.size();
     const auto frag_off = static_cast<uint16_t>((more ? 0x2000 : 0) | offset / 8);
-    out.push_back(ipv4_with_id(ipv4(src, dst, proto, pieces[i], {.frag_off = frag_off, .l4_checksum = false}), id));
+    out.push_back(
+        ipv4_with_id(ipv4(src, dst, proto, pieces[i], {.frag_off = frag_off, .l4_checksum = false}), id));
     offset += pieces[i].size();
   }
   return out;
@@ -401,6 +402,13 @@ inline Bytes tcp_timestamps(uint32_t value, uint32_t echo) {
   Bytes b{0x01, 0x01, 8, 10};
   put32(b, value);
   put32(b, echo);
+  return b;
+}
+
+// The TCP MSS option (kind 2, length 4) as SYN and SYN-ACK carry it.
+inline Bytes tcp_mss_option(uint16_t mss) {
+  Bytes b{2, 4};
+  put16(b, mss);
   return b;
 }
 

@@ -433,6 +433,24 @@ std::vector<Case> AllCases() {
        .limiter = LimiterSetup{0, 1},
        .steps = {pass(request_v4()), pass(request_v4()), pass(request_v4()), pass(request_v4()),
                  pass(reply_v4()), pass(eth6(echo_v6(kIcmpV6EchoRequest)))}},
+
+      // ---- path MTU probes: big echo replies, as the daemon's DF probes get back ----
+      {.name = "IcmpV4BigDfReplyMatched",
+       .description = "1400-byte IPv4 echo reply with DF set: matched like a small one",
+       .probes = {{icmp_key()}},
+       .steps = {pass_tagged(eth4(ipv4(kTarget4, kLocal4, IPPROTO_ICMP,
+                                       icmp_echo(0, kEchoId, kEchoSeq, nonce_payload(kNonce, 1400 - 20 - 8)),
+                                       Ipv4Options{.frag_off = 0x4000 /* DF */})))},
+       .events = {icmp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "IcmpV6BigReplyMatched",
+       .description = "1400-byte ICMPv6 echo reply (IPv6 routers never fragment): matched",
+       .probes = {{icmp6_key()}},
+       .steps = {pass_tagged(
+           eth6(ipv6(kTarget6, kLocal6, IPPROTO_ICMPV6,
+                     icmp_echo(kIcmpV6EchoReply, kEchoId, kEchoSeq, nonce_payload(kNonce, 1400 - 40 - 8)))))},
+       .events = {icmp6_key()},
+       .counters = {.probe_replies = 1}},
   };
 }
 

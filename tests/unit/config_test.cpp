@@ -141,6 +141,7 @@ TEST(Defaults, InterfaceWithOnlyEnabledAndDevice) {
   EXPECT_EQ(i.dns_query_name, "openwrt.org");
   EXPECT_EQ(i.icmp_limit_rate, 0U);
   EXPECT_EQ(i.icmp_limit_burst, 5U);
+  EXPECT_EQ(i.pmtu_interval_s, 600U);
   EXPECT_TRUE(i.other_options.empty());
 
   EXPECT_EQ(c.globals.mmx_mask, 0x3F00U);
@@ -251,7 +252,7 @@ TEST(Values, ExtensionsAndTrackMethods) {
       " list rt_table_lookup '100'\n"
       "config interface 'wan'\n option enabled '1'\n option device 'eth1'\n option gateway '192.0.2.1'\n"
       " option track_method 'nping-tcp'\n option track_port '443'\n list track_ip '1.1.1.1'\n"
-      " option icmp_limit_rate '100'\n option icmp_limit_burst '20'\n"
+      " option icmp_limit_rate '100'\n option icmp_limit_burst '20'\n option pmtu_interval '0'\n"
       "config interface 'wan6'\n option family 'ipv6'\n option track_method 'nslookup'\n"
       " option dns_query_name 'example.org'\n list track_ip '2606:4700:4700::1111'\n"
       " option gateway 'fe80::1'\n option initial_state 'offline'\n list flush_conntrack 'ifup'\n"
@@ -270,6 +271,7 @@ TEST(Values, ExtensionsAndTrackMethods) {
   EXPECT_EQ(wan.track_port, 443);
   EXPECT_EQ(wan.icmp_limit_rate, 100U);
   EXPECT_EQ(wan.icmp_limit_burst, 20U);
+  EXPECT_EQ(wan.pmtu_interval_s, 0U);
   const InterfaceConfig& wan6 = c.interfaces[1];
   EXPECT_EQ(wan6.family, Family::Ipv6);
   EXPECT_EQ(wan6.track_method, TrackMethod::Nslookup);
@@ -553,6 +555,10 @@ TEST(Errors, MalformedInputs) {
        "accepted: a whole number from 1 to 65535"},
       {"icmp_limit_burst_zero", kIface + "\toption icmp_limit_burst '0'\n", 2, "icmp_limit_burst",
        "out of range"},
+      {"pmtu_interval_negative", kIface + "\toption pmtu_interval '-1'\n", 2, "pmtu_interval",
+       "out of range"},
+      {"pmtu_interval_text", kIface + "\toption pmtu_interval 'often'\n", 2, "pmtu_interval",
+       "not a whole number"},
       // names
       {"interface_name_too_long", "config interface 'wanb_really_long_name'\n", 1, "",
        "interface 'wanb_really_long_name': name longer than 15 characters"},

@@ -81,12 +81,13 @@ TEST(WireguardConfig, NoDefaultRule) {
 
 TEST(WireguardConfig, SectionWithPolicyEndpointsAndSwitch) {
   Config cfg = parse(kBase +
-                         "config wireguard 'wg0'\n"                    // 29
-                         "\toption policy 'wan_only'\n"                // 30
-                         "\toption fix_endpoint_routes '0'\n"          // 31
-                         "\tlist endpoint '203.0.113.5:51820'\n"       // 32
-                         "\tlist endpoint '[2001:db8::5]:51821'\n"     // 33
-                         "\tlist endpoint 'vpn.example.com:51820'\n",  // 34
+                         "config wireguard 'wg0'\n"                   // 29
+                         "\toption policy 'wan_only'\n"               // 30
+                         "\toption fix_endpoint_routes '0'\n"         // 31
+                         "\tlist endpoint '203.0.113.5:51820'\n"      // 32
+                         "\tlist endpoint '[2001:db8::5]:51821'\n"    // 33
+                         "\tlist endpoint 'vpn.example.com:51820'\n"  // 34
+                         "\toption clamp_mss '1'\n",                  // 35
                      "mwan3");
   ASSERT_EQ(cfg.wireguard.size(), 1U);
   const WireguardConfig& wg = cfg.wireguard[0];
@@ -94,6 +95,7 @@ TEST(WireguardConfig, SectionWithPolicyEndpointsAndSwitch) {
   EXPECT_EQ(wg.line, 29);
   EXPECT_EQ(wg.policy, "wan_only");
   EXPECT_FALSE(wg.fix_endpoint_routes);
+  EXPECT_TRUE(wg.clamp_mss);
   ASSERT_EQ(wg.endpoints.size(), 2U);
   EXPECT_EQ(wg.endpoints[0].address, *IpAddress::parse("203.0.113.5"));
   EXPECT_EQ(wg.endpoints[0].port, 51820);
@@ -114,6 +116,7 @@ TEST(WireguardConfig, DefaultsInSection) {
   EXPECT_EQ(cfg.wireguard[0].device, "wg-home");
   EXPECT_TRUE(cfg.wireguard[0].policy.empty());
   EXPECT_TRUE(cfg.wireguard[0].fix_endpoint_routes);
+  EXPECT_FALSE(cfg.wireguard[0].clamp_mss) << "MSS clamping is opt-in";
 }
 
 struct BadCase {
@@ -140,6 +143,8 @@ TEST(WireguardConfig, ErrorsNameFileLineAndOption) {
        "/etc/config/mwan3:30: option 'endpoint': '[203.0.113.5]:1' puts an IPv4 address in brackets"},
       {"bad boolean", "config wireguard 'wg0'\n\toption fix_endpoint_routes 'maybe'\n",
        "/etc/config/mwan3:30: option 'fix_endpoint_routes': 'maybe' is not a boolean"},
+      {"bad clamp_mss", "config wireguard 'wg0'\n\toption clamp_mss 'yes please'\n",
+       "/etc/config/mwan3:30: option 'clamp_mss': 'yes please' is not a boolean"},
       {"anonymous without device", "config wireguard\n\toption policy 'failover'\n",
        "/etc/config/mwan3:29: option 'device': wireguard '@wireguard[0]' names no WireGuard device"},
       {"twice", "config wireguard 'wg0'\nconfig wireguard\n\toption device 'wg0'\n",
