@@ -3,6 +3,7 @@
 // when the device's MTU changes and every pmtu_interval; its figures go to the status, the metrics
 // and the WireGuard checks.
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "common/link_mtu.h"
 #include "common/log.h"
@@ -72,7 +73,11 @@ nlohmann::json Daemon::path_mtu_json(const Uplink& u, int64_t now) const {
 void Daemon::create_mss_clamp() {
   bool wanted = false;
   for (const config::WireguardConfig& wg : config_.wireguard) wanted |= wg.clamp_mss;
-  if (!wanted || mss_clamp_) return;
+  // A predecessor's clamp (restart in place) is taken over even when this configuration has none,
+  // so that the WireGuard manager removes it from its devices.
+  struct stat st {};
+  const bool inherited = stat((datapath_->pin_dir() + "/" + UPLINKD_MAP_MSS_CLAMP).c_str(), &st) == 0;
+  if ((!wanted && !inherited) || mss_clamp_) return;
   try {
     mss_clamp_ = std::make_unique<datapath::MssClamp>(datapath_->pin_dir());
   } catch (const std::exception& e) {

@@ -82,6 +82,11 @@ MssClamp::MssClamp(std::string pin_dir) : pin_dir_(std::move(pin_dir)) {
     ::wg_mss* skel = program(true);
     clamp_fd_ = bpf_map__fd(skel->maps.mss_clamp);
     counters_fd_ = bpf_map__fd(skel->maps.mss_counters);
+    uint32_t key = 0, next = 0;
+    for (const uint32_t* prev = nullptr; bpf_map_get_next_key(clamp_fd_, prev, &next) == 0; prev = &key) {
+      inherited_.insert(static_cast<int>(next));
+      key = next;
+    }
   } catch (...) {
     if (!lifecycle::adopting()) unpin_own_maps();  // an adopted datapath's clamping keeps its maps
     throw;
@@ -94,6 +99,7 @@ MssClamp::~MssClamp() {
     if (l3_ != nullptr) wg_mss__destroy(l3_);
     return;
   }
+  drop_inherited_except({});
   std::vector<int> devices;
   for (const auto& [ifindex, _] : attached_) devices.push_back(ifindex);
   for (int ifindex : devices) detach(ifindex);
@@ -155,6 +161,22 @@ void MssClamp::detach(int ifindex) {
     qdisc_created_by_uplinkd(pin_dir_, ifindex, false);
   clear(ifindex);
   attached_.erase(it);
+}
+
+void MssClamp::drop_inherited_except(const std::set<int>& keep) {
+  for (auto it = inherited_.begin(); it != inherited_.end();) {
+    const int ifindex = *it;
+    if (keep.count(ifindex) != 0) {
+      ++it;
+      continue;
+    }
+    if (!attached(ifindex) && tc::device_exists(ifindex)) {
+      detach_filters(ifindex, qdisc_created_by_uplinkd(pin_dir_, ifindex));
+      if (!tc::uplinkd_filters_present(ifindex)) qdisc_created_by_uplinkd(pin_dir_, ifindex, false);
+    }
+    if (!attached(ifindex)) clear(ifindex);
+    it = inherited_.erase(it);
+  }
 }
 
 int MssClamp::set(int ifindex, uint16_t mss4, uint16_t mss6) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -59,6 +60,11 @@ class MssClamp {
   // Totals over every device, summed over CPUs.
   [[nodiscard]] Counters counters() const;
 
+  // Devices a predecessor daemon clamped (the keys of its pinned mss_clamp, found at construction)
+  // stay clamped across a restart in place until the new configuration says otherwise: this
+  // removes the filters and clamp of every such device not in `keep` and not attached since.
+  void drop_inherited_except(const std::set<int>& keep);
+
  private:
   struct Attached;
   ::wg_mss* program(bool l3_only);
@@ -68,6 +74,7 @@ class MssClamp {
   ::wg_mss* eth_ = nullptr;  // one loaded program per header kind, attached to many devices
   ::wg_mss* l3_ = nullptr;
   int clamp_fd_ = -1, counters_fd_ = -1;
+  std::set<int> inherited_;                            // see drop_inherited_except()
   std::map<int, std::unique_ptr<Attached>> attached_;  // by ifindex
 };
 

@@ -483,6 +483,12 @@ void WireguardManager::update_mss_clamp() {
     if (mss_clamp_ != nullptr && it->second.ifindex > 0) mss_clamp_->detach(it->second.ifindex);
     it = clamps_.erase(it);
   }
+  // A predecessor's clamps on devices this configuration no longer clamps (restart in place).
+  if (mss_clamp_ != nullptr) {
+    std::set<int> keep;
+    for (const auto& [device, c] : clamps_) keep.insert(c.ifindex);
+    mss_clamp_->drop_inherited_except(keep);
+  }
 }
 
 }  // namespace uplinkd::wireguard

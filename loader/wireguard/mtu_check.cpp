@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <utility>
 
 namespace uplinkd::wireguard {
 
@@ -21,13 +22,13 @@ TunnelMtuCheck check_tunnel_mtu(const std::string& device, int device_mtu, int e
   const std::string family = endpoint_family == AF_INET6 ? "IPv6" : "IPv4";
   for (const UplinkPathMtu& u : uplinks) {
     if (!u.path_mtu || device_mtu + check.overhead <= *u.path_mtu) continue;
-    check.problems.push_back(
-        device + " (MTU " + std::to_string(device_mtu) + ") does not fit uplink " + u.interface +
-        " (path MTU " + std::to_string(*u.path_mtu) + "): " + std::to_string(device_mtu) + " + " +
-        std::to_string(check.overhead) + " bytes of " + family +
-        " outer headers = " + std::to_string(device_mtu + check.overhead) +
-        "; the largest MTU that fits every uplink of its policy is " +
-        std::to_string(*check.largest_fitting) + " (or set option clamp_mss '1' for TCP)");
+    std::string problem = device + " (MTU " + std::to_string(device_mtu) + ") does not fit uplink ";
+    problem += u.interface + " (path MTU " + std::to_string(*u.path_mtu) + "): ";
+    problem += std::to_string(device_mtu) + " + " + std::to_string(check.overhead) + " bytes of ";
+    problem += family + " outer headers = " + std::to_string(device_mtu + check.overhead);
+    problem += "; the largest MTU that fits every uplink of its policy is ";
+    problem += std::to_string(*check.largest_fitting) + " (or set option clamp_mss '1' for TCP)";
+    check.problems.push_back(std::move(problem));
   }
   return check;
 }

@@ -31,6 +31,7 @@ json interface_json(const std::string& name, const std::string& state, uint64_t 
           {"rtt_ms", 12.25},
           {"loss_pct", 25.0},
           {"detection_s", 3.25},
+          {"path_mtu", {{"state", "measured"}, {"mtu", 1400}, {"device_mtu", 1500}, {"measured_ago_s", 7.5}}},
           {"probe_lateness", Histogram(kLatenessBucketsMs).json()},
           {"mwan3",
            {{"status", state},
@@ -135,6 +136,17 @@ TEST(MetricsText, CountersAreExactAndUnitsAreBase) {
   EXPECT_NE(text.find("uplinkd_rule_packets_total{rule=\"https\",policy=\"balanced\"} 10\n"),
             std::string::npos);
   EXPECT_NE(text.find("uplinkd_flows_tracked{interface=\"wan\"} 6\n"), std::string::npos);
+  EXPECT_NE(text.find("uplinkd_path_mtu_bytes{interface=\"wan\"} 1400\n"), std::string::npos);
+  EXPECT_NE(text.find("uplinkd_device_mtu_bytes{interface=\"wan\"} 1500\n"), std::string::npos);
+  EXPECT_NE(text.find("uplinkd_path_mtu_age_seconds{interface=\"wan\"} 7.5\n"), std::string::npos);
+}
+
+// An unknown path MTU is absent, never 0 (a dashboard would draw it as a collapse).
+TEST(MetricsText, UnknownPathMtuHasNoSample) {
+  json s = snapshot();
+  for (auto& i : s["status"]["interfaces"]) i["path_mtu"] = {{"state", "unknown"}, {"mtu", nullptr}};
+  const std::string text = render_metrics(s);
+  EXPECT_EQ(text.find("uplinkd_path_mtu_bytes{"), std::string::npos) << text;
 }
 
 TEST(MetricsText, HistogramBucketsAreCumulativeSecondsWithInf) {

@@ -168,6 +168,16 @@ TEST(StatusPage, EachUplinkSectionShowsItsNameAndStateWord) {
   }
 }
 
+// The path MTU figure (issue 16): the measured figure, or a dash while unknown.
+TEST(StatusPage, PathMtuFigurePerUplink) {
+  PageUplink wan = hour_of_points("wan");
+  wan.path_mtu = 1400;
+  PageUplink wanb = hour_of_points("wanb");
+  const std::string page = render_status_page(page_with({wan, wanb}));
+  EXPECT_TRUE(contains(section_of(page, "wan"), "<dt>path MTU</dt><dd>1400</dd>")) << section_of(page, "wan");
+  EXPECT_TRUE(contains(section_of(page, "wanb"), "<dt>path MTU</dt><dd>—</dd>")) << section_of(page, "wanb");
+}
+
 TEST(StatusPage, OneSvgPerUplink) {
   const std::string page =
       render_status_page(page_with({hour_of_points("a"), hour_of_points("b"), hour_of_points("c")}));

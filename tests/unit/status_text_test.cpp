@@ -47,3 +47,31 @@ TEST(StatusText, StatusListsTargetsOfEnabledInterfaces) {
 }
 
 }  // namespace
+
+namespace {
+
+// The path MTU line under each interface (issue 16): measured, unknown with its reason, re-measuring
+// with the previous figure, and off.
+TEST(StatusText, PathMtuLineSaysFigureAgeAndWhyNot) {
+  nlohmann::json status = sample();
+  status["interfaces"][0]["path_mtu"] = {
+      {"state", "measured"}, {"mtu", 1400}, {"device_mtu", 1500}, {"measured_ago_s", 12.4}, {"note", ""}};
+  status["interfaces"][1]["path_mtu"] = {{"state", "unknown"},
+                                         {"mtu", nullptr},
+                                         {"device_mtu", 1500},
+                                         {"measured_ago_s", 3.0},
+                                         {"note", "no target answered"}};
+  const std::string text = uplinkd::control::format_status(status);
+  EXPECT_NE(text.find("  path MTU 1400 (device MTU 1500), measured 12 s ago\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("  path MTU unknown: no target answered\n"), std::string::npos) << text;
+
+  status["interfaces"][0]["path_mtu"]["state"] = "measuring";
+  status["interfaces"][1]["path_mtu"] = {{"state", "off"}};
+  const std::string again = uplinkd::control::format_status(status);
+  EXPECT_NE(again.find("  path MTU 1400 (device MTU 1500), measured 12 s ago (measuring)\n"),
+            std::string::npos)
+      << again;
+  EXPECT_NE(again.find("  path MTU: not measured (pmtu_interval 0)\n"), std::string::npos) << again;
+}
+
+}  // namespace
