@@ -149,7 +149,7 @@ int open_uplink_socket(int family, int type, int protocol, const std::string& de
 }
 
 // ICMP_FILTER / ICMP6_FILTER with every type blocked, plus the drop-all socket filter: what
-// icmp_socket() applies, for send_echo_df's sockets (see icmp_socket for why both).
+// every raw ICMP socket of the transport gets (see icmp_socket for why both).
 int block_icmp_copies(int fd, int family) {
   int err = 0;
   if (family == AF_INET) {
@@ -528,43 +528,18 @@ void ProbeTransport::close_all() {
 
 // Raw ICMP sockets get a copy of every ICMP message the device receives. ICMP_FILTER /
 // ICMP6_FILTER with every type blocked stops that before the copy is made; the drop-all socket
-// filter also catches IPv4 types >= 32, which ICMP_FILTER lets through.
+// filter also catches IPv4 types >= 32, which ICMP_FILTER lets through (block_icmp_copies).
 int ProbeTransport::icmp_socket(int family) {
-  int& fd = family == AF_INET ? icmp4_fd_ : icmp6_fd_;
-  if (fd >= 0) {
-    return fd;
-  }
-  int protocol = family == AF_INET ? int{IPPROTO_ICMP} : int{IPPROTO_ICMPV6};
-  int new_fd = open_uplink_socket(family, SOCK_RAW, protocol, device_, fwmark_);
-  if (new_fd < 0) {
-    return new_fd;
-  }
-  int err = 0;
-  if (family == AF_INET) {
-    IcmpTypeFilter block_all{~0u};
-    err = set_option(new_fd, SOL_RAW, kIcmpFilterOption, &block_all, sizeof block_all);
-  } else {
-    icmp6_filter block_all{};
-    ICMP6_FILTER_SETBLOCKALL(&block_all);
-    err = set_option(new_fd, IPPROTO_ICMPV6, ICMP6_FILTER, &block_all, sizeof block_all);
-  }
-  if (err == 0) {
-    err = attach_drop_all_filter(new_fd);
-  }
-  if (err == 0) {
-    err = set_hop_limit(new_fd, family, ttl_);
-  }
-  if (err != 0) {
-    close_fd(new_fd);
-    return err;
-  }
-  fd = new_fd;
-  return fd;
+  return open_icmp_socket(family == AF_INET ? icmp4_fd_ : icmp6_fd_, family, false);
 }
 
 // send_echo_df's sockets: as icmp_socket's, plus don't-fragment at the device MTU.
 int ProbeTransport::icmp_df_socket(int family) {
-  int& fd = family == AF_INET ? icmp4_df_fd_ : icmp6_df_fd_;
+  return open_icmp_socket(family == AF_INET ? icmp4_df_fd_ : icmp6_df_fd_, family, true);
+}
+
+// `fd` when open, else a new raw ICMP socket of `family` on the device stored there.
+int ProbeTransport::open_icmp_socket(int& fd, int family, bool dont_fragment) {
   if (fd >= 0) {
     return fd;
   }
@@ -577,7 +552,7 @@ int ProbeTransport::icmp_df_socket(int family) {
   if (err == 0) {
     err = set_hop_limit(new_fd, family, ttl_);
   }
-  if (err == 0) {
+  if (err == 0 && dont_fragment) {
     err = set_dont_fragment(new_fd, family);
   }
   if (err != 0) {

@@ -55,6 +55,7 @@ class ProbeTransport {
  private:
   int icmp_socket(int family);
   int icmp_df_socket(int family);
+  int open_icmp_socket(int& fd, int family, bool dont_fragment);
   int tcp_socket(int family);
   std::optional<IpAddress> arp_sender_address(int ifindex, const IpAddress& target) const;
   void close_all();

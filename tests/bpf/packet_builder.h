@@ -488,4 +488,19 @@ inline uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// ---- independent checksum checks ---------------------------------------------------------------
+
+// The one's-complement sum of n bytes as 16-bit big-endian words (an odd last byte padded), added to
+// `sum`, unfolded; a header or segment whose checksum holds folds to 0xffff with its pseudo header.
+inline uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
+  if (n % 2 != 0) sum += static_cast<uint32_t>(p[n - 1] << 8);
+  return sum;
+}
+
+inline uint16_t folded(uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
 }  // namespace uplinkd::bpftest

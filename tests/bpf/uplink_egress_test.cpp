@@ -161,17 +161,6 @@ Bytes placeholder_ethernet(uint16_t ethertype, const Bytes& l3) {
 
 // ---- independent checksum checks ---------------------------------------------------------------
 
-uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n % 2 != 0) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-
-uint16_t folded(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
-
 // An empty string when every checksum of the IP packet at `l3` holds, else what is wrong.
 std::string checksum_problems(const Bytes& frame, size_t l3) {
   const uint8_t* ip = frame.data() + l3;

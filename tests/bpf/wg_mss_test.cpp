@@ -83,17 +83,6 @@ Bytes in_ethernet(const Bytes& ip) { return ethernet((ip[0] >> 4) == 6 ? ETH_P_I
 
 // ---- independent checksum check ----------------------------------------------------------------
 
-uint32_t sum_words(const uint8_t* p, size_t n, uint32_t sum = 0) {
-  for (size_t i = 0; i + 1 < n; i += 2) sum += static_cast<uint32_t>(p[i] << 8 | p[i + 1]);
-  if (n % 2 != 0) sum += static_cast<uint32_t>(p[n - 1] << 8);
-  return sum;
-}
-
-uint16_t folded(uint32_t sum) {
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
-  return static_cast<uint16_t>(sum);
-}
-
 // An empty string when the TCP checksum of the IP packet at `l3` holds (summed with its pseudo
 // header), else what is wrong.
 std::string tcp_checksum_problem(const Bytes& frame, size_t l3) {
