@@ -94,7 +94,6 @@ class Daemon {
     int64_t offline_since = 0;
     // Its path MTU, measured while the device is up (daemon_pmtu.cpp); null when pmtu_interval is 0.
     std::unique_ptr<pmtu::PathMtuProber> pmtu;
-    int device_mtu = 0;
   };
 
   void setup_signals();

@@ -22,14 +22,12 @@ void Daemon::pmtu_uplink_up(Uplink& u, int64_t now) {
   u.pmtu = std::make_unique<pmtu::PathMtuProber>(cfg.name, cfg.device, u.monitor->mark(),
                                                  cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET,
                                                  cfg.track_ip, *datapath_, options);
-  u.device_mtu = link_mtu(cfg.device).value_or(0);
-  u.pmtu->start(u.ifindex, u.datapath_id, u.device_mtu, now);
+  u.pmtu->start(u.ifindex, u.datapath_id, link_mtu(cfg.device).value_or(0), now);
 }
 
 void Daemon::pmtu_uplink_down(Uplink& u) {
   if (u.pmtu) u.pmtu->stop();
   u.pmtu.reset();
-  u.device_mtu = 0;
 }
 
 // PPPoE renegotiates its MTU on a redial; a VLAN to a modem can be changed by hand.
@@ -37,11 +35,10 @@ void Daemon::check_device_mtus(int64_t now) {
   for (auto& [id, u] : uplinks_) {
     if (!u.device_up || !u.pmtu) continue;
     const int mtu = link_mtu(u.cfg->device).value_or(0);
-    if (mtu == 0 || mtu == u.device_mtu) continue;
-    log::notice("interface " + u.cfg->name + " (" + u.cfg->device + "): device MTU " +
-                std::to_string(u.device_mtu) + " -> " + std::to_string(mtu) +
-                ": measuring the path MTU again");
-    u.device_mtu = mtu;
+    const int known = u.pmtu->result().device_mtu;
+    if (mtu == 0 || mtu == known) continue;
+    log::notice("interface " + u.cfg->name + " (" + u.cfg->device + "): device MTU " + std::to_string(known) +
+                " -> " + std::to_string(mtu) + ": measuring the path MTU again");
     u.pmtu->set_device_mtu(mtu, now);
   }
 }

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 
+#include "common/link_mtu.h"
 #include "common/log.h"
 #include "daemon/daemon.h"
 #include "datapath/mss_clamp.h"
@@ -109,7 +110,7 @@ void Daemon::update_wireguard() {
     views.push_back({id, u.cfg->name, u.cfg->device, u.device_up ? u.ifindex : 0,
                      u.cfg->family == config::Family::Ipv6 ? AF_INET6 : AF_INET, u.gateway,
                      u.device_up && (s == health::State::Online || s == health::State::Disconnecting),
-                     path_mtu_of(u), u.device_up ? u.device_mtu : 0});
+                     path_mtu_of(u), u.device_up ? link_mtu(u.cfg->device).value_or(0) : 0});
   }
   wireguard_->set_uplinks(std::move(views));
 }
