@@ -14,6 +14,7 @@
 #include <sstream>
 #include <utility>
 
+#include "config/known_options.h"
 #include "config/uci.h"
 #include "observability/listen_address.h"
 
@@ -993,6 +994,7 @@ Config parse(const std::string& text, const std::string& file, const std::option
     }
     // Other section types are not mwan3's business (or not ours): ignored.
   }
+  cfg.warnings = unknown_option_warnings(pkg);
   check_mmx_mask(cfg, globals);
   check_references(cfg, pkg);
   check_wireguard(cfg, pkg);

@@ -175,6 +175,10 @@ struct Config {
   std::vector<PolicyConfig> policies;
   std::vector<RuleConfig> rules;
   std::vector<WireguardConfig> wireguard;  // extension sections, in file order
+  // Options neither mwan3 nor uplinkd knows, one sentence each naming file, line, option and section
+  // (config::unknown_option_warnings): ignored as mwan3 ignores them, but said at start, at reload
+  // and by --check-config.
+  std::vector<std::string> warnings;
 
   [[nodiscard]] const InterfaceConfig* find_interface(const std::string& name) const;
   [[nodiscard]] const WireguardConfig* find_wireguard(const std::string& device) const;

@@ -94,6 +94,7 @@ uint64_t mem_total_bytes() {
 Daemon::Daemon(DaemonOptions options, config::Config config)
     : options_(std::move(options)), config_(std::move(config)), hooks_(options_.hook_path) {
   state_files_ = mwan3::StateFiles(options_.state_dir);
+  warn_unknown_options(config_);
   started_ns_ = health::monotonic_ns();
   timespec boot{};
   clock_gettime(CLOCK_BOOTTIME, &boot);
@@ -879,6 +880,12 @@ void Daemon::retrack_uplink(Uplink& u, const std::string& old_device, int64_t no
   }
 }
 
+void Daemon::warn_unknown_options(const config::Config& config) {
+  for (const std::string& w : config.warnings) {
+    if (warned_options_.insert(w).second) log::warn(w);
+  }
+}
+
 std::string Daemon::reload(std::string* summary) {
   config::Config next;
   PolicyRuntime::Compiled compiled;
@@ -889,6 +896,7 @@ std::string Daemon::reload(std::string* summary) {
     log::error(std::string("reload refused, the running configuration stays: ") + e.what());
     return e.what();
   }
+  warn_unknown_options(next);
   const int64_t now = health::monotonic_ns();
   std::vector<std::string> kept, retracked, added, changed, removed;
   std::vector<uint32_t> retrack;

@@ -73,6 +73,9 @@ class Daemon {
   std::string reload(std::string* summary);
 
  private:
+  // Logs the configuration's unknown-option warnings not logged before.
+  void warn_unknown_options(const config::Config& config);
+
   struct Uplink {
     const config::InterfaceConfig* cfg = nullptr;
     std::unique_ptr<health::UplinkMonitor> monitor;
@@ -131,6 +134,8 @@ class Daemon {
   // Interfaces out by ifdown, by name: kept in <state_dir>/uplinkd/<instance>.ifdown, so a crash, a
   // respawn or an in-place restart that adopts the datapath keeps them out (a fresh start does not).
   std::set<std::string> admin_down_names_;
+  // Unknown-option warnings already logged: a reload repeats only new ones (once per option).
+  std::set<std::string> warned_options_;
   [[nodiscard]] std::string admin_down_path() const;
   void load_admin_down();
   void save_admin_down() const;

@@ -133,9 +133,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (check_only) {
-    std::printf("%s: %zu interface(s), %zu member(s), %zu policy(ies), %zu rule(s): OK\n",
+    for (const std::string& w : config.warnings) std::fprintf(stderr, "uplinkd: warning: %s\n", w.c_str());
+    const std::string warned =
+        config.warnings.empty() ? "" : " (" + std::to_string(config.warnings.size()) + " warning(s) above)";
+    std::printf("%s: %zu interface(s), %zu member(s), %zu policy(ies), %zu rule(s): OK%s\n",
                 config.file.c_str(), config.interfaces.size(), config.members.size(), config.policies.size(),
-                config.rules.size());
+                config.rules.size(), warned.c_str());
     return 0;
   }
 

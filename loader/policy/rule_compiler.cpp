@@ -152,12 +152,6 @@ std::vector<Token> split_commas(std::string_view text, int line) {
   }
 }
 
-// The rule options the compiler reads (mwan3 2.12's list); others draw a warning.
-const std::set<std::string, std::less<>> kRuleOptions = {
-    "family",    "proto", "src_ip", "src_port", "src_iface", "dest_ip",
-    "dest_port", "ipset", "sticky", "timeout",  "logging",   "use_policy",
-};
-
 class RuleReader {
  public:
   RuleReader(const config::Config& cfg, const RuleConfig& rule, const config::uci::Section* source)
@@ -539,13 +533,7 @@ std::pair<rule_entry, RuleInfo> compile_rule(const RuleReader& r,
   e.sticky = sticky ? 1 : 0;
   e.sticky_timeout_s = sticky ? info.timeout_s : 0;
   info.logging = read_bool(r, "logging");
-
-  for (const auto& [option, value] : rule.options) {
-    if (kRuleOptions.count(option) == 0) {
-      info.warnings.push_back("option " + quote(option) + " (line " + std::to_string(r.line_of(option)) +
-                              ") is not an mwan3 rule option; ignored");
-    }
-  }
+  // Unknown options are warned about with every other section's (config::unknown_option_warnings).
   return {e, info};
 }
 

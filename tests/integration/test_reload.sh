@@ -139,6 +139,7 @@ cat >>"$CFG" <<'EOF2'
 
 config rule 'to_core3'
 	option dest_ip '203.0.113.3'
+	option dst_port '443'
 	option use_policy 'backup'
 EOF2
 # The new rule must come before the default rule: rewrite the file with it first.
@@ -171,6 +172,15 @@ reset_udp
 flows 40 203.0.113.3 31000
 [[ $(count wan2) == 40 && $(count wan1) == 0 ]] || fail "the new rule: wan1 $(count wan1), wan2 $(count wan2) (expected all 40 on wan2)"
 pass "the new rule takes effect for new flows (40 of 40 to 203.0.113.3 on wan2), weights 3:2 in force"
+# Its misspelt dst_port is ignored, as mwan3 ignores it (the rule matched UDP to port 31000 above),
+# but said once in the log and by --check-config, with its line and the name meant.
+typo_line=$(grep -n "option dst_port" "$CFG" | cut -d: -f1)
+typo="$CFG:$typo_line: option 'dst_port': unknown in rule 'to_core3', ignored; did you mean 'dest_port'?"
+[[ $(grep -cF -- "$typo" "$UPLINKD_LOG") == 1 ]] || fail "the log does not say once: $typo"
+out=$("$UPLINKD" --check-config --config "$CFG" 2>&1) || fail "--check-config refused a config with an unknown option: $out"
+grep -qF -- "warning: $typo" <<<"$out" || fail "--check-config does not warn: $typo (it printed: $out)"
+grep -q "OK (1 warning(s) above)" <<<"$out" || fail "--check-config does not count the warning: $out"
+pass "an unknown rule option is ignored and named once with file, line and the likely name (log, --check-config)"
 ((count_w2 = $(count tcp_wan2), count_w2 == 0)) || fail "the established connection moved to wan2 ($count_w2 packets)"
 pass "the established TCP connection stayed on wan1 through the reload"
 
@@ -237,6 +247,9 @@ out=$(ctl reload 2>&1) || fail "reload back to the first config failed: $out"
 wait_iface_state wan2 online 15 || fail "wan2 not online again after it was re-enabled"
 flow_alive "after wan2 came back"
 pass "re-enabling wan2 by reload brings it back online"
+
+[[ $(grep -cF -- "$typo" "$UPLINKD_LOG") == 1 ]] || fail "a reload repeated the warning for the same unknown option"
+pass "the reloads after it did not repeat the warning"
 
 ul_kill "$CLIENT_PID" TERM
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"

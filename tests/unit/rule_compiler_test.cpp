@@ -391,11 +391,13 @@ TEST(RuleCompiler, StickyOnlyWithAPolicy) {
   EXPECT_EQ(c.rules.info[2].timeout_s, 30U);
 }
 
-TEST(RuleCompiler, UnknownOptionIsAWarningWithItsLine) {
+TEST(RuleCompiler, UnknownOptionIsWarnedOnceWithItsLine) {
   Compiled c = compile("config rule 'r'\n\toption use_policy 'balanced'\n\toption dst_port '443'\n");
-  ASSERT_EQ(c.rules.info[0].warnings.size(), 1U);
-  EXPECT_EQ(c.rules.info[0].warnings[0], "option 'dst_port' (line " + std::to_string(first_rule_line() + 2) +
-                                             ") is not an mwan3 rule option; ignored");
+  EXPECT_TRUE(c.rules.info[0].warnings.empty()) << "said by the configuration's warnings, not twice";
+  ASSERT_EQ(c.cfg.warnings.size(), 1U);
+  EXPECT_EQ(c.cfg.warnings[0],
+            "mwan3:" + std::to_string(first_rule_line() + 2) +
+                ": option 'dst_port': unknown in rule 'r', ignored; did you mean 'dest_port'?");
 }
 
 TEST(RuleCompiler, ShippedExampleCompiles) {
