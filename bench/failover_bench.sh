@@ -7,7 +7,8 @@
 #   udp_ms       first datagram of a UDP flow (every 100 ms) reaching the core from wan2's address
 #   hook_ms      the hook's `disconnected` (runs after the daemon's resets and conntrack delete)
 #   detect_ms    the log line after the outage began (interval 0.5, timeout 1, down 3)
-#   hygiene_us   the daemon's own report of its `disconnected` work (resets + conntrack), in us
+#   hygiene_us   the daemon's own report of its stale-flow scan at `disconnected` (reading `flows`
+#                and resetting idle TCP clients; conntrack is deleted on a thread), in us of work
 #
 #   sudo bench/failover_bench.sh [N=5]        (UPLINKD_BUILD=dir for another build directory)
 # Each run takes about 30 s. Runs that fail are counted and left out of the figures.

@@ -39,6 +39,7 @@ constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
 constexpr int64_t kRouteEventDelayNs = 50 * 1000000LL;  // lets a burst of route notifications settle
 // Idle flows and orphaned tcp_seen entries are swept this often, a bounded batch each time.
 constexpr int64_t kFlowSweepNs = 10 * 1000000000LL;
+constexpr int64_t kFlowSweepSliceGapNs = 100 * 1000000LL;
 constexpr uint32_t kRulePrefBase = 2000;  // mwan3: pref 2000+N fwmark mark(N) lookup N
 
 uint32_t bpf_state(health::State s) {
@@ -533,12 +534,13 @@ void Daemon::dispatch_reply(const probe_reply_event& event) {
 }
 
 int64_t Daemon::next_wakeup(int64_t now) const {
-  int64_t t = std::min(next_device_poll_, next_policy_refresh_);
+  int64_t t = std::min({next_device_poll_, next_policy_refresh_, next_flow_sweep_});
   for (const auto& [id, u] : uplinks_) {
     t = std::min(t, u.monitor->next_wakeup());
     if (u.pmtu) t = std::min(t, u.pmtu->next_wakeup());
   }
   t = std::min(t, hooks_.next_deadline());
+  if (hygiene_ && hygiene_->scanning()) t = now;  // a stale-flow scan goes on, a slice per turn
   return std::max(t, now);
 }
 
@@ -560,10 +562,12 @@ int Daemon::run() {
     its.it_value.tv_nsec = at % 1000000000;
     timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
     int n = epoll_wait(epoll_fd_, events, 16, epoll_timeout_ms);
+    const int64_t turn_start = health::monotonic_ns();
     if (n < 0 && errno != EINTR) {
       log::error(std::string("epoll_wait: ") + strerror(errno));
       return 1;
     }
+    LoopPartTimer part(loop_stats_, health::monotonic_ns);
     for (int i = 0; i < n; ++i) {
       const int fd = events[i].data.fd;
       if (fd == signal_fd_) handle_signals(&stop);
@@ -575,21 +579,30 @@ int Daemon::run() {
         [[maybe_unused]] ssize_t r = read(timer_fd_, &ticks, sizeof ticks);
       }
     }
+    part.mark("events");
     // Replies first, so a reply that raced its timeout is counted as a reply.
     datapath_->poll_replies();
     now = health::monotonic_ns();
     for (auto& [id, u] : uplinks_) u.monitor->run(now);
+    part.mark("probes");
     run_pmtu(now);
     if (now >= next_device_poll_) poll_devices(now, false);
     if (now >= next_policy_refresh_) refresh_routing(now);
+    part.mark("devices_routes");
     poll_wireguard(now);
+    part.mark("wireguard");
     if (now >= next_flow_sweep_) {
-      hygiene_->sweep(now);
-      next_flow_sweep_ = now + kFlowSweepNs;
+      // A pass goes on in slices 0.1 s apart (a million flows: about half a minute), then rests.
+      next_flow_sweep_ = now + (hygiene_->sweep(now) ? kFlowSweepNs : kFlowSweepSliceGapNs);
     }
+    part.mark("flow_sweep");
+    if (hygiene_->scanning()) hygiene_->continue_scans(now, FlowHygiene::kScanSliceNs);
+    part.mark("stale_scan");
     hooks_.service(now);
     if (state_dirty_ || now >= next_state_sync_) sync_state_files(now);
     notify_.watchdog(now);
+    part.mark("hooks_state");
+    loop_stats_.add_turn(health::monotonic_ns() - turn_start);
   }
   if (exit_action_ == ExitAction::Restart) {
     log::notice("restarting in place: the datapath keeps forwarding while the binary is executed again");
@@ -758,7 +771,8 @@ nlohmann::json Daemon::status() const {
             {"instance", options_.instance},
             {"uptime_s", seconds(now - started_ns_)},
             {"config", config_.file},
-            {"metrics_listener", metrics_listener_json()}}},
+            {"metrics_listener", metrics_listener_json()},
+            {"loop", loop_stats_.json()}}},
           {"interfaces", interfaces}};
 }
 

@@ -16,6 +16,7 @@
 #include "control/control_server.h"
 #include "daemon/flow_hygiene.h"
 #include "daemon/hook_runner.h"
+#include "daemon/loop_stats.h"
 #include "daemon/policy_runtime.h"
 #include "datapath/datapath.h"
 #include "datapath/wg_steering.h"
@@ -154,6 +155,7 @@ class Daemon {
   int64_t next_flow_sweep_ = 0;
   void hygiene_on_action(const Uplink& u, health::Action a);
   HookRunner hooks_;
+  LoopStats loop_stats_;
   std::map<uint32_t, Uplink> uplinks_;  // by interface id (enabled interfaces only)
   // One XDP attachment per device, shared by the uplinks on it (mwan3's wan and wan6).
   struct DeviceAttachment {

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -31,6 +32,8 @@ constexpr size_t kTcpHeader = 20;
 constexpr uint8_t kTcpRst = 0x04;
 constexpr uint8_t kHopLimit = 64;
 constexpr int64_t kNsPerS = 1000000000LL;
+// Entries of `flows` the stale-flow scan reads per batch (README, "Flows", has what one costs).
+constexpr size_t kScanBatch = 4096;
 
 void put16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
@@ -260,32 +263,87 @@ bool FlowHygiene::reset_with(const flow_key& key, const tcp_seen& seen, int64_t 
   return true;
 }
 
-size_t FlowHygiene::reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns) {
-  if (!cfg_.globals.reset_stale_tcp || uplink_id == 0) return 0;
-  // Two batch walks and a join here, instead of one lookup syscall per stale flow: tcp_seen holds
-  // only TCP flows with an uplink that the remote has sent on, usually far fewer than `flows`.
-  std::unordered_map<flow_key, tcp_seen, FlowKeyHash, FlowKeyEqual> seen;
-  datapath::MapCursor seen_walk;
-  dp_.walk_tcp_seen(seen_walk, 2 * static_cast<size_t>(UPLINKD_MAX_TCP_SEEN),
-                    [&](const flow_key& key, const tcp_seen& value) {
-                      seen.emplace(key, value);
-                      return true;
-                    });
-  std::vector<std::pair<flow_key, tcp_seen>> stale;
-  if (!seen.empty()) {
-    dp_.for_each_flow([&](const flow_key& key, const flow_value& value) {
-      if (key.proto != IPPROTO_TCP || value.uplink_id != uplink_id || value.generation == generation)
-        return true;
-      auto it = seen.find(key);
-      if (it != seen.end()) stale.emplace_back(key, it->second);
+void FlowHygiene::start_scan(uint32_t uplink_id, uint32_t generation, int64_t now_ns) {
+  for (StaleScan& scan : scans_) {
+    if (scan.uplink_id != uplink_id) continue;
+    // Down again before the last scan ended: one scan, from the start, for the newest generation
+    // (flows of every older one differ from it too).
+    scan.generation = generation;
+    scan.cursor = {};
+    scan.pending.clear();
+    scan.next = 0;
+    return;
+  }
+  StaleScan scan;
+  scan.uplink_id = uplink_id;
+  scan.generation = generation;
+  scan.started_ns = now_ns;
+  scans_.push_back(scan);
+}
+
+bool FlowHygiene::scan_until(StaleScan& scan, int64_t now_ns, int64_t deadline_ns) {
+  ++scan.steps;
+  do {
+    // A reset (packet socket send, two map deletes) costs tens of microseconds: a batch's worth
+    // would hold the loop far longer than a read, so the clock is checked after each one.
+    if (scan.next < scan.pending.size()) {
+      scan.resets += reset_one(scan.pending[scan.next++], now_ns) ? 1 : 0;
+      continue;
+    }
+    if (scan.cursor.done) return true;
+    // tcp_seen holds only TCP flows with an uplink that the remote has sent on: a lookup for each
+    // stale TCP flow of the uplink, instead of reading the whole of tcp_seen alongside.
+    scan.pending.clear();
+    scan.next = 0;
+    scan.read += dp_.walk_flows(scan.cursor, kScanBatch, [&](const flow_key& key, const flow_value& value) {
+      if (key.proto == IPPROTO_TCP && value.uplink_id == scan.uplink_id &&
+          value.generation != scan.generation)
+        scan.pending.push_back(key);
       return true;
     });
+  } while (health::monotonic_ns() < deadline_ns);
+  return scan.cursor.done && scan.next >= scan.pending.size();
+}
+
+void FlowHygiene::finish_scan(const StaleScan& scan, int64_t now_ns) {
+  proactive_resets_ += scan.resets;
+  per_uplink_[scan.uplink_id].proactive_resets += scan.resets;
+  log::notice("interface " + name_of(scan.uplink_id) + ": " + std::to_string(scan.resets) +
+              " idle TCP client(s) reset; " + std::to_string(scan.read) + " flows read in " +
+              std::to_string(scan.steps) + " step(s), " + std::to_string(scan.busy_ns / 1000) +
+              " us of work over " + std::to_string((now_ns - scan.started_ns) / 1000000) + " ms");
+}
+
+void FlowHygiene::continue_scans(int64_t now_ns, int64_t budget_ns) {
+  const int64_t start = health::monotonic_ns();
+  int64_t spent = 0;
+  while (!scans_.empty()) {
+    StaleScan& scan = scans_.front();
+    const int64_t t0 = health::monotonic_ns();
+    const bool done = scan_until(scan, now_ns, start + budget_ns);
+    const int64_t t1 = health::monotonic_ns();
+    scan.busy_ns += t1 - t0;
+    spent = t1 - start;
+    if (done) {
+      finish_scan(scan, t1);
+      scans_.pop_front();
+    }
+    if (spent >= budget_ns) break;
   }
-  size_t sent = 0;
-  for (const auto& [key, value] : stale) sent += reset_with(key, value, now_ns) ? 1 : 0;
-  proactive_resets_ += sent;
-  per_uplink_[uplink_id].proactive_resets += sent;
-  return sent;
+}
+
+size_t FlowHygiene::reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns) {
+  if (!cfg_.globals.reset_stale_tcp || uplink_id == 0) return 0;
+  StaleScan scan;
+  scan.uplink_id = uplink_id;
+  scan.generation = generation;
+  scan.started_ns = now_ns;
+  // Bounded: the walk ends at the map's last bucket.
+  while (!scan_until(scan, now_ns, INT64_MAX)) {
+  }
+  proactive_resets_ += scan.resets;
+  per_uplink_[uplink_id].proactive_resets += scan.resets;
+  return scan.resets;
 }
 
 bool FlowHygiene::queue_conntrack_delete(uint32_t id, uint32_t mark, const std::string& why) {
@@ -296,14 +354,17 @@ bool FlowHygiene::queue_conntrack_delete(uint32_t id, uint32_t mark, const std::
 }
 
 void FlowHygiene::on_disconnected(uint32_t id, uint32_t mark, uint32_t generation, int64_t now_ns) {
-  const int64_t start = now_ns;
-  const size_t resets = reset_stale_tcp(id, generation, now_ns);
   const bool queued = cfg_.globals.conntrack_by_mark && queue_conntrack_delete(id, mark, "disconnected");
-  const int64_t took_us = (health::monotonic_ns() - start) / 1000;
-  log::notice("interface " + name_of(id) + " offline: " + std::to_string(resets) +
-              " idle TCP client(s) reset in " + std::to_string(took_us) + " us, " +
+  log::notice("interface " + name_of(id) + " offline: " +
+              (cfg_.globals.reset_stale_tcp ? "looking for its idle TCP clients to reset, "
+                                            : "idle TCP clients left alone (reset_stale_tcp 0), ") +
               (queued ? "conntrack entries with mark " + hex(mark) + " being deleted in the background"
                       : std::string("conntrack left alone (conntrack_by_mark 0)")));
+  if (!cfg_.globals.reset_stale_tcp || id == 0) return;
+  start_scan(id, generation, now_ns);
+  // The first slice now: a small table is done before the next probe; a large one goes on in the
+  // loop's next turns (Daemon::run), a slice each, so probes keep their schedule.
+  continue_scans(now_ns, kScanSliceNs);
 }
 
 void FlowHygiene::on_event(uint32_t id, uint32_t mark, std::string_view event) {
@@ -382,13 +443,20 @@ void FlowHygiene::on_connected(uint32_t id, const policy::OnlineInterfaces& onli
               std::to_string(ct) + " conntrack entries deleted");
 }
 
-void FlowHygiene::sweep(int64_t now_ns) {
-  sweep_flows(now_ns);
-  sweep_tcp_seen();
+bool FlowHygiene::sweep(int64_t now_ns, int64_t budget_ns) {
+  const int64_t start = health::monotonic_ns();
+  bool flows_done = false;
+  bool seen_done = false;
+  // Both maps advance together, so neither waits for the other's whole pass.
+  while (!(flows_done && seen_done)) {
+    if (!flows_done) flows_done = sweep_flows(now_ns);
+    if (!seen_done) seen_done = sweep_tcp_seen();
+    if (health::monotonic_ns() - start >= budget_ns) break;
+  }
+  return flows_done && seen_done;
 }
 
-void FlowHygiene::sweep_flows(int64_t now_ns) {
-  if (flow_cursor_.done) flow_cursor_ = {};
+bool FlowHygiene::sweep_flows(int64_t now_ns) {
   const auto now = static_cast<uint64_t>(now_ns);
   std::vector<flow_key> idle;
   dp_.walk_flows(flow_cursor_, options_.sweep_batch, [&](const flow_key& key, const flow_value& value) {
@@ -415,11 +483,13 @@ void FlowHygiene::sweep_flows(int64_t now_ns) {
     for (const auto& [id, n] : pass_per_uplink_) per_uplink_[id].tracked = n;
     pass_tracked_ = 0;
     pass_per_uplink_.clear();
+    flow_cursor_ = {};
+    return true;
   }
+  return false;
 }
 
-void FlowHygiene::sweep_tcp_seen() {
-  if (seen_cursor_.done) seen_cursor_ = {};
+bool FlowHygiene::sweep_tcp_seen() {
   std::vector<flow_key> orphans;
   dp_.walk_tcp_seen(seen_cursor_, options_.sweep_batch, [&](const flow_key& key, const tcp_seen&) {
     orphans.push_back(key);
@@ -429,6 +499,9 @@ void FlowHygiene::sweep_tcp_seen() {
     if (dp_.lookup_flow(key)) continue;
     if (dp_.delete_tcp_seen(key)) ++tcp_seen_pruned_;
   }
+  if (!seen_cursor_.done) return false;
+  seen_cursor_ = {};
+  return true;
 }
 
 nlohmann::json FlowHygiene::counters_json() const {

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -36,7 +37,7 @@ namespace uplinkd {
 namespace netlink {
 class CtMarkRules;
 struct UplinkMark;
-}
+}  // namespace netlink
 
 // The RST that resets a LAN client's end of `key` (client = saddr): from the remote (daddr) to the
 // client, ports swapped, seq = seen.next_seq (the client's RCV.NXT, accepted at once per RFC 5961),
@@ -77,7 +78,8 @@ class FlowHygiene {
  public:
   struct Options {
     std::string ct_table;       // "" : no CtMarkRules (tests); else created now, removed at destruction
-    size_t sweep_batch = 8192;  // entries of each map the sweep reads per call
+    size_t sweep_batch = 1024;  // entries of each map the sweep reads per batch (a call reads batches
+                                // until its time budget is spent)
   };
 
   // `cfg` is read at each call (a reload may change it in place). Throws std::runtime_error when the
@@ -98,8 +100,10 @@ class FlowHygiene {
   // interface's `flush_conntrack` deletes that uplink's conntrack entries by mark (on
   // `disconnected` that is done anyway while conntrack_by_mark is on).
   void on_event(uint32_t id, uint32_t mark, std::string_view event);
-  // Bounded upkeep; call every few seconds.
-  void sweep(int64_t now_ns);
+  // Bounded upkeep: batches of each map until `budget_ns` has passed (at least one of each). Returns
+  // true when a pass over both maps has just ended: call again soon while it returns false, then
+  // rest a few seconds.
+  bool sweep(int64_t now_ns, int64_t budget_ns = kScanSliceNs);
   // The marks of the enabled interfaces may have changed (reload): rewrites the ct mark rules.
   void reconfigure();
 
@@ -108,8 +112,20 @@ class FlowHygiene {
   bool wait_conntrack_idle(std::chrono::milliseconds limit) { return ct_worker_.wait_idle(limit); }
 
   // Proactive resets of the stale TCP flows of `uplink_id` (flows whose generation is not
-  // `generation`); deletes each reset flow and its tcp_seen entry. Returns the resets sent.
+  // `generation`), start to end at once; deletes each reset flow and its tcp_seen entry. Returns the
+  // resets sent. (on_disconnected() does the same in slices, so a million flows never hold the loop.)
   size_t reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns);
+
+  // The loop time one slice of the stale-flow scans may take: well under the 10 ms a probe may be
+  // held up, with room for the loop's other work.
+  static constexpr int64_t kScanSliceNs = 3 * 1000000LL;
+
+  // Whether a stale-flow scan begun by on_disconnected() has flows left to read.
+  [[nodiscard]] bool scanning() const { return !scans_.empty(); }
+  // Continues the pending scans until `budget_ns` has passed: the clock is read after each reset
+  // and each batch of `flows` read, so a slice overruns its budget by at most one of those. Call
+  // from the loop while scanning().
+  void continue_scans(int64_t now_ns, int64_t budget_ns);
 
  private:
   struct PerUplink {
@@ -119,6 +135,26 @@ class FlowHygiene {
     uint64_t tracked = 0;  // from the last complete sweep pass
   };
 
+  // One uplink's stale TCP flows being looked for: `flows` read a batch per step, each stale TCP
+  // flow of the uplink with a fresh tcp_seen entry reset.
+  struct StaleScan {
+    uint32_t uplink_id = 0;
+    uint32_t generation = 0;  // the uplink's current one: flows with another are stale
+    datapath::MapCursor cursor;
+    std::vector<flow_key> pending;  // stale TCP flows of the last batch read, reset from `next` on
+    size_t next = 0;
+    size_t read = 0;
+    size_t resets = 0;
+    size_t steps = 0;
+    int64_t started_ns = 0;
+    int64_t busy_ns = 0;  // time spent in its steps
+  };
+  // Resets the scan's pending flows and reads further batches until `deadline_ns` (monotonic) has
+  // passed, checking after every reset and batch; true when the scan is done.
+  bool scan_until(StaleScan& scan, int64_t now_ns, int64_t deadline_ns);
+  void finish_scan(const StaleScan& scan, int64_t now_ns);
+  void start_scan(uint32_t uplink_id, uint32_t generation, int64_t now_ns);
+
   bool reset_one(const flow_key& key, int64_t now_ns);
   bool reset_with(const flow_key& key, const tcp_seen& seen, int64_t now_ns);
   bool queue_conntrack_delete(uint32_t id, uint32_t mark, const std::string& why);
@@ -126,8 +162,9 @@ class FlowHygiene {
   [[nodiscard]] uint32_t timeout_s(uint8_t proto) const;
   [[nodiscard]] std::vector<netlink::UplinkMark> enabled_uplinks() const;
   [[nodiscard]] std::string name_of(uint32_t id) const;
-  void sweep_flows(int64_t now_ns);
-  void sweep_tcp_seen();
+  // One batch each; true when that map's pass has ended.
+  bool sweep_flows(int64_t now_ns);
+  bool sweep_tcp_seen();
 
   const config::Config& cfg_;
   datapath::Datapath& dp_;
@@ -143,6 +180,8 @@ class FlowHygiene {
   uint64_t failback_moved_ = 0;
   std::map<uint32_t, PerUplink> per_uplink_;
   ConntrackWorker ct_worker_;  // last: destroyed first, finishing its deletes while the rest exists
+
+  std::deque<StaleScan> scans_;  // oldest first; one per uplink
 
   // The sweep: one pass over each map, a batch per call.
   datapath::MapCursor flow_cursor_;

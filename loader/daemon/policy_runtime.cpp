@@ -1,5 +1,4 @@
 #include "daemon/policy_runtime.h"
-#include "lifecycle/teardown.h"
 
 #include <bpf/bpf.h>
 #include <net/if.h>
@@ -13,6 +12,7 @@
 
 #include "common/log.h"
 #include "datapath/rule_state.h"
+#include "lifecycle/teardown.h"
 #include "policy/rule_identity.h"
 
 namespace uplinkd {

@@ -864,8 +864,10 @@ size_t Datapath::walk_tcp_seen(MapCursor& cursor, size_t max_entries, const TcpS
 
 size_t Datapath::for_each_flow(const FlowVisitor& visit) const {
   MapCursor cursor;
-  // Bounded by the map's size (plus what arrives during the walk).
-  return walk_flows(cursor, 2 * static_cast<size_t>(UPLINKD_MAX_FLOWS), visit);
+  // Bounded by the map's size (plus what arrives during the walk): its size as created, which
+  // option flow_table_size may set above UPLINKD_MAX_FLOWS.
+  const size_t entries = std::max<size_t>(flow_entries_, UPLINKD_MAX_FLOWS);
+  return walk_flows(cursor, 2 * entries, visit);
 }
 
 std::optional<flow_value> Datapath::lookup_flow(const flow_key& key) const {

@@ -314,7 +314,7 @@ PY
   ((active >= 1 && proactive >= 1)) || fail "counters: resets active $active, proactive $proactive (expected both >= 1)"
   pass "[$label] uplinkctl flows: resets active $active, proactive $proactive"
   # One line for bench/failover_bench.sh (ms after the daemon's `disconnected` log line).
-  log "FIGURES active_ms=$a_ms idle_ms=$i_ms udp_ms=$udp_ms hook_ms=$(ms_between "$t_log" "$t_hook") detect_ms=$(ms_between "$t_out" "$t_log") hygiene_us=$(sed -n 's/.*interface wan1 offline: .* in \([0-9]*\) us$/\1/p' "$UPLINKD_LOG" | tail -n 1)"
+  log "FIGURES active_ms=$a_ms idle_ms=$i_ms udp_ms=$udp_ms hook_ms=$(ms_between "$t_log" "$t_hook") detect_ms=$(ms_between "$t_out" "$t_log") hygiene_us=$(sed -n 's/.*interface wan1: [0-9]* idle TCP client(s) reset; .*, \([0-9]*\) us of work over .*/\1/p' "$UPLINKD_LOG" | tail -n 1)"
 }
 
 # check_hang: without the hygiene the connections hang: no error 10 s after `disconnected`.

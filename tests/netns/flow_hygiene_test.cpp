@@ -269,6 +269,69 @@ TEST_F(FlowHygieneTest, FailbackMoveResetsTheBackupsFlows) {
   EXPECT_EQ(hygiene_->counters_json()["failback_moved"], 1U);
 }
 
+// At `disconnected` the stale-flow scan reads `flows` a batch at a time: on_disconnected() does one
+// slice and returns, the loop's continue_scans() does the rest, and every idle client is reset once.
+TEST_F(FlowHygieneTest, StaleScanOfManyFlowsGoesOnInSlicesUntilEveryClientIsReset) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  const int fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_FLOWS).c_str());
+  const int seen_fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_TCP_SEEN).c_str());
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(seen_fd, 0);
+  constexpr uint32_t kFlows = 100000;
+  uint32_t fresh = 0;
+  const uint64_t now = static_cast<uint64_t>(health::monotonic_ns());
+  for (uint32_t i = 0; i < kFlows; ++i) {
+    flow_key k{};
+    k.saddr[0] = 10;
+    std::memcpy(&k.saddr[1], &i, 3);
+    k.daddr[0] = 10;
+    k.daddr[1] = 2;
+    k.sport = static_cast<uint16_t>(i);
+    k.dport = htons(443);
+    k.proto = IPPROTO_TCP;
+    k.family = 4;
+    flow_value v{};
+    v.last_seen_ns = now;
+    v.uplink_id = kUplink;
+    v.mark = kMark;
+    v.origin = FLOW_ORIGIN_RULE;
+    v.rule_id = 1;
+    ASSERT_EQ(bpf_map_update_elem(fd, &k, &v, BPF_ANY), 0);
+    if (i % 4 != 0) continue;  // a quarter are idle clients the remote has sent to
+    tcp_seen ts{};
+    ts.last_seen_ns = now;
+    ts.ifindex = if_nametoindex("r0");
+    ASSERT_EQ(bpf_map_update_elem(seen_fd, &k, &ts, BPF_ANY), 0);
+    ++fresh;
+  }
+  close(fd);
+  close(seen_fd);
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  const double first_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(hygiene_->scanning()) << "100,000 flows are more than one slice reads";
+  EXPECT_EQ(hygiene_->counters_json()["stale_resets"]["proactive"], 0U) << "counted when the scan ends";
+  int slices = 1;
+  double longest_ms = first_ms;
+  while (hygiene_->scanning() && slices < 100000) {
+    const auto s0 = std::chrono::steady_clock::now();
+    hygiene_->continue_scans(health::monotonic_ns(), FlowHygiene::kScanSliceNs);
+    longest_ms = std::max(
+        longest_ms, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - s0).count());
+    ++slices;
+  }
+  EXPECT_FALSE(hygiene_->scanning());
+  std::printf(
+      "[          ] %u flows, %u idle clients: the scan took %d slices of at most %.1f ms (budget %.0f ms); "
+      "the first, in on_disconnected(), %.1f ms\n",
+      kFlows, fresh, slices, longest_ms, static_cast<double>(FlowHygiene::kScanSliceNs) / 1e6, first_ms);
+  const auto j = hygiene_->counters_json();
+  EXPECT_EQ(j["stale_resets"]["proactive"], fresh) << j.dump();
+  EXPECT_EQ(j["proactive_failed"], 0U) << j.dump();
+}
+
 // Cost of the walks on a full-size table, and what the sweep expires.
 TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
   ASSERT_NO_FATAL_FAILURE(make_hygiene());
