@@ -16,6 +16,7 @@ packages=(
   # runtime and test tools
   iproute2 nftables conntrack iputils-ping iputils-arping iperf3
   wireguard-go wireguard-tools tcpdump procps python3
+  ppp pppoe  # tests/integration/test_pppoe.sh: pppd with its rp-pppoe plugin, and pppoe-server (run in VMs)
   curl prometheus chromium  # tests/integration/test_metrics.sh: a real scraper and a real browser
   # packaging tests (tests/packaging): the .deb built, installed into a fresh root, inspected
   dpkg-dev debhelper mmdebstrap file shellcheck

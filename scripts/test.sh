@@ -23,8 +23,8 @@ status=0
 ./scripts/fuzz.sh "${UPLINKD_FUZZ_SECONDS:-30}" || status=1
 
 # The BPF suite on Debian's 6.1 and the BPF and namespace suites on 6.12 (virtme-ng VMs under qemu;
-# vmtest/README.md), then the lab scenarios the host cannot run (kernel WireGuard, stale flows) on
-# 6.12, then the BPF suite on arm64. The namespace suite on 6.1 (about 15 minutes under TCG here)
+# vmtest/README.md), then the lab scenarios the host cannot run (kernel WireGuard, stale flows,
+# PPPoE) on 6.12, then the BPF suite on arm64. The namespace suite on 6.1 (about 15 minutes under TCG here)
 # is one command outside the test command: `vmtest/run --kernel 6.1 --suite all` (its last result
 # is in vmtest/README.md). UPLINKD_VMTEST=0 skips them all; UPLINKD_VM_RUNS chooses the x86_64 runs
 # as kernel:suite words (default "6.1:bpf 6.12:all"; UPLINKD_VM_KERNELS with UPLINKD_VM_SUITE, when

@@ -7,7 +7,7 @@
 # netns_tests, bpf/*.bpf.o, prog_info; for lab: uplinkd, uplinkctl), taken by vmtest/run so that a
 # rebuild on the host during the run changes nothing here. The lab suite runs integration scripts
 # of tests/integration against that uplinkd: by default LAB_DEFAULT_SCRIPTS below (the scenarios
-# this host cannot run: kernel WireGuard, nft flowtables), or the space-separated script names of
+# this host cannot run: kernel WireGuard, nft flowtables, PPPoE), or the space-separated script names of
 # the 3rd argument instead (e.g. "test_wireguard_kernel.sh test_policy"). Words of the form
 # NAME=value in it go into the scripts' environment instead (e.g. "STALE_RUNS=hygiene
 # test_stale_flows", or "LIBXDP_SKIP_DISPATCHER=1" alone: the default scripts with that setting). The guest sees the host's root read-only (9p), so those binaries run
@@ -42,9 +42,12 @@ if [[ -z ${VMTEST_CHROOTED:-} ]]; then
 
   # Modules the tests and the later WireGuard/flow-offload tests need. The kernel autoloads most
   # of them on first use; loading them up front makes a missing one visible here. veth and
-  # nf_tables are what the current suites need, the rest is reported only.
+  # nf_tables are what the current suites need, the rest is reported only. ppp_generic and pppoe
+  # must be loaded here: the lab's scripts run in a chroot of the host's root, whose modprobe
+  # does not find this kernel's modules (test_pppoe.sh skips without them).
   loaded=() missing=()
-  for m in veth tun sch_ingress cls_bpf nf_tables nft_ct nf_conntrack nf_flow_table nf_flow_table_inet wireguard; do
+  for m in veth tun sch_ingress cls_bpf nf_tables nft_ct nf_conntrack nf_flow_table nf_flow_table_inet wireguard \
+    ppp_generic pppoe; do
     if modprobe -q "$m" 2>/dev/null; then loaded+=("$m"); else missing+=("$m"); fi
   done
   echo "vmtest: modules loaded: ${loaded[*]:-none}${missing[*]:+; NOT available: ${missing[*]}}"
@@ -75,7 +78,7 @@ overall=0
 
 # The lab suite's default scripts, and the factor its time bounds are stretched by under TCG
 # (UL_TIME_SCALE, read by the scripts that support it; the others keep their host bounds).
-LAB_DEFAULT_SCRIPTS="test_wireguard_kernel.sh test_stale_flows.sh"
+LAB_DEFAULT_SCRIPTS="test_wireguard_kernel.sh test_stale_flows.sh test_pppoe.sh"
 LAB_TIME_SCALE=5
 LAB_SCRIPT_TIMEOUT=900 # seconds per script; SIGTERM lets the script's trap remove its namespaces
 

@@ -24,6 +24,7 @@
 
 #include "common/log.h"
 #include "config/uci.h"
+#include "daemon/device_readiness.h"
 #include "daemon/link_state.h"
 #include "datapath/mss_clamp.h"
 #include "lifecycle/teardown.h"
@@ -31,8 +32,10 @@
 namespace uplinkd {
 namespace {
 
-constexpr int64_t kDevicePollNs = 250 * 1000000LL;      // link state check; cheap ioctls
-constexpr int64_t kRetryNs = 2 * 1000000000LL;          // after a failed bring-up at runtime
+constexpr int64_t kDevicePollNs = 250 * 1000000LL;  // link state check; cheap ioctls
+// After a failed or waiting bring-up at runtime: the backstop; a link or address notification retries
+// sooner (retry_bring_up_soon).
+constexpr int64_t kRetryNs = 2 * 1000000000LL;
 constexpr int64_t kShutdownHookNs = 10 * 1000000000LL;  // hooks still queued at stop
 // Route copies, connected networks and LAN devices are re-read this often (netlink dumps).
 constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
@@ -302,7 +305,26 @@ void Daemon::drain_route_events(int64_t now) {
   }
   if (!events.changed()) return;
   next_policy_refresh_ = std::min(next_policy_refresh_, now + kRouteEventDelayNs);
-  if (events.links) next_device_poll_ = std::min(next_device_poll_, now + kRouteEventDelayNs);
+  // The main table's routes too: an Ethernet uplink without `option gateway` waits for the default
+  // route DHCP adds there.
+  const bool main_routes = std::binary_search(events.route_tables.begin(), events.route_tables.end(),
+                                              static_cast<uint32_t>(RT_TABLE_MAIN));
+  if (events.links || events.addresses || main_routes) retry_bring_up_soon(now);
+}
+
+// A device that appeared, came up or got an address (or a default route) may be what a waiting or
+// failed bring-up lacked (a PPPoE session's addresses arrive after its device): the next device poll, shortly
+// after the burst of notifications settles, tries again instead of waiting out kRetryNs, which stays the
+// backstop for failures no notification announces. A device flapping every second costs one attempt
+// per settled burst, never more than one every kRouteEventDelayNs.
+void Daemon::retry_bring_up_soon(int64_t now) {
+  bool waiting = false;
+  for (auto& [id, u] : uplinks_) {
+    if (u.device_up || u.admin_down) continue;
+    u.retry_at = 0;
+    waiting = true;
+  }
+  if (waiting) next_device_poll_ = std::min(next_device_poll_, now + kRouteEventDelayNs);
 }
 
 // The uplink tables and rules put back where the kernel dropped them (a device taken down and up
@@ -341,6 +363,7 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   const config::InterfaceConfig& cfg = *u.cfg;
   const LinkState link = read_link(cfg.device);
   const int family = cfg.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
+  if (wait_for_addresses(u, link, family, now)) return;
   std::optional<IpAddress> gateway = cfg.gateway;
   if (!gateway) gateway = netlink::find_default_gateway(ifindex, family);
   // At start a failure to attach or route is fatal (nothing half-done stays behind); later it is
@@ -348,7 +371,8 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   auto fail = [&](const std::string& why, bool fatal_at_start) {
     if (at_start && fatal_at_start) throw std::runtime_error(why);
     if (u.last_error != why)
-      log::error(why + "; retrying every " + std::to_string(kRetryNs / 1000000000) + " s");
+      log::error(why + "; retrying when its device or addresses change, at the latest every " +
+                 std::to_string(kRetryNs / 1000000000) + " s");
     u.last_error = why;
     u.retry_at = now + kRetryNs;
   };
@@ -362,10 +386,17 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   }
   const uint32_t mark = config::mark_for_id(cfg.id, config_.globals.mmx_mask);
   std::string error;
-  if (routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask,
-                      kRulePrefBase + cfg.id, &error) != 0) {
-    return fail("interface " + cfg.name + ": " + error, true);
+  const int installed = routes_.install(cfg.id, ifindex, family, gateway, mark, config_.globals.mmx_mask,
+                                        kRulePrefBase + cfg.id, &error);
+  if (installed == -ENETUNREACH && gateway && waits_for_addresses(link)) {
+    // pppd sets the local address a moment before the peer's: the route via the peer is refused until
+    // then, and goes in on the notification of the peer's address.
+    const bool has_peer = read_device_addresses(cfg.device, family).peer;
+    return wait_for_device(
+        u, "cannot reach its gateway " + gateway->str() + " yet" + (has_peer ? "" : " (no peer address)"),
+        now);
   }
+  if (installed != 0) return fail("interface " + cfg.name + ": " + error, true);
   if (u.attached && u.ifindex != ifindex) release_device(u);
   if (!u.attached) {
     try {
@@ -405,6 +436,25 @@ void Daemon::bring_up(Uplink& u, int ifindex, int64_t now, bool at_start) {
   pmtu_uplink_up(u, now);
   state_dirty_ = true;
   write_record(u);
+}
+
+// True while the device lacks the addresses its routes need (device_readiness.h).
+bool Daemon::wait_for_addresses(Uplink& u, const LinkState& link, int family, int64_t now) {
+  if (!waits_for_addresses(link)) return false;
+  const std::string missing = missing_addresses(link, family, read_device_addresses(u.cfg->device, family));
+  if (missing.empty()) return false;
+  wait_for_device(u, missing, now);
+  return true;
+}
+
+// The uplink waits for its device (`missing` ends "device ..."), logged once per wait: the address
+// notification that ends the wait triggers the next attempt (retry_bring_up_soon); kRetryNs is only
+// the backstop should that notification be missed.
+void Daemon::wait_for_device(Uplink& u, const std::string& missing, int64_t now) {
+  const std::string why = "interface " + u.cfg->name + " (" + u.cfg->device + "): device " + missing;
+  if (u.last_error != why) log::info(why + "; its routes go in when the kernel announces its addresses");
+  u.last_error = why;
+  u.retry_at = now + kRetryNs;
 }
 
 void Daemon::bring_down(Uplink& u, int64_t now, bool vanished, const std::string& why) {

@@ -16,6 +16,7 @@
 #include "control/control_server.h"
 #include "daemon/flow_hygiene.h"
 #include "daemon/hook_runner.h"
+#include "daemon/link_state.h"
 #include "daemon/loop_stats.h"
 #include "daemon/policy_runtime.h"
 #include "datapath/datapath.h"
@@ -174,6 +175,9 @@ class Daemon {
   [[nodiscard]] int route_events_fd() const { return route_events_ ? route_events_->fd() : -1; }
   void open_route_events();
   void drain_route_events(int64_t now);
+  void retry_bring_up_soon(int64_t now);
+  bool wait_for_addresses(Uplink& u, const LinkState& link, int family, int64_t now);
+  void wait_for_device(Uplink& u, const std::string& missing, int64_t now);
   void refresh_routing(int64_t now);
   int64_t started_ns_ = 0;
   int64_t next_device_poll_ = 0;

@@ -1,4 +1,5 @@
-// A device's state as the daemon polls it: present (ifindex), up and running, Ethernet or not.
+// A device's state as the daemon polls it: present (ifindex), up and running, Ethernet or not,
+// point-to-point or not.
 #pragma once
 
 #include <net/if.h>
@@ -16,6 +17,7 @@ struct LinkState {
   int ifindex = 0;
   bool up = false;
   bool ethernet = true;
+  bool point_to_point = false;  // IFF_POINTOPOINT: PPP, tun, raw-IP modems
 };
 
 inline LinkState read_link(const std::string& device) {
@@ -28,6 +30,7 @@ inline LinkState read_link(const std::string& device) {
   std::strncpy(ifr.ifr_name, device.c_str(), IFNAMSIZ - 1);
   if (ioctl(fd, SIOCGIFFLAGS, &ifr) == 0) {
     s.up = (ifr.ifr_flags & IFF_UP) && (ifr.ifr_flags & IFF_RUNNING);
+    s.point_to_point = (ifr.ifr_flags & IFF_POINTOPOINT) != 0;
   }
   if (ioctl(fd, SIOCGIFHWADDR, &ifr) == 0) s.ethernet = ifr.ifr_hwaddr.sa_family == ARPHRD_ETHER;
   close(fd);
