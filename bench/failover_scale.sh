@@ -99,7 +99,9 @@ def pct(counts, bounds, q):
     return float("inf")
 d = diff(hb, ha)
 print(f"RESULT flows={flows} conntrack={ct} loop_turns={turns} loop_turns_over_10ms={over} "
-      f"loop_busy_p99_le_ms={pct(d, bounds, 0.99)} loop_busy_max_ms_since_start={la['busy_max_ms']:.2f}")
+      f"loop_busy_p99_le_ms={pct(d, bounds, 0.99)} loop_busy_max_ms_since_start={la['busy_max_ms']:.2f} "
+      f"loop_cpu_turns_over_10ms={la['cpu_turns_over_10ms'] - lb['cpu_turns_over_10ms']} "
+      f"loop_cpu_max_ms_since_start={la['cpu_max_ms']:.2f}")
 parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(la["part_max_ms"].items(), key=lambda kv: -kv[1]))
 print(f"RESULT longest part of a turn since start, ms: {parts}")
 for name in ("wan1", "wan2"):

@@ -613,6 +613,7 @@ int Daemon::run() {
     timerfd_settime(timer_fd_, TFD_TIMER_ABSTIME, &its, nullptr);
     int n = epoll_wait(epoll_fd_, events, 16, epoll_timeout_ms);
     const int64_t turn_start = health::monotonic_ns();
+    const int64_t turn_cpu_start = thread_cpu_ns();
     if (n < 0 && errno != EINTR) {
       log::error(std::string("epoll_wait: ") + strerror(errno));
       return 1;
@@ -652,7 +653,7 @@ int Daemon::run() {
     if (state_dirty_ || now >= next_state_sync_) sync_state_files(now);
     notify_.watchdog(now);
     part.mark("hooks_state");
-    loop_stats_.add_turn(health::monotonic_ns() - turn_start);
+    loop_stats_.add_turn(health::monotonic_ns() - turn_start, thread_cpu_ns() - turn_cpu_start);
   }
   if (exit_action_ == ExitAction::Restart) {
     log::notice("restarting in place: the datapath keeps forwarding while the binary is executed again");

@@ -1,7 +1,10 @@
 // How long each turn of the daemon's loop keeps it from its probes: the time from epoll_wait's return
-// to the next epoll_wait. Probes are sent from the loop, so a long turn makes them late; this says
-// whether one ever was (status --json "daemon"."loop"; bench/failover_scale.sh reads it).
+// to the next epoll_wait, in wall time and in the thread's CPU time. Probes are sent from the loop, so a long
+// turn makes them late; this says whether one ever was (status --json "daemon"."loop";
+// bench/failover_scale.sh reads it).
 #pragma once
+
+#include <time.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -17,10 +20,15 @@ inline constexpr double kLoopBusyBucketsMs[] = {0.1, 0.5, 1, 2, 5, 10, 20, 50, 1
 
 class LoopStats {
  public:
-  void add_turn(int64_t busy_ns) {
+  // `busy_ns` of wall time, `cpu_ns` of it on the CPU: on a loaded machine the difference is time the
+  // scheduler gave to other processes, which no change in the daemon shortens.
+  void add_turn(int64_t busy_ns, int64_t cpu_ns) {
     const double ms = static_cast<double>(busy_ns) / 1e6;
     busy_.add(ms);
     if (ms > 10) ++over_10ms_;
+    const double cpu_ms = static_cast<double>(cpu_ns) / 1e6;
+    cpu_max_ms_ = std::max(cpu_max_ms_, cpu_ms);
+    if (cpu_ms > 10) ++cpu_over_10ms_;
   }
 
   // The longest time each part of a turn took (control requests, probes, the stale-flow scan...),
@@ -30,11 +38,14 @@ class LoopStats {
     longest = std::max(longest, static_cast<double>(ns) / 1e6);
   }
 
-  // {"turns", "busy_max_ms", "turns_over_10ms", "busy_ms": histogram, "part_max_ms": {part: ms}}
+  // {"turns", "busy_max_ms", "turns_over_10ms", "cpu_max_ms", "cpu_turns_over_10ms",
+  //  "busy_ms": histogram, "part_max_ms": {part: ms}}
   [[nodiscard]] nlohmann::json json() const {
     return {{"turns", busy_.count()},
             {"busy_max_ms", busy_.max_ms()},
             {"turns_over_10ms", over_10ms_},
+            {"cpu_max_ms", cpu_max_ms_},
+            {"cpu_turns_over_10ms", cpu_over_10ms_},
             {"busy_ms", busy_.json()},
             {"part_max_ms", part_max_ms_}};
   }
@@ -42,6 +53,8 @@ class LoopStats {
  private:
   observability::Histogram busy_{kLoopBusyBucketsMs};
   uint64_t over_10ms_ = 0;
+  double cpu_max_ms_ = 0;
+  uint64_t cpu_over_10ms_ = 0;
   std::map<std::string, double> part_max_ms_;
 };
 
@@ -61,5 +74,16 @@ class LoopPartTimer {
   int64_t (*clock_)();
   int64_t start_;
 };
+
+}  // namespace uplinkd
+
+namespace uplinkd {
+
+// The calling thread's CPU time, ns.
+inline int64_t thread_cpu_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000LL + ts.tv_nsec;
+}
 
 }  // namespace uplinkd

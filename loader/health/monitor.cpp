@@ -171,15 +171,19 @@ int64_t UplinkMonitor::next_wakeup() const {
 void UplinkMonitor::begin_cycle(int64_t now) {
   const size_t targets = cfg_.track_ip.size();
   const size_t probes = targets * static_cast<size_t>(cfg_.count);
+  // Planned from when the cycle was due, so a loop that was held up shows in the probes' lateness
+  // and the cadence does not drift. A start missed by a whole interval (a stopped process, say)
+  // starts afresh from now instead of sending a burst.
+  const int64_t due = now - next_cycle_at_ < seconds_to_ns(cfg_.interval_s) ? next_cycle_at_ : now;
   cycle_ = Cycle{};
   cycle_.number = ++cycles_started_;
-  cycle_.start = now;
+  cycle_.start = due;
   cycle_.samples.assign(targets, TargetSample{});
   cycle_.unresolved.assign(targets, cfg_.count);
   cycle_.verdicts.assign(targets, std::nullopt);
   const double spread_s = std::min(cfg_.interval_s, cfg_.timeout_s) / 4.0;
   const int64_t gap = probes > 0 ? seconds_to_ns(spread_s) / static_cast<int64_t>(probes) : 0;
-  int64_t at = now;
+  int64_t at = due;
   // mwan3 probes its targets in list order, `count` probes each.
   for (size_t t = 0; t < targets; ++t) {
     for (int c = 0; c < cfg_.count; ++c) {
