@@ -17,7 +17,7 @@ ul_init track_methods_http daemon
 command -v openssl >/dev/null 2>&1 || skip "needs 'openssl' (the HTTPS server's self-signed certificate)"
 
 P=$UL_PREFIX
-SERVERS=$(dirname "${BASH_SOURCE[0]}")/track_servers.py
+SERVERS=$(dirname "${BASH_SOURCE[0]}")/tools/track_servers.py
 ul_lab_up
 make_hook
 

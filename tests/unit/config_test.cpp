@@ -284,18 +284,24 @@ TEST(Values, ExtensionsAndTrackMethods) {
 }
 
 TEST(Values, HttpingAndNpingMethods) {
-  Config c = parse(
-      "config interface 'a'\n option track_method 'httping'\n option httping_ssl '1'\n"
-      " option check_quality '1'\n list track_ip '192.0.2.1'\n"
-      "config interface 'b'\n option track_method 'nping-udp'\n list track_ip '192.0.2.1'\n"
-      "config interface 'c'\n option track_method 'nping-udp'\n option track_port '7'\n"
-      "config interface 'd'\n option track_method 'nping-icmp'\n option family 'ipv6'\n"
-      "config interface 'e'\n option track_method 'nping-arp'\n"
-      "config interface 'f'\n option track_method 'httping'\n",
-      "mwan3");
+#ifdef UPLINKD_HAVE_TLS
+  const bool tls = true;  // a build without TLS refuses httping_ssl '1' (Errors.MalformedInputs)
+#else
+  const bool tls = false;
+#endif
+  Config c = parse("config interface 'a'\n option track_method 'httping'\n option httping_ssl '" +
+                       std::string(tls ? "1" : "0") +
+                       "'\n"
+                       " option check_quality '1'\n list track_ip '192.0.2.1'\n"
+                       "config interface 'b'\n option track_method 'nping-udp'\n list track_ip '192.0.2.1'\n"
+                       "config interface 'c'\n option track_method 'nping-udp'\n option track_port '7'\n"
+                       "config interface 'd'\n option track_method 'nping-icmp'\n option family 'ipv6'\n"
+                       "config interface 'e'\n option track_method 'nping-arp'\n"
+                       "config interface 'f'\n option track_method 'httping'\n",
+                   "mwan3");
   ASSERT_EQ(c.interfaces.size(), 6U);
   EXPECT_EQ(c.interfaces[0].track_method, TrackMethod::Httping);
-  EXPECT_TRUE(c.interfaces[0].httping_ssl);
+  EXPECT_EQ(c.interfaces[0].httping_ssl, tls);
   EXPECT_TRUE(c.interfaces[0].check_quality);
   EXPECT_EQ(c.interfaces[1].track_method, TrackMethod::NpingUdp);
   EXPECT_EQ(c.interfaces[1].track_port, 40125);  // nping's default UDP port: mwan3 passes no -p
