@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <sys/utsname.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdint>
@@ -75,10 +76,10 @@ Bytes icmp_echo_frame(uint8_t type, uint16_t seq) {
   return ipv4_frame(IPPROTO_ICMP, icmp);
 }
 
-Bytes udp_frame() {
+Bytes udp_frame(uint16_t dest_port = 5000, uint16_t source_port = 40000) {
   Bytes udp;
-  put16(udp, 40000);
-  put16(udp, 5000);
+  put16(udp, source_port);
+  put16(udp, dest_port);
   put16(udp, 8 + 64);
   put16(udp, 0);
   udp.resize(8 + 64, 0x11);
@@ -119,6 +120,7 @@ class Bench {
         bpf_map__fd(skel_->maps.probe_events), [](void*, void*, size_t) { return 0; }, nullptr, nullptr);
   }
   ~Bench() {
+    if (empty_fd_ >= 0) close(empty_fd_);
     if (ring_ != nullptr) {
       ring_buffer__free(ring_);
     }
@@ -128,14 +130,28 @@ class Bench {
   }
   bool ok() const { return skel_ != nullptr && ring_ != nullptr; }
 
+  // The floor every figure stands on: an XDP program of two instructions that passes everything,
+  // timed the same way (the run loop's own cost). -1 if it cannot be loaded.
+  int empty_program() {
+    if (empty_fd_ < 0) {
+      const bpf_insn pass[] = {
+          {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS},
+          {.code = BPF_JMP | BPF_EXIT},
+      };
+      empty_fd_ = bpf_prog_load(BPF_PROG_TYPE_XDP, "empty_pass", "GPL", pass, 2, nullptr);
+    }
+    return empty_fd_;
+  }
+
   // Kernel-reported mean ns per repetition, or -1 on error; *verdict gets the XDP action.
-  double run(const Bytes& packet, uint32_t repeat, uint32_t* verdict) {
+  double run(const Bytes& packet, uint32_t repeat, uint32_t* verdict, int prog_fd = -1) {
     bpf_test_run_opts opts{};
     opts.sz = sizeof opts;
     opts.data_in = packet.data();
     opts.data_size_in = static_cast<uint32_t>(packet.size());
     opts.repeat = repeat;
-    if (bpf_prog_test_run_opts(bpf_program__fd(skel_->progs.uplink_ingress), &opts) != 0) {
+    if (prog_fd < 0) prog_fd = bpf_program__fd(skel_->progs.uplink_ingress);
+    if (bpf_prog_test_run_opts(prog_fd, &opts) != 0) {
       return -1;
     }
     *verdict = opts.retval;
@@ -143,11 +159,11 @@ class Bench {
   }
 
   // Median over kBatchRuns calls of repeat kRepeat.
-  double batched(const Bytes& packet, uint32_t expect_verdict) {
+  double batched(const Bytes& packet, uint32_t expect_verdict, int prog_fd = -1) {
     std::vector<double> samples;
     for (int i = 0; i < kBatchRuns; i++) {
       uint32_t verdict = 0;
-      const double ns = run(packet, kRepeat, &verdict);
+      const double ns = run(packet, kRepeat, &verdict, prog_fd);
       if (ns < 0 || verdict != expect_verdict) {
         return -1;
       }
@@ -211,6 +227,7 @@ class Bench {
 
  private:
   uplink_ingress* skel_ = nullptr;
+  int empty_fd_ = -1;
   ring_buffer* ring_ = nullptr;
 };
 
@@ -247,7 +264,11 @@ int main(int argc, char** argv) {
   const Bytes unmatched = icmp_echo_frame(0, 1);  // no probe with seq 1
   const Bytes matched = icmp_echo_frame(0, 2);
 
+  report("empty XDP program, udp (the floor)", bench.batched(udp, XDP_PASS, bench.empty_program()), batch);
   report("udp (non-ICMP)", bench.batched(udp, XDP_PASS), batch);
+  // nping-udp's replies come to a small port range: only such datagrams are looked up.
+  report("udp to an nping-udp probe port, no such probe",
+         bench.batched(udp_frame(UPLINKD_UDP_PROBE_PORT_MIN, 40125), XDP_PASS), batch);
   report("icmp echo reply, unmatched", bench.batched(unmatched, XDP_PASS), batch);
 
   // Rate 1/us with a huge burst: every packet is admitted through the atomic add.

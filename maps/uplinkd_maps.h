@@ -73,7 +73,16 @@ enum probe_kind {
 	PROBE_KIND_DNS = 4, /* DNS over UDP: ident = our port, seq = query id; reply from port 53 */
 	PROBE_KIND_ARP =
 	    5, /* ARP request for the gateway: ident = seq = 0; reply's sender IP = target */
+	PROBE_KIND_UDP =
+	    6, /* nping-udp: ident = our port (UPLINKD_UDP_PROBE_PORT_*), seq = target port, nonce =
+		* the first 8 payload bytes; answered by an echo of them or an ICMP port unreachable
+		* quoting them */
 };
+
+/* Local ports of the nping-udp probes: a small fixed range above Linux's default ephemeral range
+ * (32768-60999), so XDP can pass every other UDP packet on one range compare before any lookup. */
+#define UPLINKD_UDP_PROBE_PORT_MIN 61000
+#define UPLINKD_UDP_PROBE_PORT_COUNT 256
 
 /* uplinks[id]: what the datapath knows of uplink `id` (array map). */
 struct uplink_record {

@@ -13,6 +13,7 @@ packages=(
   libclang-rt-dev  # libFuzzer and sanitizer runtimes of the default clang (libclang-rt-14-dev on bookworm)
   libmicrohttpd-dev  # the metrics listener (/metrics and the status page)
   libsystemd-dev  # sd_notify: Type=notify readiness and the watchdog (optional at build time)
+  libssl-dev openssl  # httping_ssl (HTTPS probes); openssl makes the tests' self-signed certificates
   # runtime and test tools
   iproute2 nftables conntrack iputils-ping iputils-arping iperf3
   wireguard-go wireguard-tools tcpdump procps python3

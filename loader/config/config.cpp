@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <utility>
@@ -51,9 +52,10 @@ std::string join(const std::vector<std::string>& items, std::string_view sep) {
 constexpr size_t kMaxNameLength = 15;
 
 constexpr const char* kBooleanAccepted = "0/1, no/yes, off/on, false/true";
-const std::vector<std::string> kTrackMethods = {"ping", "arping", "nping-tcp", "nslookup"};
-// mwan3 knows these; uplinkd has no prober for them yet, so it says so instead of calling them unknown.
-const std::vector<std::string> kUnsupportedTrackMethods = {"httping", "nping-udp", "nping-icmp", "nping-arp"};
+const std::vector<std::string> kTrackMethods = {"ping",      "arping",     "httping",   "nping-tcp",
+                                                "nping-udp", "nping-icmp", "nping-arp", "nslookup"};
+// nping's default UDP destination port (nping.h DEFAULT_UDP_TARGET_PORT); mwan3 passes no -p.
+constexpr int kNpingUdpDefaultPort = 40125;
 const std::vector<std::string> kLastResorts = {"unreachable", "blackhole", "default"};
 const std::vector<std::string> kBuiltinPolicies = {"default", "unreachable", "blackhole"};
 const std::vector<std::string> kLogLevels = {"emerg",   "alert",  "crit", "error",
@@ -469,23 +471,28 @@ Globals read_globals(const uci::Section& s, const std::string& file) {
 }
 
 TrackMethod read_track_method(SectionReader& r) {
+  static const std::map<std::string, TrackMethod> kByName = {
+      {"ping", TrackMethod::Ping},          {"arping", TrackMethod::Arping},
+      {"httping", TrackMethod::Httping},    {"nping-tcp", TrackMethod::NpingTcp},
+      {"nping-udp", TrackMethod::NpingUdp}, {"nping-icmp", TrackMethod::NpingIcmp},
+      {"nping-arp", TrackMethod::NpingArp}, {"nslookup", TrackMethod::Nslookup}};
   const uci::Value* v = r.single("track_method");
-  if (v == nullptr || v->text == "ping") {
-    return TrackMethod::Ping;
-  }
-  if (v->text == "arping") {
-    return TrackMethod::Arping;
-  }
-  if (v->text == "nping-tcp") {
-    return TrackMethod::NpingTcp;
-  }
-  if (v->text == "nslookup") {
-    return TrackMethod::Nslookup;
-  }
-  if (contains(kUnsupportedTrackMethods, v->text)) {
-    r.fail_value(*v, "track_method", "is not supported yet by uplinkd", join(kTrackMethods, ", "));
-  }
+  if (v == nullptr) return TrackMethod::Ping;
+  if (auto it = kByName.find(v->text); it != kByName.end()) return it->second;
   r.fail_value(*v, "track_method", "is not a track method", join(kTrackMethods, ", "));
+}
+
+// httping_ssl needs OpenSSL in the build (CMake option UPLINKD_TLS); without it the option is refused
+// rather than silently probing plain HTTP.
+void read_httping_ssl(SectionReader& r, InterfaceConfig& c) {
+  c.httping_ssl = r.boolean("httping_ssl", false);
+#ifndef UPLINKD_HAVE_TLS
+  if (c.httping_ssl && c.track_method == TrackMethod::Httping) {
+    r.fail(r.line_of("httping_ssl"), "httping_ssl",
+           "'1' needs HTTPS, but this uplinkd was built without TLS (UPLINKD_TLS=OFF) in " + r.where() +
+               "; accepted: 0, or an uplinkd built with UPLINKD_TLS=ON");
+  }
+#endif
 }
 
 InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::string& file) {
@@ -505,11 +512,14 @@ InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::st
     c.track_ip.push_back(r.checked_address(v, "track_ip", c.family));
   }
   c.track_method = read_track_method(r);
-  if (c.track_method == TrackMethod::Arping && c.family == Family::Ipv6) {
+  if ((c.track_method == TrackMethod::Arping || c.track_method == TrackMethod::NpingArp) &&
+      c.family == Family::Ipv6) {
     r.fail(r.line_of("track_method"), "track_method",
-           "'arping' tracks IPv4 only but " + r.where() +
-               " has family ipv6; accepted: ping, nping-tcp, nslookup");
+           std::string("'") + (c.track_method == TrackMethod::Arping ? "arping" : "nping-arp") +
+               "' tracks IPv4 only but " + r.where() +
+               " has family ipv6; accepted: ping, httping, nping-tcp, nping-udp, nping-icmp, nslookup");
   }
+  read_httping_ssl(r, c);
 
   c.reliability = static_cast<int>(r.integer("reliability", 1, 1, kIntMax));
   if (!c.track_ip.empty() && c.reliability > static_cast<int>(c.track_ip.size())) {
@@ -530,11 +540,12 @@ InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::st
   c.size = static_cast<int>(r.integer("size", 56, 0, 65507));
   c.max_ttl = static_cast<int>(r.integer("max_ttl", 60, 1, 255));
   c.check_quality = r.boolean("check_quality", false);
-  if (c.check_quality && c.track_method != TrackMethod::Ping) {
-    // mwan3 reads loss and latency from ping's output only; with another method every target is
-    // "skipped" and the uplink can never come online.
+  if (c.check_quality && c.track_method != TrackMethod::Ping && c.track_method != TrackMethod::Httping) {
+    // mwan3 reads loss and latency from ping's and httping's output only; with another method every
+    // target is "skipped" and the uplink can never come online.
     r.fail(r.line_of("check_quality"), "check_quality",
-           "needs track_method ping in " + r.where() + "; accepted: 0, or track_method ping");
+           "needs track_method ping or httping in " + r.where() +
+               "; accepted: 0, or track_method ping or httping");
   }
   c.failure_latency_ms = static_cast<int>(r.integer("failure_latency", 1000, 0, kIntMax));
   c.failure_loss_pct = static_cast<int>(r.integer("failure_loss", 40, 0, 100));
@@ -559,7 +570,8 @@ InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::st
     c.device = *dev;
   }
   c.gateway = r.address("gateway", c.family);
-  c.track_port = static_cast<uint16_t>(r.integer("track_port", 80, 1, 65535));
+  const int default_port = c.track_method == TrackMethod::NpingUdp ? kNpingUdpDefaultPort : 80;
+  c.track_port = static_cast<uint16_t>(r.integer("track_port", default_port, 1, 65535));
   if (auto name = r.text("dns_query_name")) {
     if (name->empty()) {
       r.fail(r.line_of("dns_query_name"), "dns_query_name",
@@ -1057,6 +1069,10 @@ uint32_t flow_table_entries(const Globals& g, uint64_t mem_total_bytes) {
   uint32_t entries = 4096;
   while (entries < 262144 && static_cast<uint64_t>(entries) * 2 <= want) entries *= 2;
   return entries;
+}
+
+bool needs_every_reply(TrackMethod m) {
+  return m == TrackMethod::NpingUdp || m == TrackMethod::NpingIcmp || m == TrackMethod::NpingArp;
 }
 
 }  // namespace uplinkd::config

@@ -26,11 +26,19 @@ enum class Family { Ipv4, Ipv6 };
 
 // mwan3's track_method names map onto uplinkd's probe methods.
 enum class TrackMethod {
-  Ping,      // "ping": ICMP or ICMPv6 echo (by family)
-  Arping,    // "arping": ARP request to the gateway (IPv4 only)
-  NpingTcp,  // "nping-tcp": TCP SYN to target:track_port
-  Nslookup,  // "nslookup": DNS query to the target as resolver
+  Ping,       // "ping": ICMP or ICMPv6 echo (by family)
+  Arping,     // "arping": ARP request to the gateway (IPv4 only)
+  NpingTcp,   // "nping-tcp": TCP SYN to target:track_port
+  Nslookup,   // "nslookup": DNS query to the target as resolver
+  Httping,    // "httping": HTTP HEAD / to the target (HTTPS with httping_ssl), in-process
+  NpingUdp,   // "nping-udp": UDP datagram to target:track_port (nping's 40125); echo or port unreachable
+  NpingIcmp,  // "nping-icmp": ICMP or ICMPv6 echo, with nping's rule (every probe answered)
+  NpingArp,   // "nping-arp": ARP request to the target (IPv4 only), with nping's rule
 };
+
+// mwan3 counts an nping target up only when nping reports "Lost: 0", i.e. every one of the
+// `count` probes was answered; ping, arping, httping and nslookup need one answer.
+bool needs_every_reply(TrackMethod m);
 
 enum class InitialState { Online, Offline };
 
@@ -99,7 +107,8 @@ struct InterfaceConfig {
   // Extensions (plain Linux, or overriding /etc/config/network).
   std::string device;                // resolved: from `option device` or the network file
   std::optional<IpAddress> gateway;  // resolved: from `option gateway` or the network file; else learnt
-  uint16_t track_port = 80;          // nping-tcp target port
+  uint16_t track_port = 80;          // nping-tcp target port (nping-udp: 40125, nping's default)
+  bool httping_ssl = false;          // mwan3's option: httping over HTTPS (port 443)
   std::string dns_query_name = "openwrt.org";  // nslookup: the name asked for
   uint32_t icmp_limit_rate = 0;                // ICMP limiter packets/second; 0 = off (opt-in)
   uint32_t icmp_limit_burst = 5;               // ICMP limiter burst, in packets

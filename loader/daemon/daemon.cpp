@@ -279,6 +279,17 @@ void Daemon::setup_signals() {
     ev.data.fd = fd;
     epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
   }
+  for (auto& [id, u] : uplinks_) watch_monitor(*u.monitor);
+}
+
+// httping's exchanges wake the loop through the monitor's own epoll descriptor; it leaves the set
+// by itself when the monitor (and so the descriptor) goes. Before setup_signals there is no set yet.
+void Daemon::watch_monitor(const health::UplinkMonitor& monitor) {
+  if (epoll_fd_ < 0 || monitor.event_fd() < 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = monitor.event_fd();
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, monitor.event_fd(), &ev);
 }
 
 // The uplink tables copy the main table's routes and the classifier's connected networks follow
@@ -848,7 +859,8 @@ bool same_tracking(const config::InterfaceConfig& a, const config::InterfaceConf
          a.failure_latency_ms == b.failure_latency_ms && a.failure_loss_pct == b.failure_loss_pct &&
          a.recovery_latency_ms == b.recovery_latency_ms && a.recovery_loss_pct == b.recovery_loss_pct &&
          a.initial_state == b.initial_state && a.device == b.device && a.gateway == b.gateway &&
-         a.track_port == b.track_port && a.dns_query_name == b.dns_query_name;
+         a.track_port == b.track_port && a.dns_query_name == b.dns_query_name &&
+         a.httping_ssl == b.httping_ssl;
 }
 
 const config::InterfaceConfig* enabled_interface(const config::Config& cfg, uint32_t id) {
@@ -891,6 +903,7 @@ Daemon::Uplink Daemon::make_uplink(const config::InterfaceConfig& cfg) {
   u.monitor = std::make_unique<health::UplinkMonitor>(
       cfg, mark, *datapath_,
       [this](health::UplinkMonitor& m, health::Action a, bool first) { on_action(m, a, first); });
+  watch_monitor(*u.monitor);
   // By value: a reload keeps this monitor only while its targets stay the same, and replaces config_.
   u.monitor->set_cycle_observer([this, id = cfg.id, targets = cfg.track_ip](
                                     const observability::CyclePoint& p) { record_cycle(id, targets, p); });

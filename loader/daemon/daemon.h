@@ -102,6 +102,7 @@ class Daemon {
   };
 
   void setup_signals();
+  void watch_monitor(const health::UplinkMonitor& monitor);
   void start_all();
   void adopt_previous_record(Uplink& u);
   void retire_unconfigured_records();

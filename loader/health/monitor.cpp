@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "common/log.h"
 #include "datapath/datapath.h"
 
 namespace uplinkd::health {
@@ -44,7 +45,13 @@ TrackerParams params_from(const config::InterfaceConfig& c) {
   p.recovery_latency_ms = c.recovery_latency_ms;
   p.recovery_loss_pct = c.recovery_loss_pct;
   p.initial_online = c.initial_state == config::InitialState::Online;
+  p.every_reply_needed = config::needs_every_reply(c.track_method);
   return p;
+}
+
+// nping-udp's local port: drawn from the fixed range the XDP program checks first.
+uint16_t udp_probe_port() {
+  return static_cast<uint16_t>(UPLINKD_UDP_PROBE_PORT_MIN + random_u64() % UPLINKD_UDP_PROBE_PORT_COUNT);
 }
 
 // How the status page shades a tracker state (a disabled tracker decides no cycle, so never seen).
@@ -83,6 +90,8 @@ UplinkMonitor::UplinkMonitor(const config::InterfaceConfig& cfg, uint32_t mark, 
       windows_(cfg.track_ip.size()) {
   echo_ident_ = static_cast<uint16_t>(random_u64());
   seq_ = static_cast<uint16_t>(random_u64());
+  if (cfg.track_method == config::TrackMethod::Httping)
+    http_ = std::make_unique<HttpProber>(cfg.device, mark, cfg.max_ttl, cfg.httping_ssl);
 }
 
 UplinkMonitor::~UplinkMonitor() { forget_pending(); }
@@ -120,10 +129,16 @@ void UplinkMonitor::stop(int64_t /*now*/) {
 
 void UplinkMonitor::forget_pending() {
   for (const auto& [_, p] : pending_) {
-    dp_.remove_probe(p.key);
-    if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+    if (p.http_id == 0) dp_.remove_probe(p.key);
+    release(p);
   }
   pending_.clear();
+}
+
+// What a probe holds besides its map entry: a UDP port (nslookup, nping-udp) or an HTTP exchange.
+void UplinkMonitor::release(const Pending& p) {
+  if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+  if (p.http_id != 0 && http_) http_->cancel(p.http_id);
 }
 
 void UplinkMonitor::apply(const Step& step, bool first) {
@@ -137,15 +152,27 @@ void UplinkMonitor::apply(const Step& step, bool first) {
 uint8_t UplinkMonitor::probe_kind() const {
   switch (cfg_.track_method) {
     case config::TrackMethod::Arping:
+    case config::TrackMethod::NpingArp:
       return PROBE_KIND_ARP;
     case config::TrackMethod::NpingTcp:
       return PROBE_KIND_TCP;
     case config::TrackMethod::Nslookup:
       return PROBE_KIND_DNS;
+    case config::TrackMethod::NpingUdp:
+      return PROBE_KIND_UDP;
+    case config::TrackMethod::Httping:
+      return 0;  // not matched at XDP (http_probe.h says why)
     case config::TrackMethod::Ping:
+    case config::TrackMethod::NpingIcmp:
       break;
   }
   return cfg_.family == config::Family::Ipv6 ? PROBE_KIND_ICMPV6 : PROBE_KIND_ICMP;
+}
+
+// nping --icmp sends echoes without payload; ours carry the 8-byte nonce and no more. `size` is
+// ping's option (mwan3 does not pass it to nping).
+int UplinkMonitor::echo_payload_size() const {
+  return cfg_.track_method == config::TrackMethod::NpingIcmp ? static_cast<int>(sizeof(uint64_t)) : cfg_.size;
 }
 
 std::string UplinkMonitor::key_bytes(const probe_key& key) const {
@@ -154,6 +181,7 @@ std::string UplinkMonitor::key_bytes(const probe_key& key) const {
 
 void UplinkMonitor::run(int64_t now) {
   if (!running_) return;
+  finish_http(now);  // before expiring: an exchange that completed by now is not a loss
   expire(now);
   if (cycle_.decided && now >= next_cycle_at_) begin_cycle(now);
   send_due(now);
@@ -202,7 +230,47 @@ void UplinkMonitor::send_due(int64_t now) {
   }
 }
 
+// httping: an exchange in the HttpProber stands for the probe; its Pending carries a key of kind
+// 0 (never in the BPF map) made unique by the exchange id.
+void UplinkMonitor::send_http(size_t target, int64_t now) {
+  const IpAddress& ip = cfg_.track_ip[target];
+  probe_key key{};
+  std::memcpy(key.addr, ip.bytes.data(), ip.is_v4() ? 4 : 16);
+  key.uplink_id = static_cast<uint16_t>(datapath_id_);
+  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0, now};
+  ++sent_;
+  ++windows_[target].sent;
+  ++cycle_.samples[target].sent;
+  const int64_t id = http_->start(ip, now);
+  if (id < 0) {
+    resolve(p, std::nullopt, now);  // cannot leave (no route, device gone): lost, as for the others
+    return;
+  }
+  p.http_id = static_cast<uint64_t>(id);
+  p.key.ident = static_cast<uint16_t>(p.http_id);
+  p.key.seq = static_cast<uint16_t>(p.http_id >> 16);
+  pending_[key_bytes(p.key)] = p;
+}
+
+void UplinkMonitor::finish_http(int64_t now) {
+  if (!http_ || http_->in_flight() == 0) return;
+  for (const HttpResult& r : http_->poll(now)) {
+    for (auto it = pending_.begin(); it != pending_.end(); ++it) {
+      if (it->second.http_id != r.id) continue;
+      Pending p = it->second;
+      pending_.erase(it);
+      if (!r.rtt_ms) log::debug(cfg_.name + ": httping " + cfg_.track_ip[p.target].str() + ": " + r.reason);
+      resolve(p, r.rtt_ms, now);
+      break;
+    }
+  }
+}
+
 void UplinkMonitor::send_one(size_t target, int64_t now) {
+  if (http_) {
+    send_http(target, now);
+    return;
+  }
   const IpAddress& ip = cfg_.track_ip[target];
   probe_key key{};
   std::memcpy(key.addr, ip.bytes.data(), ip.is_v4() ? 4 : 16);
@@ -227,6 +295,10 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
       key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
       key.seq = static_cast<uint16_t>(nonce);
       value.nonce = 0;
+      break;
+    case PROBE_KIND_UDP:
+      key.ident = udp_probe_port();
+      key.seq = cfg_.track_port;
       break;
     case PROBE_KIND_ARP:
       value.nonce = 0;
@@ -254,7 +326,11 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
     switch (key.kind) {
       case PROBE_KIND_ICMP:
       case PROBE_KIND_ICMPV6:
-        err = transport_->send_echo(ip, key.ident, key.seq, nonce, cfg_.size);
+        err = transport_->send_echo(ip, key.ident, key.seq, nonce, echo_payload_size());
+        break;
+      case PROBE_KIND_UDP:
+        err = transport_->send_udp_probe(ip, cfg_.track_port, key.ident, nonce);
+        if (err == 0) p.dns_port = key.ident;
         break;
       case PROBE_KIND_TCP:
         err = transport_->send_tcp_syn(ip, cfg_.track_port, key.ident, static_cast<uint32_t>(value.nonce));
@@ -269,7 +345,8 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
     }
     if (err != -EADDRINUSE) break;
     dp_.remove_probe(key);
-    key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
+    key.ident =
+        key.kind == PROBE_KIND_UDP ? udp_probe_port() : static_cast<uint16_t>(32768 + random_u64() % 28000);
   }
   p.key = key;
   ++sent_;
@@ -289,7 +366,7 @@ void UplinkMonitor::on_reply(const probe_reply_event& event, int64_t now) {
   if (it == pending_.end()) return;  // answered after we gave up on it, or from a previous run
   Pending p = it->second;
   pending_.erase(it);
-  if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+  release(p);
   resolve(p, static_cast<double>(event.rtt_ns) / 1e6, now);
 }
 
@@ -301,7 +378,7 @@ void UplinkMonitor::expire(int64_t now) {
   for (const auto& k : due) {
     auto it = pending_.find(k);
     if (it == pending_.end()) continue;
-    if (!dp_.remove_probe(it->second.key)) {
+    if (it->second.http_id == 0 && !dp_.remove_probe(it->second.key)) {
       // XDP took the entry a moment ago: its event is in the ring buffer, read it now.
       dp_.poll_replies();
       it = pending_.find(k);
@@ -309,7 +386,7 @@ void UplinkMonitor::expire(int64_t now) {
     }
     Pending p = it->second;
     pending_.erase(it);
-    if (p.dns_port != 0 && transport_) transport_->release_dns(p.dns_port);
+    release(p);
     resolve(p, std::nullopt, now);
   }
 }

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "health/http_probe.h"
 #include "health/probe_transport.h"
 #include "health/tracker.h"
 #include "maps/uplinkd_maps.h"
@@ -70,6 +71,9 @@ class UplinkMonitor {
   void run(int64_t now);
   // When run() next has something to do (INT64_MAX: nothing scheduled).
   [[nodiscard]] int64_t next_wakeup() const;
+  // A descriptor the daemon's loop must watch besides next_wakeup(): readable when an httping
+  // exchange can move on (-1: the method needs none).
+  [[nodiscard]] int event_fd() const { return http_ ? http_->event_fd() : -1; }
 
   [[nodiscard]] const config::InterfaceConfig& config() const { return cfg_; }
   [[nodiscard]] uint32_t id() const { return cfg_.id; }
@@ -116,6 +120,7 @@ class UplinkMonitor {
     int64_t deadline = 0;
     uint16_t dns_port = 0;
     int64_t sent_at = 0;
+    uint64_t http_id = 0;  // httping: the HttpProber exchange (its key is never in the BPF map)
   };
   struct Window {  // recent results of one target: RTT in ms, or nullopt for a loss
     std::deque<std::optional<double>> results;
@@ -128,6 +133,9 @@ class UplinkMonitor {
   void begin_cycle(int64_t now);
   void send_due(int64_t now);
   void send_one(size_t target, int64_t now);
+  void send_http(size_t target, int64_t now);
+  void finish_http(int64_t now);
+  void release(const Pending& p);
   void expire(int64_t now);
   void resolve(const Pending& p, std::optional<double> rtt_ms, int64_t now);
   void try_decide(int64_t now);
@@ -137,6 +145,7 @@ class UplinkMonitor {
   void observe_cycle(int64_t now);
   [[nodiscard]] std::string key_bytes(const probe_key& key) const;
   [[nodiscard]] uint8_t probe_kind() const;
+  [[nodiscard]] int echo_payload_size() const;
 
   config::InterfaceConfig cfg_;
   uint32_t mark_;
@@ -145,6 +154,7 @@ class UplinkMonitor {
   Tracker tracker_;
   TrackerParams params_;
   std::unique_ptr<ProbeTransport> transport_;
+  std::unique_ptr<HttpProber> http_;  // httping only; lives as long as the monitor (its fd is watched)
   bool running_ = false;
   int ifindex_ = 0;
   uint32_t datapath_id_ = 0;

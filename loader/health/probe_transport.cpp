@@ -676,8 +676,13 @@ int ProbeTransport::send_dns_query(const IpAddress& target, uint16_t local_port,
     return -EINVAL;
   }
 
-  // A port already held by an earlier query keeps its socket; a socket of the other family
-  // cannot serve this target, and the port is busy for it.
+  return send_held_udp(target, kDnsPort, local_port, *query);
+}
+
+// A port already held by an earlier probe keeps its socket; a socket of the other family cannot
+// serve this target, and the port is busy for it.
+int ProbeTransport::send_held_udp(const IpAddress& target, uint16_t target_port, uint16_t local_port,
+                                  const std::vector<uint8_t>& payload) {
   auto held = dns_fds_.find(local_port);
   if (held != dns_fds_.end() && socket_family(held->second) != target.family) {
     return -EADDRINUSE;
@@ -689,18 +694,30 @@ int ProbeTransport::send_dns_query(const IpAddress& target, uint16_t local_port,
     }
     held = dns_fds_.emplace(local_port, fd).first;
   }
-  // An ICMP error to an earlier query (port unreachable) is pending on a held socket and would
+  // An ICMP error to an earlier probe (port unreachable) is pending on a held socket and would
   // fail this send; it belongs to the earlier probe, whose reply the XDP program judges.
   clear_pending_error(held->second);
   // Connecting (again, for a held port) makes the kernel drop datagrams from anyone else.
-  SocketAddress server = socket_address(target, kDnsPort);
+  SocketAddress server = socket_address(target, target_port);
   if (connect(held->second, server.get(), server.size) == 0 &&
-      send(held->second, query->data(), query->size(), 0) >= 0) {
+      send(held->second, payload.data(), payload.size(), 0) >= 0) {
     return 0;
   }
   int err = -errno;
   release_dns(local_port);
   return err;
+}
+
+// nping --udp sends an empty datagram; ours carries the nonce, which an echo server returns and an
+// ICMP port unreachable quotes.
+int ProbeTransport::send_udp_probe(const IpAddress& target, uint16_t target_port, uint16_t local_port,
+                                   uint64_t nonce) {
+  if (!target.is_v4() && !target.is_v6()) {
+    return -EAFNOSUPPORT;
+  }
+  std::vector<uint8_t> payload(sizeof nonce);
+  std::memcpy(payload.data(), &nonce, sizeof nonce);
+  return send_held_udp(target, target_port, local_port, payload);
 }
 
 void ProbeTransport::release_dns(uint16_t local_port) {

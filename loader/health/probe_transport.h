@@ -8,6 +8,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/ip_address.h"
 
@@ -42,7 +43,12 @@ class ProbeTransport {
   // release_dns(local_port), so the port is not reused while the reply may still come.
   int send_dns_query(const IpAddress& target, uint16_t local_port, uint16_t query_id,
                      const std::string& qname);
+  // release_dns also releases a send_udp_probe port (both hold UDP sockets by local port).
   void release_dns(uint16_t local_port);
+
+  // nping-udp: a datagram from `local_port` to target:`target_port` whose 8-byte payload is
+  // `nonce` (memory order). The socket is held like send_dns_query's until release_dns.
+  int send_udp_probe(const IpAddress& target, uint16_t target_port, uint16_t local_port, uint64_t nonce);
 
   // An ARP request (who-has `target`, an IPv4 gateway) from the device's MAC and IPv4 address.
   int send_arp_request(const IpAddress& target);
@@ -57,6 +63,8 @@ class ProbeTransport {
   int icmp_df_socket(int family);
   int open_icmp_socket(int& fd, int family, bool dont_fragment);
   int tcp_socket(int family);
+  int send_held_udp(const IpAddress& target, uint16_t target_port, uint16_t local_port,
+                    const std::vector<uint8_t>& payload);
   std::optional<IpAddress> arp_sender_address(int ifindex, const IpAddress& target) const;
   void close_all();
 

@@ -59,7 +59,9 @@ constexpr int kNoReplyLossPct = 100;
 
 TargetVerdict classify(const TargetSample& sample, const TrackerParams& params) {
   if (!params.check_quality) {
-    return sample.replied > 0 ? TargetVerdict::Up : TargetVerdict::Down;
+    const bool up =
+        params.every_reply_needed ? sample.sent > 0 && sample.replied >= sample.sent : sample.replied > 0;
+    return up ? TargetVerdict::Up : TargetVerdict::Down;
   }
 
   int loss = kNoReplyLossPct;

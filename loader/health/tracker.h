@@ -33,6 +33,9 @@ struct TrackerParams {
   int recovery_latency_ms = 500;
   int recovery_loss_pct = 10;
   bool initial_online = true;
+  // nping's rule (mwan3 reads nping's "Lost:" count): a target is up only when every probe of the
+  // cycle was answered, not just one.
+  bool every_reply_needed = false;
 };
 
 // One target's probes in one cycle: `replied` of `sent`, and the mean RTT of the replies.
@@ -42,7 +45,8 @@ struct TargetSample {
   double mean_rtt_ms = 0;
 };
 
-// Classifies a target's cycle: without check_quality, up when any probe was answered;
+// Classifies a target's cycle: without check_quality, up when any probe was answered (every probe
+// with every_reply_needed);
 // with it, mwan3's loss/latency thresholds (loss rounded down to whole percent like ping prints).
 TargetVerdict classify(const TargetSample& sample, const TrackerParams& params);
 

@@ -69,6 +69,12 @@ probe_key icmp6_key(uint16_t id = kEchoId, uint16_t seq = kEchoSeq) {
 probe_key tcp_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_TCP, kOurPort, 443); }
 probe_key dns_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_DNS, kOurPort, kDnsId); }
 probe_key arp_key() { return make_probe_key(kUplinkId, kTarget4, PROBE_KIND_ARP, 0, 0); }
+// nping-udp: our port from the probe range, the target's port (nping's default 40125).
+constexpr uint16_t kUdpProbePort = UPLINKD_UDP_PROBE_PORT_MIN + 17;
+constexpr uint16_t kUdpTargetPort = 40125;
+probe_key udp_key(const char* target = kTarget4) {
+  return make_probe_key(kUplinkId, target, PROBE_KIND_UDP, kUdpProbePort, kUdpTargetPort);
+}
 
 Bytes echo_v4(uint8_t type, uint64_t nonce = kNonce, uint16_t id = kEchoId, uint16_t seq = kEchoSeq,
               const char* from = kTarget4, const Ipv4Options& o = {}) {
@@ -89,6 +95,30 @@ Bytes tcp_from_target(uint32_t ack, uint8_t flags) {
 }
 Bytes dns_from_target(const Bytes& dns_payload) {
   return eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(53, kOurPort, dns_payload)));
+}
+// The echo server's answer: from target:port back to our probe port, the nonce first in the payload.
+Bytes udp_echo_from_target(uint64_t nonce = kNonce, uint16_t to_port = kUdpProbePort,
+                           uint16_t from_port = kUdpTargetPort) {
+  return eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(from_port, to_port, nonce_payload(nonce, 8))));
+}
+Bytes udp_echo_from_target6(uint64_t nonce = kNonce) {
+  return eth6(
+      ipv6(kTarget6, kLocal6, IPPROTO_UDP, udp(kUdpTargetPort, kUdpProbePort, nonce_payload(nonce, 8))));
+}
+// Our probe as an ICMP error quotes it: IP header (ours) + UDP header + the nonce.
+Bytes quoted_probe4(uint64_t nonce, const char* to = kTarget4, size_t quoted_payload = 8) {
+  return ipv4(kLocal4, to, IPPROTO_UDP,
+              udp(kUdpProbePort, kUdpTargetPort, truncated(nonce_payload(nonce, 8), quoted_payload)));
+}
+Bytes icmp_error4(uint8_t type, uint8_t code, const Bytes& quoted, const char* from = kTarget4) {
+  Bytes icmp{type, code, 0, 0, 0, 0, 0, 0};
+  return eth4(ipv4(from, kLocal4, IPPROTO_ICMP, concat(icmp, quoted)));
+}
+Bytes port_unreachable6(uint64_t nonce = kNonce) {
+  Bytes icmp{1, 4, 0, 0, 0, 0, 0, 0};
+  const Bytes quoted =
+      ipv6(kLocal6, kTarget6, IPPROTO_UDP, udp(kUdpProbePort, kUdpTargetPort, nonce_payload(nonce, 8)));
+  return eth6(ipv6(kTarget6, kLocal6, IPPROTO_ICMPV6, concat(icmp, quoted)));
 }
 Bytes arp_from_target(uint16_t op) {
   return ethernet(ETH_P_ARP, arp_ipv4(op, kGatewayMac, kTarget4, kUplinkMac, kLocal4));
@@ -216,7 +246,84 @@ std::vector<Case> AllCases() {
        .events = {arp_key()},
        .counters = {.probe_replies = 1}},
 
+      {.name = "UdpEchoMatched",
+       .description = "nping-udp: the echo server returns our nonce from target:port to our probe port",
+       .probes = {{udp_key()}},
+       .steps = {pass_tagged(udp_echo_from_target())},
+       .events = {udp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "UdpEchoMatchedV6",
+       .description = "nping-udp over IPv6: the same echo",
+       .probes = {{udp_key(kTarget6)}},
+       .steps = {pass_tagged(udp_echo_from_target6())},
+       .events = {udp_key(kTarget6)},
+       .counters = {.probe_replies = 1}},
+      {.name = "UdpPortUnreachableMatched",
+       .description = "nping-udp: the target's ICMP port unreachable quoting our probe counts, as nping "
+                      "counts it",
+       .probes = {{udp_key()}},
+       .steps = {pass_tagged(icmp_error4(3, 3, quoted_probe4(kNonce)))},
+       .events = {udp_key()},
+       .counters = {.probe_replies = 1}},
+      {.name = "UdpPortUnreachableMatchedV6",
+       .description = "nping-udp over IPv6: ICMPv6 port unreachable quoting our probe",
+       .probes = {{udp_key(kTarget6)}},
+       .steps = {pass_tagged(port_unreachable6())},
+       .events = {udp_key(kTarget6)},
+       .counters = {.probe_replies = 1}},
+      {.name = "UdpPortUnreachableUnderLimiter",
+       .description = "a matched port unreachable is never dropped by the limiter, and is counted as exempt",
+       .probes = {{udp_key()}},
+       .limiter = limit_burst(1),
+       .steps = {pass(request_v4()), pass_tagged(icmp_error4(3, 3, quoted_probe4(kNonce)))},
+       .events = {udp_key()},
+       .counters = {.probe_replies = 1, .icmp_passed = 1, .probe_replies_exempted = 1}},
+
       // ---- near misses: kept, not reported ----
+      {.name = "UdpEchoWrongNonce",
+       .description = "nping-udp: right ports, wrong nonce: kept, counted",
+       .probes = {{udp_key()}},
+       .steps = {pass(udp_echo_from_target(kNonce ^ 1))},
+       .counters = {.nonce_mismatch = 1}},
+      {.name = "UdpEchoWrongProbePort",
+       .description = "to another port of the probe range: no such probe",
+       .probes = {{udp_key()}},
+       .steps = {pass(udp_echo_from_target(kNonce, kUdpProbePort + 1))}},
+      {.name = "UdpEchoWrongTargetPort",
+       .description = "from another port of the target: not the port we asked",
+       .probes = {{udp_key()}},
+       .steps = {pass(udp_echo_from_target(kNonce, kUdpProbePort, kUdpTargetPort + 1))}},
+      {.name = "UdpOutsideProbeRange",
+       .description = "to a port below the probe range: ordinary UDP, untouched (and not a DNS reply)",
+       .probes = {{udp_key()}},
+       .steps = {pass(udp_echo_from_target(kNonce, UPLINKD_UDP_PROBE_PORT_MIN - 1)),
+                 pass(udp_echo_from_target(kNonce,
+                                           UPLINKD_UDP_PROBE_PORT_MIN + UPLINKD_UDP_PROBE_PORT_COUNT))}},
+      {.name = "UdpEchoNoNonce",
+       .description = "an empty datagram (nping's own probe shape) carries no nonce: not ours",
+       .probes = {{udp_key()}},
+       .steps = {pass(eth4(ipv4(kTarget4, kLocal4, IPPROTO_UDP, udp(kUdpTargetPort, kUdpProbePort, {}))))}},
+      {.name = "UdpPortUnreachableWrongNonce",
+       .description = "a port unreachable quoting another nonce: kept, counted",
+       .probes = {{udp_key()}},
+       .steps = {pass(icmp_error4(3, 3, quoted_probe4(~kNonce)))},
+       .counters = {.nonce_mismatch = 1}},
+      {.name = "UdpUnreachableFromRouter",
+       .description = "an unreachable sent by a router on the way (not the target): the path is broken",
+       .probes = {{udp_key()}},
+       .steps = {pass(icmp_error4(3, 3, quoted_probe4(kNonce), kOther4))}},
+      {.name = "UdpHostUnreachable",
+       .description = "host unreachable (code 1), even from the target's address, is not port unreachable",
+       .probes = {{udp_key()}},
+       .steps = {pass(icmp_error4(3, 1, quoted_probe4(kNonce)))}},
+      {.name = "UdpTimeExceeded",
+       .description = "time exceeded quoting our probe (nping would count it): the probe never arrived",
+       .probes = {{udp_key()}},
+       .steps = {pass(icmp_error4(11, 0, quoted_probe4(kNonce)))}},
+      {.name = "UdpUnreachableQuoteTooShort",
+       .description = "a quote without the nonce (only the 8 bytes RFC 792 asks for) proves nothing",
+       .probes = {{udp_key()}},
+       .steps = {pass(icmp_error4(3, 3, quoted_probe4(kNonce, kTarget4, 4)))}},
       {.name = "IcmpV4WrongNonce",
        .description = "right key, wrong nonce: kept for the genuine reply, counted",
        .probes = {{icmp_key()}},

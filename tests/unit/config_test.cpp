@@ -183,13 +183,13 @@ TEST(Defaults, MemberPolicyRule) {
 TEST(Defaults, UnknownOptionsKeptUnknownSectionsIgnored) {
   Config c = parse(
       "config globals 'globals'\n option local_source 'lan'\n option rtmon_interval '5'\n"
-      "config interface 'wan'\n option httping_ssl '1'\n list future 'a'\n list future 'b'\n"
+      "config interface 'wan'\n option keep_alive_x '1'\n list future 'a'\n list future 'b'\n"
       "config dnsmasq\n option whatever 'x'\n"
       "config redirect\n option name 'Mail server goes out 170.53.100.25'\n",
       "mwan3");
   EXPECT_EQ(c.globals.other_options.at("local_source"), std::vector<std::string>{"lan"});
   EXPECT_EQ(c.globals.other_options.at("rtmon_interval"), std::vector<std::string>{"5"});
-  EXPECT_EQ(c.interfaces[0].other_options.at("httping_ssl"), std::vector<std::string>{"1"});
+  EXPECT_EQ(c.interfaces[0].other_options.at("keep_alive_x"), std::vector<std::string>{"1"});
   EXPECT_EQ(c.interfaces[0].other_options.at("future"), (std::vector<std::string>{"a", "b"}));
 }
 
@@ -281,6 +281,40 @@ TEST(Values, ExtensionsAndTrackMethods) {
   EXPECT_EQ(wan6.initial_state, InitialState::Offline);
   EXPECT_EQ(wan6.flush_conntrack, (std::vector<std::string>{"ifup", "disconnected"}));
   EXPECT_EQ(c.interfaces[2].track_method, TrackMethod::Arping);
+}
+
+TEST(Values, HttpingAndNpingMethods) {
+#ifdef UPLINKD_HAVE_TLS
+  const bool tls = true;  // a build without TLS refuses httping_ssl '1' (Errors.MalformedInputs)
+#else
+  const bool tls = false;
+#endif
+  Config c = parse("config interface 'a'\n option track_method 'httping'\n option httping_ssl '" +
+                       std::string(tls ? "1" : "0") +
+                       "'\n"
+                       " option check_quality '1'\n list track_ip '192.0.2.1'\n"
+                       "config interface 'b'\n option track_method 'nping-udp'\n list track_ip '192.0.2.1'\n"
+                       "config interface 'c'\n option track_method 'nping-udp'\n option track_port '7'\n"
+                       "config interface 'd'\n option track_method 'nping-icmp'\n option family 'ipv6'\n"
+                       "config interface 'e'\n option track_method 'nping-arp'\n"
+                       "config interface 'f'\n option track_method 'httping'\n",
+                   "mwan3");
+  ASSERT_EQ(c.interfaces.size(), 6U);
+  EXPECT_EQ(c.interfaces[0].track_method, TrackMethod::Httping);
+  EXPECT_EQ(c.interfaces[0].httping_ssl, tls);
+  EXPECT_TRUE(c.interfaces[0].check_quality);
+  EXPECT_EQ(c.interfaces[1].track_method, TrackMethod::NpingUdp);
+  EXPECT_EQ(c.interfaces[1].track_port, 40125);  // nping's default UDP port: mwan3 passes no -p
+  EXPECT_EQ(c.interfaces[2].track_port, 7);
+  EXPECT_EQ(c.interfaces[3].track_method, TrackMethod::NpingIcmp);
+  EXPECT_EQ(c.interfaces[4].track_method, TrackMethod::NpingArp);
+  EXPECT_FALSE(c.interfaces[5].httping_ssl);
+  // nping's "Lost: 0" rule applies to the nping methods mwan3 added with this issue, not to httping.
+  EXPECT_TRUE(needs_every_reply(TrackMethod::NpingUdp));
+  EXPECT_TRUE(needs_every_reply(TrackMethod::NpingIcmp));
+  EXPECT_TRUE(needs_every_reply(TrackMethod::NpingArp));
+  EXPECT_FALSE(needs_every_reply(TrackMethod::Httping));
+  EXPECT_FALSE(needs_every_reply(TrackMethod::Ping));
 }
 
 // ---- mark_for_id ------------------------------------------------------------------------------
@@ -514,19 +548,35 @@ TEST(Errors, MalformedInputs) {
       {"track_ip_wrong_family", kIface + "\tlist track_ip '2606:4700:4700::1111'\n", 2, "track_ip",
        "is not an IPv4 address (the interface has family ipv4)"},
       {"unknown_track_method", kIface + "\toption track_method 'icmp'\n", 2, "track_method",
-       "'icmp' is not a track method in interface 'wan'; accepted: ping, arping, nping-tcp, nslookup"},
-      {"httping_not_supported", kIface + "\toption track_method 'httping'\n", 2, "track_method",
-       "'httping' is not supported yet by uplinkd"},
-      {"nping_udp_not_supported", kIface + "\toption track_method 'nping-udp'\n", 2, "track_method",
-       "'nping-udp' is not supported yet by uplinkd"},
-      {"nping_icmp_not_supported", kIface + "\toption track_method 'nping-icmp'\n", 2, "track_method",
-       "not supported yet by uplinkd"},
-      {"nping_arp_not_supported", kIface + "\toption track_method 'nping-arp'\n", 2, "track_method",
-       "not supported yet by uplinkd"},
+       "'icmp' is not a track method in interface 'wan'; accepted: ping, arping, httping, nping-tcp, "
+       "nping-udp, nping-icmp, nping-arp, nslookup"},
       {"arping_ipv6", kIface + "\toption family 'ipv6'\n\toption track_method 'arping'\n", 3, "track_method",
        "'arping' tracks IPv4 only"},
+      {"nping_arp_ipv6", kIface + "\toption family 'ipv6'\n\toption track_method 'nping-arp'\n", 3,
+       "track_method", "'nping-arp' tracks IPv4 only"},
       {"check_quality_needs_ping", kIface + "\toption track_method 'arping'\n\toption check_quality '1'\n", 3,
-       "check_quality", "needs track_method ping"},
+       "check_quality", "needs track_method ping or httping"},
+      {"check_quality_nping_icmp",
+       kIface + "\toption track_method 'nping-icmp'\n\toption check_quality '1'\n", 3, "check_quality",
+       "needs track_method ping or httping"},
+      // httping's target must be an address: mwan3's httping would resolve a name, uplinkd probes
+      // through one uplink and has no resolver bound to it.
+      {"httping_host_name", kIface + "\toption track_method 'httping'\n\tlist track_ip 'example.org'\n", 3,
+       "track_ip", "'example.org' is not an IP address"},
+      {"httping_ssl_not_boolean", kIface + "\toption track_method 'httping'\n\toption httping_ssl 'tls'\n", 3,
+       "httping_ssl", "'tls' is not a boolean"},
+      {"nping_udp_port_zero", kIface + "\toption track_method 'nping-udp'\n\toption track_port '0'\n", 3,
+       "track_port", "'0' is out of range"},
+      {"nping_udp_port_too_big", kIface + "\toption track_method 'nping-udp'\n\toption track_port '65536'\n",
+       3, "track_port", "'65536' is out of range"},
+      {"nping_count_zero", kIface + "\toption track_method 'nping-icmp'\n\toption count '0'\n", 3, "count",
+       "'0' is out of range"},
+      {"max_ttl_zero", kIface + "\toption track_method 'nping-udp'\n\toption max_ttl '0'\n", 3, "max_ttl",
+       "'0' is out of range"},
+#ifndef UPLINKD_HAVE_TLS
+      {"httping_ssl_without_tls", kIface + "\toption track_method 'httping'\n\toption httping_ssl '1'\n", 3,
+       "httping_ssl", "built without TLS (UPLINKD_TLS=OFF)"},
+#endif
       {"reliability_above_targets",
        kIface + "\toption reliability '3'\n\tlist track_ip '1.1.1.1'\n\tlist track_ip '9.9.9.9'\n", 2,
        "reliability", "3 is more than the 2 track_ip target(s) of interface 'wan'; accepted: 1 to 2"},

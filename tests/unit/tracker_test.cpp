@@ -386,6 +386,18 @@ TEST(Classify, CustomThresholds) {
   EXPECT_EQ(classify({.sent = 5, .replied = 4, .mean_rtt_ms = 10}, p), TargetVerdict::Down);  // 20 %
 }
 
+// nping-udp/icmp/arp: mwan3 reads nping's "Lost:" count and needs it to be 0.
+TEST(Classify, NpingNeedsEveryReply) {
+  TrackerParams p;
+  p.every_reply_needed = true;
+  EXPECT_EQ(classify({.sent = 3, .replied = 3}, p), TargetVerdict::Up);
+  EXPECT_EQ(classify({.sent = 3, .replied = 2}, p), TargetVerdict::Down);
+  EXPECT_EQ(classify({.sent = 1, .replied = 0}, p), TargetVerdict::Down);
+  EXPECT_EQ(classify({.sent = 0, .replied = 0}, p), TargetVerdict::Down);
+  p.every_reply_needed = false;
+  EXPECT_EQ(classify({.sent = 3, .replied = 1}, p), TargetVerdict::Up);
+}
+
 TEST(Names, MatchMwan3Words) {
   EXPECT_EQ(to_string(State::Disconnecting), "disconnecting");
   EXPECT_EQ(to_string(State::Disabled), "disabled");
