@@ -150,9 +150,10 @@ static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, 
 	return parse_ipv4_gso(pos, end, l3, addr, 0);
 }
 
-/* Same contract as parse_ipv4_gso: IPv6 BIG TCP (6.0+) has a payload length of 0 and no jumbo
- * option (the kernel strips it before tc). Extension headers are not walked: our probes never
- * carry them, so l3->proto is then the extension header's number and no matcher accepts it. */
+/* Same contract as parse_ipv4_gso: an IPv6 BIG TCP packet has a payload length of 0 (one that
+ * still carries the hop-by-hop jumbo option, next header 0, is not recognised). Extension headers
+ * are not walked: our probes never carry them, so l3->proto is then the extension header's number
+ * and no matcher accepts it. */
 static __always_inline int parse_ipv6_gso(void *pos, void *end, struct l3_view *l3, __u8 addr[16],
 					  __u32 gso_l3_len)
 {

@@ -176,7 +176,7 @@ std::string checksum_problems(const Bytes& frame, size_t l3) {
   const uint8_t* ip = frame.data() + l3;
   std::string problems;
   if (ip[0] >> 4 == 4) {
-    const size_t ihl = (ip[0] & 0x0f) * 4u;
+    const size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
     if (folded(sum_words(ip, ihl)) != 0xffff) problems += "IPv4 header checksum wrong; ";
     const uint8_t* u = ip + ihl;
     const size_t len = static_cast<size_t>(u[4] << 8 | u[5]);
