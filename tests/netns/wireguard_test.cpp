@@ -115,6 +115,7 @@ class WireguardTest : public ::testing::Test {
                                      "wireguard-go",
                                      device_};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
