@@ -16,6 +16,7 @@
 #     the core's peer sees the router at that address, and pings through the tunnel are answered;
 #   - an endpoint that changes address (`wg set ... endpoint`) is followed: shown by uplinkctl, and
 #     its packets are steered to wan1 although a stale host route pins the new address to wan2;
+#     `ip route get` to it (wan2's table by an ip rule) is listed under stale_routes;
 #   - a full-tunnel configuration (0.0.0.0/1 + 128.0.0.0/1 via the tunnel) handshakes and passes
 #     traffic thanks to uplinkd's guard route (field report wireguard-full-tunnel-endpoint-loop);
 #   - an IPv6 endpoint (the router's dual-stack config: wan1_6 and wan2_6 under default_rule_v6):
@@ -387,6 +388,9 @@ wait_peer endpoint "$EP2:51820" "$(sc 12)" || fail "uplinkctl wireguard does not
 t_seen=$UL_WAITED
 wait_peer uplink wan1 "$(sc 3)" || fail "the new endpoint's uplink is not wan1: $(wgjson)"
 wait_peer steered_packets "[1-9][0-9]*" "$(sc 5)" || fail "no packet to the new endpoint steered within $(sc 5) s: $(wgjson)"
+# The rule's lookup disagrees with steering: listed under stale_routes (the kernel's own answer).
+wait_peer stale_routes ".*ip route get $EP2: dev wan2 \\(active uplink: dev wan1\\).*" "$(sc 6)" ||
+  fail "'ip route get $EP2' (wan2's table) is not listed under stale_routes within $(sc 6) s: $(wgjson)"
 
 # tunnel_traffic_2s <label>: 10 pings through the tunnel over 2 s; the outer packets to EP2 that
 # crossed each ISP meanwhile in OUT_ISP1 / OUT_ISP2.
@@ -405,7 +409,7 @@ tunnel_traffic_2s moved
 ((OUT_ISP2 == 0)) || fail "packets to the new endpoint still cross isp2 ($OUT_ISP2 for 10 pings)"
 src=$(ip netns exec "$P-core" wg show "$CDEV" endpoints | awk '{ print $2 }')
 [[ $src == 192.0.2.2:51821 ]] || fail "the core sees the router at $src, not wan1's 192.0.2.2:51821"
-pass "the new endpoint $EP2 is listed after $t_seen s; steered_packets $(peer_field steered_packets) although 'ip route get $EP2' says: $(ip -n "$P-rtr" route get "$EP2" | head -n 1); 10 pings through the tunnel: all answered, $OUT_ISP1 outer packets on isp1, none on isp2; the core sees the router at $src"
+pass "the new endpoint $EP2 is listed after $t_seen s; steered_packets $(peer_field steered_packets) although 'ip route get $EP2' says: $(ip -n "$P-rtr" route get "$EP2" | head -n 1) (stale_routes: $(peer_field stale_routes | tr '\n' ' ')); 10 pings through the tunnel: all answered, $OUT_ISP1 outer packets on isp1, none on isp2; the core sees the router at $src"
 check_sources wan1 "endpoint moved" "$(sc 3)"
 ip -n "$P-rtr" rule del to "$EP2/32" lookup 2 pref 500
 
