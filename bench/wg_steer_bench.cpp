@@ -7,24 +7,36 @@
 //                     median of 7.
 //   pass-through, endpoint already on the active uplink: parse, endpoint hit, policy, uplink_egress,
 //                     ifindex match, counter. repeat = 1e6, median of 7.
-//   rewrite + redirect: an endpoint packet leaving by the backup. A test run repeats on the same
-//                     packet, which the first run rewrote; later runs rewrite the fiber's address to
-//                     itself, which takes exactly the same helpers (checksum updates, store,
-//                     redirect), so repeat = 1e6 measures the steering path. Median of 7.
-//   the same three with repeat = 1 per call on a fresh copy of the packet, mean of 10000 calls,
+//   rewrite + redirect: an endpoint packet leaving by the backup, the fiber's gateway resolved
+//                     (the neighbour check's bpf_fib_lookup answers at once). A test run repeats
+//                     on the same packet, which the first run rewrote; later runs rewrite the
+//                     fiber's address to itself, which takes exactly the same helpers (checksum
+//                     updates, store, redirect), so repeat = 1e6 measures the steering path.
+//                     Median of 7.
+//   the same with the gateway unresolved: the second lookup (the kernel's route through that
+//                     uplink) leads to the gateway, redirect without an explicit gateway; or it
+//                     does not (no route): the packet is passed as it came.
+//   the same rows with repeat = 1 per call on a fresh copy of the packet, mean of 10000 calls,
 //                     median of 3: the per-call floor, comparable between the rows.
+//   empty tc program: `return TC_ACT_UNSPEC`, the floor of the hook, both ways.
 //
+// The uplinks are veths in a network namespace of the bench's own (unshare), so bpf_fib_lookup()
+// finds their routes and neighbour entries; the root namespace is not touched.
 // Run as root: sudo ./wg_steer_bench. Pinned to one CPU; numbers vary with the CPU and kernel.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -42,11 +54,39 @@ namespace {
 using namespace uplinkd::bpftest;
 using namespace uplinkd::bench;
 
-constexpr uint16_t kFiber = 1, kBackup = 2;
-constexpr uint32_t kPolicyFiber = 1, kPolicyBackup = 2;
+constexpr uint16_t kFiber = 1, kBackup = 2, kUnresolved = 3, kUnrouted = 4;
+constexpr uint32_t kPolicyFiber = 1, kPolicyBackup = 2, kPolicyUnresolved = 3, kPolicyUnrouted = 4;
 constexpr uint16_t kWgPort = 51820;
-constexpr const char* kPeer = "203.0.113.7";          // follows the fiber
-constexpr const char* kPeerOnBackup = "203.0.113.9";  // follows the backup, where packets leave
+constexpr const char* kPeer = "203.0.113.7";             // follows the fiber
+constexpr const char* kPeerOnBackup = "203.0.113.9";     // follows the backup, where packets leave
+constexpr const char* kPeerUnresolved = "203.0.113.10";  // its uplink's gateway is unresolved
+constexpr const char* kPeerUnrouted = "203.0.113.11";    // ... and no route leads through it
+
+// The uplinks' devices in the bench's own network namespace: the fiber's gateway resolved
+// (permanent entry), ul1's not but the default route goes through it, ul2's not and no route.
+void make_uplink_devices() {
+  if (unshare(CLONE_NEWNET) != 0) {
+    throw Failure{std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno) + " (run as root)"};
+  }
+  const char* script =
+      "(ip link set lo up && sysctl -qw net.ipv4.conf.all.forwarding=1 &&"
+      " for i in 0 1 2; do ip link add ul$i type veth peer name ul${i}p && ip link set ul${i}p up &&"
+      " ip link set ul$i up && ip addr add 10.7$i.0.2/24 dev ul$i || exit 1; done &&"
+      " ip neigh replace 10.70.0.1 lladdr 02:00:00:00:00:01 dev ul0 nud permanent &&"
+      " ip route add default via 10.71.0.1 dev ul1) >/dev/null 2>&1";
+  if (std::system(script) != 0) throw Failure{"setting up the bench's veths (ip, sysctl)"};
+}
+
+// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier.
+int load_empty_tc() {
+  const bpf_insn insns[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
+      {.code = BPF_JMP | BPF_EXIT},
+  };
+  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
+  if (fd < 0) throw Failure{"loading the empty tc program (run as root)"};
+  return fd;
+}
 
 template <size_t N>
 void put_v4(const char* text, uint8_t (&out)[N]) {
@@ -75,34 +115,47 @@ class Steering {
       uplink_egress__destroy(skel_);
       throw Failure{std::string("loading uplink_egress: ") + std::strerror(errno) + " (run as root)"};
     }
-    // The fiber is the active uplink (a device the test run never sends to); the backup is the
+    // The fiber (ul0) is the active uplink (the test run never sends there); the backup is the
     // device the test run runs on (loopback, ifindex 1).
-    uplink_egress fiber{};
-    fiber.ifindex = 4242;
-    fiber.flags = UPLINK_EGRESS_HAS_V4 | UPLINK_EGRESS_HAS_GW4;
-    put_v4("192.0.2.2", fiber.src4);
-    put_v4("192.0.2.1", fiber.gw4);
+    const int egress_fd = bpf_map__fd(bpf_object__find_map_by_name(skel_->obj, UPLINKD_MAP_UPLINK_EGRESS));
+    for (uint16_t id : {kFiber, kUnresolved, kUnrouted}) {
+      const std::string n = std::to_string(id == kFiber ? 0 : id == kUnresolved ? 1 : 2);
+      uplink_egress e{};
+      e.ifindex = if_nametoindex(("ul" + n).c_str());
+      e.flags = UPLINK_EGRESS_HAS_V4 | UPLINK_EGRESS_HAS_GW4;
+      put_v4(("10.7" + n + ".0.2").c_str(), e.src4);
+      put_v4(("10.7" + n + ".0.1").c_str(), e.gw4);
+      uint32_t key = id;
+      check(bpf_map_update_elem(egress_fd, &key, &e, BPF_ANY), "uplink_egress");
+    }
     uplink_egress backup{};
     backup.ifindex = 1;
     backup.flags = UPLINK_EGRESS_HAS_V4;
     put_v4("198.51.100.2", backup.src4);
-    const int egress_fd = bpf_map__fd(bpf_object__find_map_by_name(skel_->obj, UPLINKD_MAP_UPLINK_EGRESS));
-    uint32_t id = kFiber;
-    check(bpf_map_update_elem(egress_fd, &id, &fiber, BPF_ANY), "uplink_egress");
-    id = kBackup;
+    uint32_t id = kBackup;
     check(bpf_map_update_elem(egress_fd, &id, &backup, BPF_ANY), "uplink_egress");
     put_policy(kPolicyFiber, kFiber);
     put_policy(kPolicyBackup, kBackup);
     put_endpoint(kPeer, kPolicyFiber, 1);
     put_endpoint(kPeerOnBackup, kPolicyBackup, 2);
+    put_policy(kPolicyUnresolved, kUnresolved);
+    put_policy(kPolicyUnrouted, kUnrouted);
+    put_endpoint(kPeerUnresolved, kPolicyUnresolved, 3);
+    put_endpoint(kPeerUnrouted, kPolicyUnrouted, 4);
   }
   ~Steering() { uplink_egress__destroy(skel_); }
   Steering(const Steering&) = delete;
   Steering& operator=(const Steering&) = delete;
 
   // Kernel-reported ns per run; *verdict gets the last run's.
-  uint32_t run(const Bytes& frame, uint32_t repeat, uint32_t* verdict = nullptr) {
-    const TcRunResult r = tc_test_run(bpf_program__fd(skel_->progs.wg_steer), frame, repeat, __sk_buff{}, 64);
+  int fd() const { return bpf_program__fd(skel_->progs.wg_steer); }
+
+  uint32_t run(const Bytes& frame, uint32_t repeat, uint32_t* verdict = nullptr) const {
+    return run_program(bpf_program__fd(skel_->progs.wg_steer), frame, repeat, verdict);
+  }
+
+  static uint32_t run_program(int fd, const Bytes& frame, uint32_t repeat, uint32_t* verdict = nullptr) {
+    const TcRunResult r = tc_test_run(fd, frame, repeat, __sk_buff{}, 64);
     if (verdict != nullptr) {
       *verdict = r.verdict;
     }
@@ -140,20 +193,27 @@ Bytes wg_packet(const char* dst) {
   return ethernet(ETH_P_IP, ipv4("198.51.100.2", dst, IPPROTO_UDP, udp(kWgPort, kWgPort, Bytes(148, 0x5a))));
 }
 
-double repeated(Steering& s, const Bytes& frame, uint32_t expected_verdict) {
+// One row: the program (the steering one or the empty one) on a frame, with the verdict it must give.
+struct Case {
+  int fd;
+  const Bytes* frame;
+  uint32_t verdict;
+};
+
+double repeated(const Case& c) {
   uint32_t verdict = 0;
-  s.run(frame, 1, &verdict);
-  if (verdict != expected_verdict) {
+  Steering::run_program(c.fd, *c.frame, 1, &verdict);
+  if (verdict != c.verdict) {
     throw Failure{"unexpected verdict " + std::to_string(verdict)};
   }
-  return median_of_rounds(7, [&] { return s.run(frame, 1'000'000); });
+  return median_of_rounds(7, [&] { return Steering::run_program(c.fd, *c.frame, 1'000'000); });
 }
 
-double single_runs(Steering& s, const Bytes& frame, uint32_t expected_verdict) {
+double single_runs(const Case& c) {
   return mean_of_single_runs(3, 10000, [&](int) {
     uint32_t verdict = 0;
-    const uint32_t ns = s.run(frame, 1, &verdict);
-    if (verdict != expected_verdict) {
+    const uint32_t ns = Steering::run_program(c.fd, *c.frame, 1, &verdict);
+    if (verdict != c.verdict) {
       throw Failure{"unexpected verdict " + std::to_string(verdict)};
     }
     return ns;
@@ -164,33 +224,65 @@ double single_runs(Steering& s, const Bytes& frame, uint32_t expected_verdict) {
 
 int main() {
   quiet_libbpf_and_pin_to_cpu0();
+  int empty = -1;
   try {
+    make_uplink_devices();
     Steering s;
+    empty = load_empty_tc();
+    const int fd = s.fd();
     const Bytes tcp_packet =
         ethernet(ETH_P_IP, ipv4("198.51.100.2", "203.0.113.99", IPPROTO_TCP, tcp(40000, 443, 1, 1, kTcpAck)));
     const Bytes other = wg_packet("203.0.113.99");
     const Bytes on_active = wg_packet(kPeerOnBackup);
     const Bytes steered = wg_packet(kPeer);
-    const char* repeat_method = "BPF_PROG_TEST_RUN repeat=1000000, kernel-reported mean, median of 7";
-    const char* single_method =
-        "repeat=1 per call, 10000 calls, mean of kernel-reported durations, median of 3";
-    std::printf("pass-through, TCP: %.1f ns/packet (%s)\n", repeated(s, tcp_packet, TC_ACT_OK),
-                repeat_method);
-    std::printf("pass-through, UDP not to an endpoint: %.1f ns/packet (%s)\n", repeated(s, other, TC_ACT_OK),
-                repeat_method);
-    std::printf("pass-through, endpoint already on the active uplink: %.1f ns/packet (%s)\n",
-                repeated(s, on_active, TC_ACT_OK), repeat_method);
-    std::printf("rewrite + redirect: %.1f ns/packet (%s; later runs rewrite the same packet again)\n",
-                repeated(s, steered, TC_ACT_REDIRECT), repeat_method);
-    std::printf("pass-through, UDP not to an endpoint: %.1f ns/packet (%s)\n",
-                single_runs(s, other, TC_ACT_OK), single_method);
-    std::printf("pass-through, endpoint already on the active uplink: %.1f ns/packet (%s)\n",
-                single_runs(s, on_active, TC_ACT_OK), single_method);
-    std::printf("rewrite + redirect, fresh packet each call: %.1f ns/packet (%s)\n",
-                single_runs(s, steered, TC_ACT_REDIRECT), single_method);
+    const Bytes unresolved = wg_packet(kPeerUnresolved);
+    const Bytes unrouted = wg_packet(kPeerUnrouted);
+    struct Row {
+      const char* what;
+      Case c;
+      bool single;  // also measured one fresh packet per call
+    };
+    const Row rows[] = {
+        {"empty tc program", {empty, &steered, static_cast<uint32_t>(TC_ACT_UNSPEC)}, true},
+        {"TCP, pass-through", {fd, &tcp_packet, TC_ACT_OK}, false},
+        {"UDP, not an endpoint", {fd, &other, TC_ACT_OK}, true},
+        {"endpoint already on its active uplink", {fd, &on_active, TC_ACT_OK}, true},
+        {"endpoint on the wrong uplink, gateway resolved: rewrite + redirect",
+         {fd, &steered, TC_ACT_REDIRECT},
+         true},
+        {"... gateway unresolved, the kernel's route leads to it: rewrite + redirect without it",
+         {fd, &unresolved, TC_ACT_REDIRECT},
+         true},
+        {"... gateway unresolved, no route through it: passed as it came", {fd, &unrouted, TC_ACT_OK}, true},
+    };
+    std::printf(
+        "| case | repeat 1,000,000, median of 7 | above empty | repeat 1, fresh packet per call | above "
+        "empty |\n");
+    std::printf("|---|---|---|---|---|\n");
+    double empty_rep = 0, empty_one = 0;
+    for (const Row& r : rows) {
+      const double rep = repeated(r.c);
+      const double one = r.single ? single_runs(r.c) : 0;
+      if (r.c.fd == empty) {
+        empty_rep = rep;
+        empty_one = one;
+        std::printf("| %s | %.0f | | %.0f | |\n", r.what, rep, one);
+      } else if (r.single) {
+        std::printf("| %s | %.0f | %.0f | %.0f | %.0f |\n", r.what, rep, rep - empty_rep, one,
+                    one - empty_one);
+      } else {
+        std::printf("| %s | %.0f | %.0f | | |\n", r.what, rep, rep - empty_rep);
+      }
+    }
+    std::printf(
+        "(repeat: BPF_PROG_TEST_RUN repeat=1000000, kernel-reported mean, median of 7; later runs of the "
+        "steered rows rewrite the same packet again. Fresh: repeat=1 per call, 10000 calls, mean of "
+        "kernel-reported durations, median of 3)\n");
   } catch (const Failure& f) {
     std::fprintf(stderr, "wg_steer_bench: %s\n", f.what.c_str());
+    if (empty >= 0) close(empty);
     return 1;
   }
+  close(empty);
   return 0;
 }

@@ -65,21 +65,24 @@ static __always_inline int read_segment(const struct l3_view *l3, void *data, vo
 	return 0;
 }
 
-/* Fills seg from a TCP packet toward the client. Returns -1 for anything else. */
-static __always_inline int parse_toward_client(void *data, void *end,
+/* Fills seg from a TCP packet toward the client. Returns -1 for anything else. A GSO packet may
+ * be BIG TCP (IP length 0, the length is the skb's): parsed by skb->len, as the kernel does. */
+static __always_inline int parse_toward_client(struct __sk_buff *skb, void *data, void *end,
 					       struct segment_toward_client *seg)
 {
+	const __u32 gso_frame_len = skb->gso_size ? skb->len : 0;
 	struct l3_view l3 = {};
 
 	/* The packet's source is the remote: it goes to key.daddr, its destination to key.saddr. */
-	if (parse_addresses(data, end, l3_only, &l3, seg->key.daddr, seg->key.saddr, &seg->key.family))
+	if (parse_addresses_gso(data, end, l3_only, &l3, seg->key.daddr, seg->key.saddr,
+				&seg->key.family, gso_frame_len))
 		return -1;
 	return read_segment(&l3, data, end, seg);
 }
 
 /* Sequence space the remote uses after this segment. skb->len, not the IP length, so a GSO
- * packet counts its whole payload (and a BIG TCP one, whose IP length is 0, would too). SYN and
- * FIN take one sequence number each. */
+ * packet counts its whole payload (a BIG TCP one too, whose IP length is 0). SYN and FIN take one
+ * sequence number each. */
 static __always_inline __u32 next_seq_after(const struct segment_toward_client *seg, __u32 skb_len)
 {
 	__u32 payload = skb_len > seg->headers_len ? skb_len - seg->headers_len : 0;
@@ -144,7 +147,7 @@ int lan_egress(struct __sk_buff *skb)
 	struct segment_toward_client seg = {};
 	struct flow_value *flow;
 
-	if (parse_toward_client(data, end, &seg) < 0)
+	if (parse_toward_client(skb, data, end, &seg) < 0)
 		return TC_ACT_OK;
 	flow = bpf_map_lookup_elem(&flows, &seg.key);
 	if (!flow || flow->uplink_id == 0)

@@ -16,6 +16,11 @@
  * active uplink's address. With no member of the policy online the packet is left alone (it may
  * still get through where it is going; nowhere else is better).
  *
+ * Before a redirect the program asks the kernel (bpf_fib_lookup) whether the active uplink's
+ * gateway has a resolved neighbour entry (see gateway_state()), so the first packet after a move
+ * is not lost to an unresolved one. A packet already leaving by the active uplink from another
+ * address gets the uplink's address in place (fix_source_in_place()).
+ *
  * Everything that is not UDP to an endpoint costs a parse and one hash lookup: TC_ACT_OK.
  * Fragments are never steered: only the first carries the ports, and steering it alone would
  * split the datagram over two uplinks (WireGuard sizes its packets to avoid fragments).
@@ -246,29 +251,119 @@ static __always_inline int add_placeholder_ethernet(struct __sk_buff *skb, __u8 
 	return bpf_skb_store_bytes(skb, 0, &eth, sizeof(eth), 0);
 }
 
-/* TC_ACT_REDIRECT, or TC_ACT_SHOT when the helper refused its arguments. Through the gateway when
- * the uplink has one; else the kernel resolves the destination on that device.
+/* What the kernel knows of the active uplink's gateway, asked before a packet is sent to it.
  *
- * A known limit (seen on 6.18, IPv4 and IPv6): when the gateway's neighbour entry is unresolved,
- * the kernel queues the packet with the route it came with still attached, and on resolution
- * sends it with the MAC address of that route's gateway (the old uplink's) out of the new device,
- * where it is lost. Only packets queued that moment are hit; uplinkd's probes through every
- * uplink's gateway keep its entry resolved, and WireGuard retransmits a lost handshake. */
-static __always_inline long redirect_to(const struct uplink_egress *out, __u8 family)
+ * Why (seen on 6.18, IPv4 and IPv6): bpf_redirect_neigh() with an explicit gateway queues the
+ * packet while the gateway's neighbour entry is unresolved, with the route it came with still
+ * attached; on resolution the kernel sends it with the MAC address of that route's gateway (the
+ * old uplink's) out of the new device, where it is lost. So an unresolved gateway is never handed
+ * a packet: the redirect then goes without an explicit gateway, where the kernel routes the packet
+ * again through the new device and queues it with that route, but only when that route leads to
+ * the same gateway; else the packet leaves as it came (by the old uplink, not steered). The check
+ * asks the same question the kernel's lookup will: IPv4 keeps to the device, IPv6 only prefers it
+ * (a host route to the endpoint through the old uplink wins there, so such a packet is passed;
+ * route hygiene replaces that route). bpf_fib_lookup() takes no mark before 6.10: the check
+ * looks up with mark 0 where the kernel uses the packet's, so the two can differ only where an ip
+ * rule matches the WireGuard device's fwmark, and only while the gateway is unresolved. */
+enum gateway_state {
+	GW_RESOLVED,	      /* a valid neighbour entry: sent at once */
+	GW_UNKNOWN,	      /* the lookup could not tell (forwarding off, device down, too big) */
+	GW_UNRESOLVED_ROUTED, /* unresolved; the kernel's route by that device goes through it */
+	GW_UNRESOLVED,	      /* unresolved, and nothing of the kernel's to queue the packet on */
+};
+
+/* Whether the first `len` (at most 16) bytes of a and b are equal; ipv4_dst shares its first
+ * bytes with ipv6_dst in struct bpf_fib_lookup. */
+static __always_inline int same_bytes(const __u8 *a, const __u8 *b, __u32 len)
+{
+	__u8 diff = 0;
+
+#pragma unroll
+	for (__u32 i = 0; i < 16; i++) {
+		if (i < len)
+			diff |= a[i] ^ b[i];
+	}
+	return diff == 0;
+}
+
+/* bpf_fib_lookup() for `dst` (4 or 16 bytes) leaving by out->ifindex. `direct` looks in the main
+ * table only, skipping the rules: enough for a gateway, which sits in a connected prefix. */
+static __always_inline long fib_lookup_by(struct __sk_buff *skb, struct bpf_fib_lookup *fib,
+					  const struct uplink_egress *out, __u8 family,
+					  const __u8 *src, const __u8 *dst, int direct)
+{
+	fib->ifindex = out->ifindex;
+	fib->l4_protocol = IPPROTO_UDP;
+	if (family == 4) {
+		fib->family = UPLINKD_AF_INET;
+		__builtin_memcpy(&fib->ipv4_src, src, 4);
+		__builtin_memcpy(&fib->ipv4_dst, dst, 4);
+	} else {
+		fib->family = UPLINKD_AF_INET6;
+		__builtin_memcpy(fib->ipv6_src, src, 16);
+		__builtin_memcpy(fib->ipv6_dst, dst, 16);
+	}
+	return bpf_fib_lookup(skb, fib, sizeof(*fib),
+			      BPF_FIB_LOOKUP_OUTPUT | (direct ? BPF_FIB_LOOKUP_DIRECT : 0));
+}
+
+/* Whether the kernel, routing `endpoint` by the active uplink's device from its address, would
+ * queue it on `gw`: the same device and the same next hop. */
+static __always_inline int kernel_route_uses_gateway(struct __sk_buff *skb,
+						     const struct uplink_egress *out, __u8 family,
+						     const __u8 *endpoint, const __u8 *gw)
+{
+	const __u8 *src = family == 4 ? out->src4 : out->src6;
+	struct bpf_fib_lookup fib = {};
+	long rc = fib_lookup_by(skb, &fib, out, family, src, endpoint, 0);
+
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return 0;
+	if (fib.ifindex != out->ifindex)
+		return 0;
+	return same_bytes((const __u8 *)fib.ipv6_dst, gw, family == 4 ? 4 : 16);
+}
+
+static __always_inline enum gateway_state
+gateway_state(struct __sk_buff *skb, const struct uplink_egress *out, const struct wg_packet *pkt)
+{
+	const __u8 family = pkt->key.family;
+	const __u8 *gw = family == 4 ? out->gw4 : out->gw6;
+	const __u8 *src = family == 4 ? out->src4 : out->src6;
+	struct bpf_fib_lookup fib = {};
+	long rc = fib_lookup_by(skb, &fib, out, family, src, gw, 1);
+
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS)
+		return GW_RESOLVED;
+	if (rc != BPF_FIB_LKUP_RET_NO_NEIGH)
+		return GW_UNKNOWN;
+	if (kernel_route_uses_gateway(skb, out, family, pkt->key.addr, gw))
+		return GW_UNRESOLVED_ROUTED;
+	return GW_UNRESOLVED;
+}
+
+static __always_inline int has_gateway(const struct uplink_egress *out, __u8 family)
+{
+	return out->flags & (family == 4 ? UPLINK_EGRESS_HAS_GW4 : UPLINK_EGRESS_HAS_GW6);
+}
+
+/* TC_ACT_REDIRECT, or TC_ACT_SHOT when the helper refused its arguments. Through the gateway when
+ * the uplink has one and `via_gateway`; else the kernel routes the packet on that device. */
+static __always_inline long redirect_to(const struct uplink_egress *out, __u8 family,
+					int via_gateway)
 {
 	struct bpf_redir_neigh nh = {};
 
-	if (family == 4 && (out->flags & UPLINK_EGRESS_HAS_GW4)) {
+	if (!via_gateway || !has_gateway(out, family))
+		return bpf_redirect_neigh(out->ifindex, NULL, 0, 0);
+	if (family == 4) {
 		nh.nh_family = UPLINKD_AF_INET;
 		__builtin_memcpy(&nh.ipv4_nh, out->gw4, 4);
-		return bpf_redirect_neigh(out->ifindex, &nh, sizeof(nh), 0);
-	}
-	if (family == 6 && (out->flags & UPLINK_EGRESS_HAS_GW6)) {
+	} else {
 		nh.nh_family = UPLINKD_AF_INET6;
 		__builtin_memcpy(nh.ipv6_nh, out->gw6, 16);
-		return bpf_redirect_neigh(out->ifindex, &nh, sizeof(nh), 0);
 	}
-	return bpf_redirect_neigh(out->ifindex, NULL, 0, 0);
+	return bpf_redirect_neigh(out->ifindex, &nh, sizeof(nh), 0);
 }
 
 /* Redirect, source rewritten, placeholder header if needed. The redirect is asked for first:
@@ -279,8 +374,15 @@ static __always_inline int steer(struct __sk_buff *skb, const struct wg_packet *
 {
 	const __u8 *new_src = pkt->key.family == 6 ? out->src6 : out->src4;
 	const __u32 bytes = skb->len;
+	enum gateway_state gw = GW_UNKNOWN;
 
-	if (redirect_to(out, pkt->key.family) != TC_ACT_REDIRECT) {
+	if (has_gateway(out, pkt->key.family))
+		gw = gateway_state(skb, out, pkt);
+	if (gw == GW_UNRESOLVED) {
+		count(endpoint_id, WG_PASSED, 0); /* leaves as it came rather than be lost */
+		return TC_ACT_OK;
+	}
+	if (redirect_to(out, pkt->key.family, gw != GW_UNRESOLVED_ROUTED) != TC_ACT_REDIRECT) {
 		count(endpoint_id, WG_FAILED, 0);
 		return TC_ACT_OK;
 	}
@@ -298,6 +400,29 @@ static __always_inline int steer(struct __sk_buff *skb, const struct wg_packet *
 	count(endpoint_id, WG_STEERED, bytes);
 	skb->cb[0] = UPLINKD_WG_STEERED_TAG;
 	return TC_ACT_REDIRECT;
+}
+
+/* A packet already leaving by the active uplink, but from another address: kernel WireGuard over
+ * IPv6 keeps its cached source while the address exists, so when the endpoint's route moves to the
+ * new uplink its packets leave there with the old uplink's address, and the replies go to the old
+ * uplink (IPv4 drops the cached source when the route's device changes). The source is rewritten
+ * in place, no redirect. */
+static __always_inline int fix_source_in_place(struct __sk_buff *skb, const struct wg_packet *pkt,
+					       const struct uplink_egress *out, __u32 endpoint_id)
+{
+	const __u8 family = pkt->key.family;
+	const __u8 *src = family == 4 ? out->src4 : out->src6;
+	const __u32 bytes = skb->len;
+
+	if (same_bytes(pkt->saddr, src, family == 4 ? 4 : 16)) {
+		count(endpoint_id, WG_PASSED, 0);
+		return TC_ACT_OK;
+	}
+	if (rewrite_source(skb, pkt->l3_off, pkt->l4_off, family, pkt->saddr, src))
+		count(endpoint_id, WG_FAILED, 0);
+	else
+		count(endpoint_id, WG_STEERED, bytes);
+	return TC_ACT_OK;
 }
 
 /* Named wg_steer, not after the object: `uplink_egress` is the name of the map. */
@@ -329,16 +454,16 @@ int wg_steer(struct __sk_buff *skb)
 		count(endpoint_id, WG_FAILED, 0);
 		return TC_ACT_OK;
 	}
-	if (out->ifindex == skb->ifindex) {
-		if (skb->cb[0] == UPLINKD_WG_STEERED_TAG)
-			skb->cb[0] = 0; /* ours, redirected here: counted as steered already */
-		else
-			count(endpoint_id, WG_PASSED, 0);
-		return TC_ACT_OK;
-	}
 	if (!(out->flags & (pkt.key.family == 6 ? UPLINK_EGRESS_HAS_V6 : UPLINK_EGRESS_HAS_V4))) {
 		count(endpoint_id, WG_PASSED, 0); /* the active uplink cannot carry this family */
 		return TC_ACT_OK;
+	}
+	if (out->ifindex == skb->ifindex) {
+		if (skb->cb[0] == UPLINKD_WG_STEERED_TAG) {
+			skb->cb[0] = 0; /* ours, redirected here: counted as steered already */
+			return TC_ACT_OK;
+		}
+		return fix_source_in_place(skb, &pkt, out, endpoint_id);
 	}
 	return steer(skb, &pkt, out, endpoint_id);
 }

@@ -45,9 +45,9 @@
  * is 8-byte aligned (the matcher and the hash read the addresses as 32-bit words). */
 struct flow_packet {
 	struct flow_key key; /* ports in network order, 0 when unknown */
-	__u32 ifindex;       /* skb->ingress_ifindex */
+	__u32 ifindex;	     /* skb->ingress_ifindex */
 	__u8 ports_known;    /* TCP or UDP with its ports present: port lists can match */
-	__u8 tcp_flags;      /* header byte 13 of TCP; 0 for anything else */
+	__u8 tcp_flags;	     /* header byte 13 of TCP; 0 for anything else */
 	__u16 pad;
 } __attribute__((aligned(8)));
 
@@ -91,7 +91,8 @@ static __always_inline void skip_ipv6_extensions(struct l3_view *l3, void *end)
 			l3->is_fragment = 1;
 			break;
 		}
-		/* Lengths in 8-byte units not counting the first 8; AH counts 4-byte units, minus 2. */
+		/* Lengths in 8-byte units not counting the first 8; AH counts 4-byte units,
+		 * minus 2. */
 		if (proto == UPLINKD_NEXTHDR_AUTH)
 			len = ((__u32)hdr[1] + 2) * 4;
 		else
@@ -128,21 +129,26 @@ static __always_inline void read_ports(const struct l3_view *l3, void *end, stru
 }
 
 /* parse_addresses(), also handing back where the IP header starts (*ip_hdr), for the fragment
- * fields parse_addresses()'s callers do not need. */
+ * fields parse_addresses()'s callers do not need. gso_frame_len: 0, or a GSO skb's length from
+ * the frame start, for BIG TCP (parse_ipv4_gso()). */
 static __always_inline int parse_ip_header(void *pos, void *end, int l3_only, struct l3_view *l3,
-					   __u8 *src, __u8 *dst, __u8 *family, void **ip_hdr)
+					   __u8 *src, __u8 *dst, __u8 *family, void **ip_hdr,
+					   __u32 gso_frame_len)
 {
+	void *frame = pos;
 	int err;
 
 	if (l3_only) {
-		err = parse_raw_ip(pos, end, l3, src);
+		err = parse_raw_ip_gso(pos, end, l3, src, gso_frame_len);
 	} else {
 		__be16 proto = parse_ethernet(&pos, end);
+		__u32 link_len = (__u32)(pos - frame);
+		__u32 gso_l3_len = gso_frame_len > link_len ? gso_frame_len - link_len : 0;
 
 		if (proto == bpf_htons(ETH_P_IP))
-			err = parse_ipv4(pos, end, l3, src);
+			err = parse_ipv4_gso(pos, end, l3, src, gso_l3_len);
 		else if (proto == bpf_htons(ETH_P_IPV6))
-			err = parse_ipv6(pos, end, l3, src);
+			err = parse_ipv6_gso(pos, end, l3, src, gso_l3_len);
 		else
 			return -1;
 	}
@@ -179,7 +185,18 @@ static __always_inline int parse_addresses(void *pos, void *end, int l3_only, st
 {
 	void *ip_hdr;
 
-	return parse_ip_header(pos, end, l3_only, l3, src, dst, family, &ip_hdr);
+	return parse_ip_header(pos, end, l3_only, l3, src, dst, family, &ip_hdr, 0);
+}
+
+/* parse_addresses() that also parses BIG TCP packets (an IP length of 0 on a GSO skb):
+ * gso_frame_len is the skb's length when it is GSO, else 0. */
+static __always_inline int parse_addresses_gso(void *pos, void *end, int l3_only,
+					       struct l3_view *l3, __u8 *src, __u8 *dst,
+					       __u8 *family, __u32 gso_frame_len)
+{
+	void *ip_hdr;
+
+	return parse_ip_header(pos, end, l3_only, l3, src, dst, family, &ip_hdr, gso_frame_len);
 }
 
 /* Fills pkt from the frame at pos; see parse_addresses(). Returns 0 for IPv4/IPv6, -1 for anything
@@ -188,7 +205,8 @@ static __always_inline int parse_flow(void *pos, void *end, int l3_only, struct 
 {
 	struct l3_view l3 = {};
 
-	if (parse_addresses(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr, &pkt->key.family))
+	if (parse_addresses(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr,
+			    &pkt->key.family))
 		return -1;
 	pkt->key.proto = l3.proto;
 	read_ports(&l3, end, pkt);
@@ -273,7 +291,7 @@ static __always_inline int parse_flow_fragment(void *pos, void *end, int l3_only
 	void *ip_hdr;
 
 	if (parse_ip_header(pos, end, l3_only, &l3, pkt->key.saddr, pkt->key.daddr,
-			    &pkt->key.family, &ip_hdr))
+			    &pkt->key.family, &ip_hdr, 0))
 		return -1;
 	pkt->key.proto = l3.proto;
 	if (l3.is_fragment) {

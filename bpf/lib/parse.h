@@ -39,7 +39,7 @@ struct l3_view {
 	/* L4 bytes the IP header declares. Ethernet pads short frames to 60 bytes, so the frame end
 	 * alone would let padding pass for payload; every length check uses this as well. */
 	__u32 l4_len;
-	__u8 proto;       /* IPPROTO_* of the first header after the fixed IP header */
+	__u8 proto;	  /* IPPROTO_* of the first header after the fixed IP header */
 	__u8 is_fragment; /* IPv4 fragment: its L4 header may be absent or not the first */
 	__u8 is_ipv6;
 	__u8 pad;
@@ -50,7 +50,8 @@ static __always_inline __u32 load_be32(const __u8 *p)
 	return (__u32)p[0] << 24 | (__u32)p[1] << 16 | (__u32)p[2] << 8 | p[3];
 }
 
-/* Memory order, not network order: the daemon writes its nonce's bytes as they sit in its memory. */
+/* Memory order, not network order: the daemon writes its nonce's bytes as they sit in its memory.
+ */
 static __always_inline __u64 load_u64_memory_order(const __u8 *p)
 {
 	__u64 v;
@@ -104,8 +105,14 @@ static __always_inline __be16 parse_ethernet(void **pos, void *end)
 }
 
 /* Returns 0 and fills l3 and addr (source address, IPv4 in the first 4 bytes) for a sane IPv4
- * header, -1 for anything malformed or cut short. */
-static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+ * header, -1 for anything malformed or cut short.
+ *
+ * gso_l3_len: 0, or for a GSO skb its length from the IP header on. BIG TCP (a GSO TCP packet
+ * above 64 KiB, Linux 6.3+ for IPv4) carries an IP total length of 0 and the kernel takes the
+ * length from the skb (iph_totlen()); a caller that can tell GSO passes the skb's length so such a
+ * packet is parsed too. With 0 a total length of 0 stays malformed. */
+static __always_inline int parse_ipv4_gso(void *pos, void *end, struct l3_view *l3, __u8 addr[16],
+					  __u32 gso_l3_len)
 {
 	struct iphdr *ip = pos;
 	__u32 hdr_len, total_len;
@@ -113,7 +120,8 @@ static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, 
 
 	if ((void *)(ip + 1) > end)
 		return -1;
-	/* The first byte by hand: bitfield order in struct iphdr depends on the target's endianness. */
+	/* The first byte by hand: bitfield order in struct iphdr depends on the target's
+	 * endianness. */
 	version_ihl = *(__u8 *)ip;
 	if ((version_ihl >> 4) != 4)
 		return -1;
@@ -123,6 +131,8 @@ static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, 
 	if (pos + hdr_len > end)
 		return -1;
 	total_len = bpf_ntohs(ip->tot_len);
+	if (total_len == 0 && gso_l3_len != 0 && ip->protocol == IPPROTO_TCP)
+		total_len = gso_l3_len;
 	if (total_len < hdr_len)
 		return -1;
 
@@ -135,9 +145,17 @@ static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, 
 	return 0;
 }
 
-/* Same contract as parse_ipv4. Extension headers are not walked: our probes never carry them, so
- * l3->proto is then the extension header's number and no matcher accepts it. */
-static __always_inline int parse_ipv6(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+static __always_inline int parse_ipv4(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+{
+	return parse_ipv4_gso(pos, end, l3, addr, 0);
+}
+
+/* Same contract as parse_ipv4_gso: an IPv6 BIG TCP packet has a payload length of 0 (one that
+ * still carries the hop-by-hop jumbo option, next header 0, is not recognised). Extension headers
+ * are not walked: our probes never carry them, so l3->proto is then the extension header's number
+ * and no matcher accepts it. */
+static __always_inline int parse_ipv6_gso(void *pos, void *end, struct l3_view *l3, __u8 addr[16],
+					  __u32 gso_l3_len)
 {
 	struct ipv6hdr *ip6 = pos;
 
@@ -148,6 +166,8 @@ static __always_inline int parse_ipv6(void *pos, void *end, struct l3_view *l3, 
 
 	l3->l4 = ip6 + 1;
 	l3->l4_len = bpf_ntohs(ip6->payload_len);
+	if (l3->l4_len == 0 && gso_l3_len > sizeof(*ip6) && ip6->nexthdr == IPPROTO_TCP)
+		l3->l4_len = gso_l3_len - sizeof(*ip6);
 	l3->proto = ip6->nexthdr;
 	l3->is_fragment = 0;
 	l3->is_ipv6 = 1;
@@ -155,8 +175,14 @@ static __always_inline int parse_ipv6(void *pos, void *end, struct l3_view *l3, 
 	return 0;
 }
 
+static __always_inline int parse_ipv6(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+{
+	return parse_ipv6_gso(pos, end, l3, addr, 0);
+}
+
 /* For devices without a link-layer header: the IP version nibble says which parser applies. */
-static __always_inline int parse_raw_ip(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+static __always_inline int parse_raw_ip_gso(void *pos, void *end, struct l3_view *l3, __u8 addr[16],
+					    __u32 gso_l3_len)
 {
 	__u8 *first = pos;
 
@@ -164,12 +190,17 @@ static __always_inline int parse_raw_ip(void *pos, void *end, struct l3_view *l3
 		return -1;
 	switch (*first >> 4) {
 	case 4:
-		return parse_ipv4(pos, end, l3, addr);
+		return parse_ipv4_gso(pos, end, l3, addr, gso_l3_len);
 	case 6:
-		return parse_ipv6(pos, end, l3, addr);
+		return parse_ipv6_gso(pos, end, l3, addr, gso_l3_len);
 	default:
 		return -1;
 	}
+}
+
+static __always_inline int parse_raw_ip(void *pos, void *end, struct l3_view *l3, __u8 addr[16])
+{
+	return parse_raw_ip_gso(pos, end, l3, addr, 0);
 }
 
 #endif /* UPLINKD_BPF_LIB_PARSE_H */

@@ -1,5 +1,4 @@
 #include "wireguard/endpoint_routes.h"
-#include "lifecycle/teardown.h"
 
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -10,8 +9,10 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
+#include "lifecycle/teardown.h"
 #include "netlink/nl_util.h"
 
 namespace uplinkd::wireguard {
@@ -176,6 +177,17 @@ int remember_output_device(nl_msg* message, void* context) {
   return NL_STOP;
 }
 
+// The command that shows the same lookup.
+std::string lookup_text(const IpAddress& endpoint, uint32_t fwmark) {
+  std::string text = "ip route get " + endpoint.str();
+  if (fwmark != 0) {
+    char mark[16];
+    std::snprintf(mark, sizeof mark, "0x%x", fwmark);
+    text += std::string(" mark ") + mark;
+  }
+  return text;
+}
+
 bool same_key(const HostRoute& a, const HostRoute& b) {
   return a.destination == b.destination && a.table == b.table && a.priority == b.priority && a.tos == b.tos;
 }
@@ -277,6 +289,7 @@ std::vector<EndpointRouteReport> EndpointRoutes::refresh(const std::vector<Endpo
 
 void EndpointRoutes::refresh_one(const EndpointRouteRequest& request, const std::vector<HostRoute>& routes,
                                  EndpointRouteReport& report) {
+  std::vector<int> stale_devices;  // of the stale host routes reported: the lookup names them again
   for (const HostRoute& route : routes) {
     if (!(route.destination == request.endpoint)) continue;
     if (Changed* ours = changed_of(route)) {
@@ -302,6 +315,7 @@ void EndpointRoutes::refresh_one(const EndpointRouteRequest& request, const std:
     if (!request.fix) {
       report.stale.push_back(describe(route) + " (active uplink: dev " +
                              device_name(request.active->ifindex) + ")");
+      stale_devices.push_back(route.ifindex);
       continue;
     }
     Changed changed{route, route};
@@ -314,6 +328,7 @@ void EndpointRoutes::refresh_one(const EndpointRouteRequest& request, const std:
   }
   if (request.active) {
     guard_full_tunnel(request, report);
+    report_lookup_disagreement(request, stale_devices, report);
   }
 }
 
@@ -364,6 +379,21 @@ void EndpointRoutes::guard_full_tunnel(const EndpointRouteRequest& request, Endp
     report.problems.push_back(loop + " even with " + describe(guard) +
                               ": an ip rule before the main table sends it there; give the device an fwmark");
   }
+}
+
+// Steering moves the tunnel's packets whatever the routes say, but a person reading `ip route get`
+// would see them leave elsewhere, and so does anything on the router that is not steered (a
+// connection to the endpoint's address outside the tunnel). A host route pinned elsewhere is
+// already on the list; a lookup into the tunnel is the guard's concern; no route at all is left to
+// WireGuard's own error.
+void EndpointRoutes::report_lookup_disagreement(const EndpointRouteRequest& request,
+                                                const std::vector<int>& stale_devices,
+                                                EndpointRouteReport& report) {
+  const int oif = route_lookup_ifindex(request.endpoint, request.wg_fwmark);
+  if (oif <= 0 || oif == request.active->ifindex || oif == request.wg_ifindex) return;
+  if (std::find(stale_devices.begin(), stale_devices.end(), oif) != stale_devices.end()) return;
+  report.stale.push_back(lookup_text(request.endpoint, request.wg_fwmark) + ": dev " + device_name(oif) +
+                         " (active uplink: dev " + device_name(request.active->ifindex) + ")");
 }
 
 // A changed route that is no longer in the kernel was removed by someone else (or went with its

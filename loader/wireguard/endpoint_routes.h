@@ -35,7 +35,8 @@ struct EndpointRouteRequest {
 };
 
 struct EndpointRouteReport {
-  std::vector<std::string> stale;     // host routes pinned elsewhere, left as they are (fix off)
+  std::vector<std::string> stale;     // host routes pinned elsewhere, left as they are (fix off),
+                                      // and `ip route get` leaving by another device than the active uplink
   std::vector<std::string> fixed;     // "<original> -> via <gw> dev <dev>"
   std::string guard;                  // the full-tunnel guard route, when one is in place
   std::vector<std::string> problems;  // a request the kernel refused, with its errno
@@ -86,6 +87,10 @@ class EndpointRoutes {
   Changed* changed_of(const HostRoute& route);
   void point_at_active(Changed& changed, const ActiveUplink& active, EndpointRouteReport& report);
   void guard_full_tunnel(const EndpointRouteRequest& request, EndpointRouteReport& report);
+  // `ip route get <endpoint>` (with the device's fwmark) leaving by another device than the active
+  // uplink goes on the stale list, unless a stale host route to that device is there already.
+  void report_lookup_disagreement(const EndpointRouteRequest& request, const std::vector<int>& stale_devices,
+                                  EndpointRouteReport& report);
   void forget_vanished(const std::vector<HostRoute>& v4, const std::vector<HostRoute>& v6);
   void put_back(const Changed& changed);
 

@@ -97,6 +97,16 @@ Out udp_toward_client() {
                       kClientMac, kRouterMac)};
 }
 
+// The packet as BIG TCP sends it: the 16-bit IP length at `length_offset` set to 0 (the IPv4
+// header checksum is not fixed: nothing here reads it), a GSO skb of 1448-byte segments.
+Out big_tcp(Out out, size_t length_offset) {
+  out.frame[length_offset] = 0;
+  out.frame[length_offset + 1] = 0;
+  out.gso_size = 1448;
+  out.gso_segs = 3;
+  return out;
+}
+
 struct SeenExpect {
   uint32_t next_seq;
   bool macs = true;  // false: l3_only, zero MACs
@@ -123,6 +133,13 @@ std::vector<Row> Rows() {
   Out gso = segment(kSeq, kTcpAck, 3000);
   gso.gso_size = 1448;
   gso.gso_segs = 3;
+  // BIG TCP: the IP length field 0 (IPv4 total length, IPv6 payload length), the length is the
+  // skb's; the test run's skb stands in for one above 64 KiB (its size is capped at a page).
+  Out big4 = big_tcp(gso, ETH_HLEN + 2);
+  Out big6 = big_tcp(segment(kSeq, kTcpAck, 3000, v6), ETH_HLEN + 4);
+  Out zero_not_gso = big4;
+  zero_not_gso.gso_size = 0;
+  zero_not_gso.gso_segs = 0;
   return {
       {.name = "DataSegment",
        .description = "next_seq = seq + payload; MACs and ifindex recorded",
@@ -140,6 +157,19 @@ std::vector<Row> Rows() {
        .description = "a GSO packet (gso_size 1448) counts its whole payload from skb->len",
        .packets = {gso},
        .seen = SeenExpect{kSeq + 3000}},
+      {.name = "BigTcpIpv4",
+       .description = "BIG TCP over IPv4 (total length 0, GSO): parsed by skb->len",
+       .packets = {big4},
+       .seen = SeenExpect{kSeq + 3000}},
+      {.name = "BigTcpIpv6",
+       .description = "BIG TCP over IPv6 (payload length 0, GSO): parsed by skb->len",
+       .shape = v6,
+       .packets = {big6},
+       .seen = SeenExpect{kSeq + 3000}},
+      {.name = "ZeroLengthWithoutGsoIgnored",
+       .description = "an IPv4 total length of 0 on a packet that is not GSO: malformed, ignored",
+       .packets = {zero_not_gso},
+       .seen = std::nullopt},
       {.name = "Advances",
        .description = "later segments move next_seq forward",
        .packets = {segment(kSeq, kTcpAck, 100), segment(kSeq + 100, kTcpAck, 200)},

@@ -13,18 +13,27 @@
 //
 // The skb's device: ctx ifindex 0 runs the program on loopback (ifindex 1), so "leaving by the
 // active uplink" is an uplink_egress record with ifindex 1; the other uplinks have ifindexes that
-// need not exist (the redirect is never carried out). Runs as root.
+// need not exist (the redirect is never carried out): the neighbour check's bpf_fib_lookup() then
+// fails (no such device) and the program redirects as it did before the check. The neighbour rows
+// (UplinkEgressNeighbour) give the fiber a real veth in a network namespace of their own, where the
+// gateway's neighbour entry is present or not. Runs as root.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sched.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <ostream>
 #include <set>
 #include <stdexcept>
@@ -73,10 +82,11 @@ constexpr const char* kPeerBackup = "203.0.113.9";
 constexpr const char* kPeerV6Only = "203.0.113.10";
 constexpr const char* kPeerSplit = "203.0.113.11";
 constexpr const char* kPeer6 = "2001:db8:ff::7";
+constexpr const char* kPeerBackup6 = "2001:db8:ff::9";
 constexpr const char* kNotPeer = "203.0.113.99";
 constexpr uint16_t kWgPort = 51820, kSplitPortA = 51821, kSplitPortB = 51822;
 constexpr uint32_t kIdPeer = 1, kIdPeer6 = 2, kIdDead = 3, kIdBackup = 4, kIdV6Only = 5, kIdSplitA = 6,
-                   kIdSplitB = 7;
+                   kIdSplitB = 7, kIdBackup6 = 8;
 
 // The maps uplink_egress reads; the classifier's other maps in the object are not created.
 const std::set<std::string> kUsedMaps = {UPLINKD_MAP_POLICIES, UPLINKD_MAP_WG_ENDPOINTS,
@@ -166,7 +176,7 @@ std::string checksum_problems(const Bytes& frame, size_t l3) {
   const uint8_t* ip = frame.data() + l3;
   std::string problems;
   if (ip[0] >> 4 == 4) {
-    const size_t ihl = (ip[0] & 0x0f) * 4u;
+    const size_t ihl = static_cast<size_t>(ip[0] & 0x0f) * 4;
     if (folded(sum_words(ip, ihl)) != 0xffff) problems += "IPv4 header checksum wrong; ";
     const uint8_t* u = ip + ihl;
     const size_t len = static_cast<size_t>(u[4] << 8 | u[5]);
@@ -299,6 +309,7 @@ class Program {
     put_endpoint(endpoint(kPeer6, kWgPort), kPolicyFiber, kIdPeer6);
     put_endpoint(endpoint(kPeerDead, kWgPort), kPolicyNone, kIdDead);
     put_endpoint(endpoint(kPeerBackup, kWgPort), kPolicyBackup, kIdBackup);
+    put_endpoint(endpoint(kPeerBackup6, kWgPort), kPolicyBackup, kIdBackup6);
     put_endpoint(endpoint(kPeerV6Only, kWgPort), kPolicyV6Only, kIdV6Only);
     put_endpoint(endpoint(kPeerSplit, kSplitPortA), kPolicySplitA, kIdSplitA);
     put_endpoint(endpoint(kPeerSplit, kSplitPortB), kPolicySplitB, kIdSplitB);
@@ -327,6 +338,14 @@ Row steered(const char* what, Bytes in, Bytes out, uint32_t id) {
   c.steered = 1;
   c.steered_bytes = in.size();
   return Row{what, std::move(in), TC_ACT_REDIRECT, std::move(out), id, c};
+}
+
+// Leaving by the active uplink from another address: the source rewritten, no redirect.
+Row fixed_in_place(const char* what, Bytes in, Bytes out, uint32_t id) {
+  Counts c;
+  c.steered = 1;
+  c.steered_bytes = in.size();
+  return Row{what, std::move(in), TC_ACT_OK, std::move(out), id, c};
 }
 
 Row untouched(const char* what, Bytes in, uint32_t id = 0, Counts c = {}) {
@@ -373,6 +392,14 @@ std::vector<Row> EthernetRows() {
                            kIdBackup, kPassedOne));
   rows.push_back(
       untouched("the active uplink has no IPv4", wg_frame(kBackupSrc, kPeerV6Only), kIdV6Only, kPassedOne));
+  rows.push_back(untouched("IPv6 already leaving by the active uplink from its address",
+                           wg_frame(kBackupSrc6, kPeerBackup6), kIdBackup6, kPassedOne));
+  rows.push_back(fixed_in_place("IPv6 by the active uplink from the old uplink's address: source fixed",
+                                wg_frame(kFiberSrc6, kPeerBackup6), wg_frame(kBackupSrc6, kPeerBackup6),
+                                kIdBackup6));
+  rows.push_back(fixed_in_place("IPv4 by the active uplink from another address: source fixed",
+                                wg_frame(kFiberSrc, kPeerBackup), wg_frame(kBackupSrc, kPeerBackup),
+                                kIdBackup));
   return rows;
 }
 
@@ -385,7 +412,7 @@ void run_row(Program& prog, const Row& row) {
   ASSERT_EQ(r.err, 0) << "BPF_PROG_TEST_RUN: errno " << r.saved_errno;
   EXPECT_EQ(r.retval, row.verdict);
   EXPECT_EQ(r.data_out, row.out) << "the frame out differs from the expected one";
-  if (row.verdict == TC_ACT_REDIRECT) {
+  if (row.added.steered != 0) {
     EXPECT_EQ(checksum_problems(r.data_out, row.l3_offset), "");
   }
   if (row.endpoint_id != 0) {
@@ -475,6 +502,104 @@ TEST(UplinkEgressCounters, ActiveUplinkWithoutDeviceFails) {
   Program prog(false);
   prog.put_egress(kFiber, uplink_egress{});
   run_row(prog, untouched("active uplink unpublished", wg_frame(kBackupSrc, kPeer), kIdPeer, kFailedOne));
+}
+
+// ---- the gateway's neighbour entry --------------------------------------------------------------
+
+// The fiber as a real device: veth ul0 (192.0.2.2/24, 2001:db8:1::2/64, gateways .1 and ::1, which
+// nobody answers) in a network namespace this thread enters for the test and leaves after; the
+// namespace goes with its last reference. BPF_PROG_TEST_RUN runs in the caller's namespace, so
+// bpf_fib_lookup() sees ul0, its routes and its neighbour entries.
+class UplinkEgressNeighbour : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    original_netns_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(original_netns_, 0);
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0)
+        << "unshare(CLONE_NEWNET): " << std::strerror(errno) << " (root needed)";
+    sh("ip link set lo up && ip link add ul0 type veth peer name ul0p && ip link set ul0p up &&"
+       " ip link set ul0 up && sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1 &&"
+       " ip addr add 192.0.2.2/24 dev ul0 && ip addr add 2001:db8:1::2/64 dev ul0 nodad");
+    ifindex_ = static_cast<uint32_t>(if_nametoindex("ul0"));
+    ASSERT_GT(ifindex_, 0u);
+    prog_.emplace(false);
+    uplink_egress fiber{};
+    fiber.ifindex = ifindex_;
+    fiber.flags = UPLINK_EGRESS_HAS_V4 | UPLINK_EGRESS_HAS_V6 | UPLINK_EGRESS_HAS_GW4 | UPLINK_EGRESS_HAS_GW6;
+    put_addr(kFiberSrc, fiber.src4);
+    put_addr(kFiberGw, fiber.gw4);
+    put_addr(kFiberSrc6, fiber.src6);
+    put_addr(kFiberGw6, fiber.gw6);
+    prog_->put_egress(kFiber, fiber);
+  }
+
+  void TearDown() override {
+    prog_.reset();
+    if (original_netns_ >= 0) {
+      EXPECT_EQ(setns(original_netns_, CLONE_NEWNET), 0);
+      close(original_netns_);
+    }
+  }
+
+  static void sh(const std::string& command) {
+    const std::string quiet = "(" + command + ") >/dev/null 2>&1";
+    ASSERT_EQ(std::system(quiet.c_str()), 0) << command;
+  }
+
+  // Both families: the fiber's gateway resolved (a permanent entry), or not.
+  static void resolve_gateways() {
+    sh("ip neigh replace 192.0.2.1 lladdr 02:00:00:00:01:01 dev ul0 nud permanent &&"
+       " ip -6 neigh replace 2001:db8:1::1 lladdr 02:00:00:00:01:01 dev ul0 nud permanent");
+  }
+
+  void expect_steered(const char* what) {
+    SCOPED_TRACE(what);
+    run_row(*prog_, steered(what, wg_frame(kBackupSrc, kPeer), wg_frame(kFiberSrc, kPeer), kIdPeer));
+    run_row(*prog_, steered(what, wg_frame(kBackupSrc6, kPeer6), wg_frame(kFiberSrc6, kPeer6), kIdPeer6));
+  }
+
+  void expect_passed(const char* what) {
+    SCOPED_TRACE(what);
+    run_row(*prog_, untouched(what, wg_frame(kBackupSrc, kPeer), kIdPeer, kPassedOne));
+    run_row(*prog_, untouched(what, wg_frame(kBackupSrc6, kPeer6), kIdPeer6, kPassedOne));
+  }
+
+  int original_netns_ = -1;
+  uint32_t ifindex_ = 0;
+  std::optional<Program> prog_;
+};
+
+TEST_F(UplinkEgressNeighbour, ResolvedGatewayIsSteeredTo) {
+  resolve_gateways();
+  expect_steered("gateway resolved");
+}
+
+// Handed to an unresolved gateway, the packet would wait in its queue with the old uplink's route
+// and leave with that route's MAC address: lost. Without a route of the kernel's through the fiber
+// to queue it on, it leaves as it came.
+TEST_F(UplinkEgressNeighbour, UnresolvedGatewayWithoutRoutePassesThePacket) {
+  expect_passed("no neighbour entry, no route through the fiber");
+  sh("ip route add default via 192.0.2.9 dev ul0 && ip -6 route add default via 2001:db8:1::9 dev ul0");
+  expect_passed("no neighbour entry, the route through the fiber has another gateway");
+}
+
+// With the kernel's own route through the fiber's gateway (netifd's default route of the uplink in
+// the main table), the packet is redirected without an explicit gateway: the kernel routes it
+// again and queues it with that route, which resolves to the right MAC address.
+TEST_F(UplinkEgressNeighbour, UnresolvedGatewayWithItsRouteIsSteered) {
+  sh("ip route add default via 192.0.2.1 dev ul0 metric 10 &&"
+     " ip -6 route add default via 2001:db8:1::1 dev ul0 metric 10");
+  expect_steered("no neighbour entry, the kernel routes by the fiber's gateway");
+  sh("ip neigh flush dev ul0 && ip -6 neigh flush dev ul0");
+  resolve_gateways();
+  expect_steered("resolved afterwards");
+}
+
+// A lookup that cannot tell (forwarding off on the fiber): redirected through the gateway as
+// before the check.
+TEST_F(UplinkEgressNeighbour, UnknownNeighbourStateKeepsTheRedirect) {
+  sh("sysctl -qw net.ipv4.conf.ul0.forwarding=0 net.ipv6.conf.ul0.forwarding=0");
+  expect_steered("forwarding off on the fiber");
 }
 
 }  // namespace

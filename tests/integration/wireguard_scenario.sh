@@ -16,8 +16,12 @@
 #     the core's peer sees the router at that address, and pings through the tunnel are answered;
 #   - an endpoint that changes address (`wg set ... endpoint`) is followed: shown by uplinkctl, and
 #     its packets are steered to wan1 although a stale host route pins the new address to wan2;
+#     `ip route get` to it (wan2's table by an ip rule) is listed under stale_routes;
 #   - a full-tunnel configuration (0.0.0.0/1 + 128.0.0.0/1 via the tunnel) handshakes and passes
 #     traffic thanks to uplinkd's guard route (field report wireguard-full-tunnel-endpoint-loop);
+#   - an IPv6 endpoint (the router's dual-stack config: wan1_6 and wan2_6 under default_rule_v6):
+#     netifd's pin via wan2 fixed, the outer packets cross isp1 from wan1's IPv6 address, and after
+#     wan1 fails they cross isp2 from wan2's, pings through the tunnel answered at every stage;
 #   - `uplinkctl wireguard --json` has device, peer, endpoint, policy, uplink, steered_packets,
 #     stale_routes.
 # Which uplink outer packets take, and with which source, is counted by nft counters in isp1's and
@@ -61,6 +65,7 @@ CDEV=wgc$$
 WGDIR=$UL_TMP/wg
 EP1=203.0.113.5
 EP2=203.0.113.6
+EP6=2001:db8:ff::5 # the core's IPv6 address for the endpoint of the last stage
 # The backup's rate. On a slow machine (UL_TIME_SCALE > 1) it is 1 Mbit/s instead of 4: under
 # vmtest's TCG emulation kernel WireGuard's own crypto manages only 11-13 Mbit/s (6.1 guest), which
 # would not clear the 3 x backup margin the failback's iperf3 must show.
@@ -77,6 +82,8 @@ DETECT_S=$(fcalc "($DOWN * $IV + $TO) * 1.2 * $SCALE")
 PING_IV=0.2
 SRC_WAN1=192.0.2.2 # the router's address on each uplink: the outer packets' source
 SRC_WAN2=198.51.100.2
+SRC6_WAN1=2001:db8:1::2
+SRC6_WAN2=2001:db8:2::2
 
 # shellcheck disable=SC2317 # run by the EXIT trap
 wg_cleanup() {
@@ -97,12 +104,18 @@ table inet wgcount {
   counter to_ep2 {}
   counter src_wan1 {}
   counter src_wan2 {}
+  counter to_ep6 {}
+  counter src6_wan1 {}
+  counter src6_wan2 {}
   chain count {
     type filter hook forward priority -10; policy accept;
     ip daddr $EP1 udp dport 51820 counter name to_ep1
     ip daddr $EP2 udp dport 51820 counter name to_ep2
     ip daddr { $EP1, $EP2 } udp dport 51820 ip saddr $SRC_WAN1 counter name src_wan1
     ip daddr { $EP1, $EP2 } udp dport 51820 ip saddr $SRC_WAN2 counter name src_wan2
+    ip6 daddr $EP6 udp dport 51820 counter name to_ep6
+    ip6 daddr $EP6 udp dport 51820 ip6 saddr $SRC6_WAN1 counter name src6_wan1
+    ip6 daddr $EP6 udp dport 51820 ip6 saddr $SRC6_WAN2 counter name src6_wan2
   }
 }
 EOF
@@ -111,9 +124,12 @@ done
 outer() {
   ip netns exec "$P-$1" nft list counter inet wgcount "$2" | sed -n 's/.*packets \([0-9]*\).*/\1/p'
 }
-# outer_sources: the outer packets so far by ISP and source, as
+# outer_sources [src|src6]: the outer packets so far by ISP and source (IPv4 or IPv6), as
 # "<isp1 from wan1's address> <isp1 from wan2's> <isp2 from wan1's> <isp2 from wan2's>".
-outer_sources() { echo "$(outer isp1 src_wan1) $(outer isp1 src_wan2) $(outer isp2 src_wan1) $(outer isp2 src_wan2)"; }
+outer_sources() {
+  local c=${1:-src}
+  echo "$(outer isp1 "${c}_wan1") $(outer isp1 "${c}_wan2") $(outer isp2 "${c}_wan1") $(outer isp2 "${c}_wan2")"
+}
 
 # wait_outer_pinging <isp> <counter> <above> <seconds>: wait_outer with a ping through the tunnel
 # every second meanwhile, so that the wait does not hang on the keepalive's timing.
@@ -128,41 +144,44 @@ wait_outer_pinging() {
   return 1
 }
 
-# check_sources <active uplink> <label> <seconds>: the outer packets' source address, which kernel
-# WireGuard caches per peer (the dead uplink's after a switch, unless something corrects it).
+# check_sources <active uplink> <label> <seconds> [4|6]: the outer packets' source address, which
+# kernel WireGuard caches per peer (the dead uplink's after a switch, unless something corrects it).
 # Within <seconds> (pinging through the tunnel) a packet from the active uplink's address crosses
 # that uplink's ISP; then, after a settling second, 10 pings through the tunnel over 2 s are all
 # answered while every outer packet (the pings' and the keepalives') crosses that ISP from that
 # address: none by the other ISP, none with the other uplink's address, and the core's peer has
 # the router at the active address.
 check_sources() {
-  local up=$1 label=$2 bound=$3 isp addr good i t0 waited wrong=0 ep
+  local up=$1 label=$2 bound=$3 fam=${4:-4} isp addr good i t0 waited wrong=0 ep c=src a1=$SRC_WAN1 a2=$SRC_WAN2
   local -a before after d
+  [[ $fam == 6 ]] && c=src6 a1=$SRC6_WAN1 a2=$SRC6_WAN2
   case $up in
-    wan1) isp=isp1 addr=$SRC_WAN1 good=0 ;;
-    wan2) isp=isp2 addr=$SRC_WAN2 good=3 ;;
+    wan1) isp=isp1 addr=$a1 good=0 ;;
+    wan2) isp=isp2 addr=$a2 good=3 ;;
   esac
   t0=$(now)
-  wait_outer_pinging "$isp" "src_$up" "$(outer "$isp" "src_$up")" "$bound" ||
-    fail "$label: no outer packet from $addr ($up's address) on $isp within $bound s; counters [isp1 from wan1, isp1 from wan2, isp2 from wan1, isp2 from wan2]: $(outer_sources); $(ip netns exec "$P-rtr" wg show "$RDEV" endpoints)"
+  wait_outer_pinging "$isp" "${c}_$up" "$(outer "$isp" "${c}_$up")" "$bound" ||
+    fail "$label: no outer packet from $addr ($up's address) on $isp within $bound s; counters [isp1 from wan1, isp1 from wan2, isp2 from wan1, isp2 from wan2]: $(outer_sources "$c"); $(ip netns exec "$P-rtr" wg show "$RDEV" endpoints)"
   waited=$(fsub "$t0" "$(now)")
   sleep 1
-  read -r -a before <<<"$(outer_sources)"
+  read -r -a before <<<"$(outer_sources "$c")"
   ip netns exec "$P-rtr" ping -n -c 10 -i 0.2 -W 2 10.99.0.1 >"$UL_TMP/ping.src_$label.out" 2>&1
-  read -r -a after <<<"$(outer_sources)"
+  read -r -a after <<<"$(outer_sources "$c")"
   grep -q ' 10 received' "$UL_TMP/ping.src_$label.out" ||
     fail "$label: ping through the tunnel: $(grep transmitted "$UL_TMP/ping.src_$label.out")"
   for i in 0 1 2 3; do
     d[i]=$((after[i] - before[i]))
     ((i == good)) || wrong=$((wrong + d[i]))
   done
-  local counts="isp1 from $SRC_WAN1: ${d[0]}, isp1 from $SRC_WAN2: ${d[1]}, isp2 from $SRC_WAN1: ${d[2]}, isp2 from $SRC_WAN2: ${d[3]}"
+  local counts="isp1 from $a1: ${d[0]}, isp1 from $a2: ${d[1]}, isp2 from $a1: ${d[2]}, isp2 from $a2: ${d[3]}"
   ((d[good] >= 10)) || fail "$label: fewer than 10 outer packets from $addr on $isp for 10 pings ($counts)"
   # A packet from the other uplink's address is the stale cached source; one by the other ISP has
   # left by the wrong uplink.
   ((wrong == 0)) || fail "$label: outer packets not from $addr via $isp while $up is active ($counts)"
   ep=$(ip netns exec "$P-core" wg show "$CDEV" endpoints | awk '{ print $2 }')
-  [[ $ep == "$addr:51821" ]] || fail "$label: the core has the router's endpoint at $ep, not $up's $addr:51821"
+  local want=$addr:51821
+  [[ $fam == 6 ]] && want="[$addr]:51821"
+  [[ $ep == "$want" ]] || fail "$label: the core has the router's endpoint at $ep, not $up's $want"
   pass "$label: outer packets from $up's $addr on $isp after $waited s (bound $bound s); 10 pings through the tunnel answered, outer packets meanwhile: $counts; the core has the router at $ep"
 }
 
@@ -225,6 +244,26 @@ lab_outage "$P" isp1 on
 lab_shape "$P" "${SHAPE_MBIT}mbit" || fail "tbf on the backup"
 CFG=$UL_TMP/uplinkd.conf
 ul_write_config "$CFG" "$IV" "$TO" "$DOWN" "$UP"
+# The IPv6 half of mwan3's dual-stack setup, for the IPv6 endpoint of the last stage.
+for i in 1 2; do
+  printf "\nconfig interface 'wan%s_6'\n\toption enabled '1'\n\toption family 'ipv6'\n\toption device 'wan%s'\n" "$i" "$i"
+  printf "\toption gateway '2001:db8:%s::1'\n\tlist track_ip '2001:db8:ff::1'\n\tlist track_ip '2001:db8:ff::2'\n" "$i"
+  printf "\toption reliability '1'\n\toption count '1'\n\toption timeout '%s'\n\toption interval '%s'\n" "$TO" "$IV"
+  printf "\toption failure_interval '%s'\n\toption recovery_interval '%s'\n" "$IV" "$IV"
+  printf "\toption down '%s'\n\toption up '%s'\n" "$DOWN" "$UP"
+  printf "\nconfig member 'wan%s_6_m%s'\n\toption interface 'wan%s_6'\n\toption metric '%s'\n" "$i" "$i" "$i" "$i"
+done >>"$CFG"
+cat >>"$CFG" <<'EOF'
+
+config policy 'wan1_wan2_v6'
+	list use_member 'wan1_6_m1'
+	list use_member 'wan2_6_m2'
+
+config rule 'default_rule_v6'
+	option family 'ipv6'
+	option dest_ip '::/0'
+	option use_policy 'wan1_wan2_v6'
+EOF
 make_hook
 start_uplinkd "$P" "$CFG" --hook "$UL_HOOK"
 wait_uplinkd_ready "$(sc 15)" || fail "uplinkd is not ready"
@@ -349,6 +388,9 @@ wait_peer endpoint "$EP2:51820" "$(sc 12)" || fail "uplinkctl wireguard does not
 t_seen=$UL_WAITED
 wait_peer uplink wan1 "$(sc 3)" || fail "the new endpoint's uplink is not wan1: $(wgjson)"
 wait_peer steered_packets "[1-9][0-9]*" "$(sc 5)" || fail "no packet to the new endpoint steered within $(sc 5) s: $(wgjson)"
+# The rule's lookup disagrees with steering: listed under stale_routes (the kernel's own answer).
+wait_peer stale_routes ".*ip route get $EP2: dev wan2 \\(active uplink: dev wan1\\).*" "$(sc 6)" ||
+  fail "'ip route get $EP2' (wan2's table) is not listed under stale_routes within $(sc 6) s: $(wgjson)"
 
 # tunnel_traffic_2s <label>: 10 pings through the tunnel over 2 s; the outer packets to EP2 that
 # crossed each ISP meanwhile in OUT_ISP1 / OUT_ISP2.
@@ -367,7 +409,7 @@ tunnel_traffic_2s moved
 ((OUT_ISP2 == 0)) || fail "packets to the new endpoint still cross isp2 ($OUT_ISP2 for 10 pings)"
 src=$(ip netns exec "$P-core" wg show "$CDEV" endpoints | awk '{ print $2 }')
 [[ $src == 192.0.2.2:51821 ]] || fail "the core sees the router at $src, not wan1's 192.0.2.2:51821"
-pass "the new endpoint $EP2 is listed after $t_seen s; steered_packets $(peer_field steered_packets) although 'ip route get $EP2' says: $(ip -n "$P-rtr" route get "$EP2" | head -n 1); 10 pings through the tunnel: all answered, $OUT_ISP1 outer packets on isp1, none on isp2; the core sees the router at $src"
+pass "the new endpoint $EP2 is listed after $t_seen s; steered_packets $(peer_field steered_packets) although 'ip route get $EP2' says: $(ip -n "$P-rtr" route get "$EP2" | head -n 1) (stale_routes: $(peer_field stale_routes | tr '\n' ' ')); 10 pings through the tunnel: all answered, $OUT_ISP1 outer packets on isp1, none on isp2; the core sees the router at $src"
 check_sources wan1 "endpoint moved" "$(sc 3)"
 ip -n "$P-rtr" rule del to "$EP2/32" lookup 2 pref 500
 
@@ -397,6 +439,33 @@ ip netns exec "$P-rtr" ping -n -c 3 -i 0.2 -W 1 203.0.113.3 >/dev/null 2>&1 ||
   fail "no ping to 203.0.113.3 through the full tunnel: $(ip netns exec "$P-rtr" wg show "$RDEV")"
 pass "full tunnel: guard route '$guard', ip route get $EP2: $(head -n 1 <<<"$rg"); a fresh peer handshakes and 203.0.113.3 answers through $RDEV"
 ctl wireguard | while read -r l; do info "  $l"; done
+
+# ---------------------------------------------------------------------------------------------
+# An IPv6 endpoint: fixed, steered and moved at failover like the IPv4 one.
+# ---------------------------------------------------------------------------------------------
+ip -n "$P-core" addr add "$EP6/128" dev lo nodad || fail "core address $EP6"
+ip -n "$P-rtr" -6 route add "$EP6/128" via 2001:db8:2::1 dev wan2 proto static ||
+  fail "netifd-style host route to $EP6 via wan2"
+ip netns exec "$P-rtr" wg set "$RDEV" peer "$(cat "$WGDIR/core.pub")" endpoint "[$EP6]:51820" || fail "wg set endpoint [$EP6]"
+info "endpoint moved to [$EP6]:51820; netifd pin: $EP6 via 2001:db8:2::1 dev wan2 proto static"
+wait_peer endpoint "\\[$EP6\\]:51820" "$(sc 12)" || fail "uplinkctl wireguard does not show the endpoint [$EP6]:51820 within $(sc 12) s: $(wgjson)"
+wait_peer uplink wan1_6 "$(sc 3)" || fail "the IPv6 endpoint's uplink is not wan1_6: $(wgjson)"
+fixed=$(peer_field fixed_routes)
+[[ $fixed == *"$EP6"*wan1* ]] || fail "the pinned IPv6 host route is not reported fixed: $(wgjson)"
+check_sources wan1 "IPv6 endpoint" "$(sc 5)" 6
+n6=$(outer isp2 to_ep6)
+t_fail=$(now)
+lab_outage "$P" isp1 on
+wait_iface_state wan1_6 offline "$(fcalc "$DETECT_S + 2 * $SCALE")" || fail "wan1_6 not offline within $(fcalc "$DETECT_S + 2 * $SCALE") s"
+wait_outer isp2 to_ep6 "$n6" "$(sc 3)" || fail "no outer packet to $EP6 on isp2 within $(sc 3) s of wan1_6 going offline"
+t_moved=$(fsub "$t_fail" "$(now)")
+wait_peer uplink wan2_6 "$(sc 3)" || fail "uplinkctl wireguard: uplink is not wan2_6 after the failover: $(wgjson)"
+pass "IPv6 endpoint: outer packets to $EP6 on isp2 $t_moved s after isp1's outage began; stale_routes: $(peer_field stale_routes | tr '\n' ' ')"
+check_sources wan2 "IPv6 endpoint, failover to wan2" "$(sc 3)" 6
+lab_outage "$P" isp1 off
+wait_iface_state wan1_6 online "$(sc 15)" || fail "wan1_6 not online again within $(sc 15) s"
+wait_peer uplink wan1_6 "$(sc 3)" || fail "uplinkctl wireguard: the IPv6 endpoint's uplink is not wan1_6 again: $(wgjson)"
+check_sources wan1 "IPv6 endpoint, wan1 back" "$RECOVER_BOUND" 6
 
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 exit 0

@@ -220,10 +220,8 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
       ASSERT_TRUE(uplinkd::testing::wait_until([&] { return run_command(ping).status == 0; }))
           << ping << " never answered";
     }
-    // The gateways' neighbour entries resolved, as uplinkd's probes through every uplink keep them:
-    // a packet redirected while its gateway is unresolved waits in the neighbour queue with its
-    // original route attached, and the kernel (6.18) then sends it with the MAC address of that
-    // route's gateway, on the other uplink's link, where it is lost (bpf/uplink_egress.bpf.c).
+    // The gateways' neighbour entries resolved, as uplinkd's probes through every uplink keep them
+    // (run_unresolved_gateway flushes one on purpose).
     for (const char* gw : {"10.61.1.2", "10.62.1.2", "2001:db8:61::2", "2001:db8:62::2"}) {
       const std::string ping = "ip netns exec " + ns("r") + " ping -c1 -W1 " + gw;
       ASSERT_TRUE(uplinkd::testing::wait_until([&] { return run_command(ping).status == 0; })) << ping;
@@ -302,9 +300,19 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
   }
 
   // One datagram from u2's address and the WireGuard port to the endpoint, by the pinned route.
-  void send_from_backup(const Family& f) {
+  void send_from_backup(const Family& f) { send_from(f, f.u2); }
+
+  // The same from `source` (an address of the router), by the pinned route through u2 or, given
+  // `device`, out of that device whatever the routes say (wireguard-go pins its socket's packets
+  // to the interface of its cached source this way, with IP_PKTINFO).
+  void send_from(const Family& f, const char* source, const char* device = nullptr) {
     const int fd = socket(f.af, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     ASSERT_GE(fd, 0);
+    if (device != nullptr) {
+      ASSERT_EQ(
+          setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, static_cast<socklen_t>(std::strlen(device))), 0)
+          << std::strerror(errno);
+    }
     sockaddr_storage local{}, remote{};
     socklen_t len = 0;
     if (f.af == AF_INET) {
@@ -312,7 +320,7 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
       auto* r = reinterpret_cast<sockaddr_in*>(&remote);
       l->sin_family = r->sin_family = AF_INET;
       l->sin_port = r->sin_port = htons(kWgPort);
-      inet_pton(AF_INET, f.u2, &l->sin_addr);
+      inet_pton(AF_INET, source, &l->sin_addr);
       inet_pton(AF_INET, f.endpoint, &r->sin_addr);
       len = sizeof(sockaddr_in);
     } else {
@@ -320,7 +328,7 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
       auto* r = reinterpret_cast<sockaddr_in6*>(&remote);
       l->sin6_family = r->sin6_family = AF_INET6;
       l->sin6_port = r->sin6_port = htons(kWgPort);
-      inet_pton(AF_INET6, f.u2, &l->sin6_addr);
+      inet_pton(AF_INET6, source, &l->sin6_addr);
       inet_pton(AF_INET6, f.endpoint, &r->sin6_addr);
       len = sizeof(sockaddr_in6);
     }
@@ -377,6 +385,69 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
     EXPECT_TRUE(steering_->remove_endpoint(endpoint));
   }
 
+  // The move to u1 while u1's gateway has no neighbour entry (flushed, as after a link flap or
+  // when the entry failed while u1 was down). The router forwards (bpf_fib_lookup() answers only
+  // for a forwarding device) and has netifd's default routes of both uplinks in its main table;
+  // the pinned host route is gone (route hygiene replaces it), the datagrams leave by u2 because
+  // their socket is bound to it.
+  void run_unresolved_gateway(const Family& f) {
+    SCOPED_TRACE(f.name);
+    const bool v6 = f.af == AF_INET6;
+    must_run("ip netns exec " + ns("r") +
+             " sysctl -qw net.ipv4.conf.all.forwarding=1 net.ipv6.conf.all.forwarding=1");
+    const std::string family = v6 ? "-6 " : "";
+    ip("r", family + "route del " + f.endpoint);
+    ip("r", family + "route add default via " + f.gw1 + " dev u1 metric 10");
+    ip("r", family + "route add default via " + f.gw2 + " dev u2 metric 20");
+    const WgEndpoint endpoint{addr(f.endpoint), kWgPort};
+    ASSERT_EQ(steering_->write_endpoint(endpoint, kPolicy, kEndpointId), 0);
+    Receiver server(ns("srv"), f.af);
+    ASSERT_TRUE(server.ok()) << "server socket";
+    ASSERT_NO_FATAL_FAILURE(set_policy({kUplink1, kUplink2}));
+
+    // The first packet after the flush is steered and arrives by u1, from u1's address.
+    ip("r", family + "neigh del " + f.gw1 + " dev u1");
+    ASSERT_NO_FATAL_FAILURE(send_from(f, f.u2, "u2"));
+    std::optional<Received> got = server.wait();
+    ASSERT_TRUE(got.has_value()) << "the first packet after the flush was lost; counters: steered "
+                                 << steering_->counters(kEndpointId).steered_packets << ", passed "
+                                 << steering_->counters(kEndpointId).passed_packets;
+    EXPECT_EQ(got->source, f.u1);
+    EXPECT_EQ(got->ifindex, server.s1());
+    EXPECT_EQ(steering_->counters(kEndpointId).steered_packets, 1u);
+
+    // Without a route of the kernel's through u1's gateway the packet cannot be queued on it: it
+    // leaves as it came (by u2, from u2's address) and arrives all the same.
+    ip("r", family + "route del default via " + f.gw1 + " dev u1 metric 10");
+    ip("r", family + "neigh del " + f.gw1 + " dev u1");
+    ASSERT_NO_FATAL_FAILURE(send_from(f, f.u2, "u2"));
+    got = server.wait();
+    ASSERT_TRUE(got.has_value()) << "the packet left as it came was lost";
+    EXPECT_EQ(got->source, f.u2);
+    EXPECT_EQ(got->ifindex, server.s2());
+    EXPECT_EQ(steering_->counters(kEndpointId).passed_packets, 1u);
+    EXPECT_TRUE(steering_->remove_endpoint(endpoint));
+  }
+
+  // u2 active, the packet leaves by u2 but from u1's address (kernel WireGuard's cached IPv6 source
+  // after its route moved): the source is put right in place, and the reply would come to u2.
+  void run_stale_source(const Family& f) {
+    SCOPED_TRACE(f.name);
+    const WgEndpoint endpoint{addr(f.endpoint), kWgPort};
+    ASSERT_EQ(steering_->write_endpoint(endpoint, kPolicy, kEndpointId), 0);
+    Receiver server(ns("srv"), f.af);
+    ASSERT_TRUE(server.ok()) << "server socket";
+    ASSERT_NO_FATAL_FAILURE(set_policy({kUplink2}));
+    ASSERT_NO_FATAL_FAILURE(send_from(f, f.u1));
+    std::optional<Received> got = server.wait();
+    ASSERT_TRUE(got.has_value()) << "nothing arrived (a bad checksum?)";
+    EXPECT_EQ(got->source, f.u2);
+    EXPECT_EQ(got->ifindex, server.s2());
+    EXPECT_EQ(steering_->counters(kEndpointId).steered_packets, 1u);
+    EXPECT_EQ(steering_->counters(kEndpointId).failed_packets, 0u);
+    EXPECT_TRUE(steering_->remove_endpoint(endpoint));
+  }
+
   std::string base_;
   std::vector<std::string> namespaces_;
   std::string pin_dir_;
@@ -388,6 +459,14 @@ class WgSteeringTest : public ::testing::TestWithParam<bool /* u2 TX checksum of
 TEST_P(WgSteeringTest, SteersIpv4ToActiveUplink) { run_family(kV4); }
 
 TEST_P(WgSteeringTest, SteersIpv6ToActiveUplink) { run_family(kV6); }
+
+TEST_P(WgSteeringTest, FirstIpv4PacketToUnresolvedGatewayArrives) { run_unresolved_gateway(kV4); }
+
+TEST_P(WgSteeringTest, FirstIpv6PacketToUnresolvedGatewayArrives) { run_unresolved_gateway(kV6); }
+
+TEST_P(WgSteeringTest, StaleIpv4SourceOnActiveUplinkIsFixed) { run_stale_source(kV4); }
+
+TEST_P(WgSteeringTest, StaleIpv6SourceOnActiveUplinkIsFixed) { run_stale_source(kV6); }
 
 INSTANTIATE_TEST_SUITE_P(Offload, WgSteeringTest, ::testing::Bool(), [](const auto& info) {
   return std::string(info.param ? "PartialChecksum" : "SoftwareChecksum");

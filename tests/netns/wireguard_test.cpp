@@ -115,6 +115,7 @@ class WireguardTest : public ::testing::Test {
                                      "wireguard-go",
                                      device_};
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawn_file_actions_t actions;
@@ -336,6 +337,45 @@ TEST_F(WireguardTest, FixOffReportsStaleRouteWithoutTouchingIt) {
   EXPECT_TRUE(reports[0].fixed.empty());
   EXPECT_EQ(normalize_lines(router_ip("route show 203.0.113.5")),
             "203.0.113.5 via 198.51.100.1 dev wan2 proto static metric 20\n");
+}
+
+// No host route at all, but the main table's default route leaves by the backup while steering
+// sends the tunnel by wan1: `ip route get` disagrees, and says so under stale until it agrees,
+// with the device's fwmark (an ip rule for that mark) or with the main table put right.
+TEST_F(WireguardTest, RouteLookupDisagreementReportedAndCleared) {
+  router_ip("route add default via 198.51.100.1 dev wan2");
+  EndpointRoutes routes;
+  EndpointRouteRequest request{ip("203.0.113.5"), ActiveUplink{wan1_, ip("192.0.2.1")}, true, 0, 0};
+  std::vector<EndpointRouteReport> reports = routes.refresh({request});
+  ASSERT_EQ(reports[0].stale.size(), 1U);
+  EXPECT_EQ(reports[0].stale[0], "ip route get 203.0.113.5: dev wan2 (active uplink: dev wan1)");
+  EXPECT_TRUE(reports[0].fixed.empty());  // nothing to fix: no host route was touched
+  EXPECT_EQ(normalize_lines(router_ip("route show table all 203.0.113.5")), "");
+
+  // The WireGuard socket's fwmark has a rule to a table through wan1: its lookup agrees.
+  router_ip("route add default via 192.0.2.1 dev wan1 table 77");
+  router_ip("rule add fwmark 0xca6c lookup 77 pref 500");
+  request.wg_fwmark = 0xca6c;
+  reports = routes.refresh({request});
+  EXPECT_TRUE(reports[0].stale.empty()) << reports[0].stale.front();
+
+  // Without the mark it is the main table again; moved to wan1 there, the report clears.
+  request.wg_fwmark = 0;
+  reports = routes.refresh({request});
+  ASSERT_EQ(reports[0].stale.size(), 1U);
+  router_ip("route replace default via 192.0.2.1 dev wan1");
+  reports = routes.refresh({request});
+  EXPECT_TRUE(reports[0].stale.empty()) << reports[0].stale.front();
+
+  // IPv6 alike.
+  router_ip("-6 route add default via 2001:db8:2::1 dev wan2");
+  EndpointRouteRequest v6{ip("2001:db8:ff::5"), ActiveUplink{wan1_, ip("2001:db8:1::1")}, true, 0, 0};
+  reports = routes.refresh({v6});
+  ASSERT_EQ(reports[0].stale.size(), 1U);
+  EXPECT_EQ(reports[0].stale[0], "ip route get 2001:db8:ff::5: dev wan2 (active uplink: dev wan1)");
+  v6.active = ActiveUplink{wan2_, ip("2001:db8:2::1")};
+  reports = routes.refresh({v6});
+  EXPECT_TRUE(reports[0].stale.empty()) << reports[0].stale.front();
 }
 
 TEST_F(WireguardTest, FullTunnelGuardKeepsEndpointOutOfItsTunnel) {
