@@ -27,6 +27,7 @@
 #include "daemon/link_state.h"
 #include "datapath/mss_clamp.h"
 #include "lifecycle/teardown.h"
+#include "local_out/output_ruleset.h"
 
 namespace uplinkd {
 namespace {
@@ -138,6 +139,13 @@ void Daemon::start_all() {
   policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_, adopted_online);
   hygiene_ = std::make_unique<FlowHygiene>(config_, *datapath_,
                                            FlowHygiene::Options{ct_mark_table_name(options_.instance)});
+  // After the ct mark table, which saves the marks this table gives to the connections.
+  try {
+    policy_->enable_output_table(local_out::output_table_name(options_.instance));
+  } catch (const std::exception& e) {
+    throw std::runtime_error("installing nft table inet " + local_out::output_table_name(options_.instance) +
+                             " (the router's own traffic through every rule): " + e.what());
+  }
   retire_unconfigured_records();
   // An adopted uplink's record stays as its predecessor wrote it until bring-up rewrites the same:
   // writing `disabled` now would make every flow on it stale for an instant.
