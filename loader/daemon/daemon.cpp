@@ -139,12 +139,15 @@ void Daemon::start_all() {
   policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_, adopted_online);
   hygiene_ = std::make_unique<FlowHygiene>(config_, *datapath_,
                                            FlowHygiene::Options{ct_mark_table_name(options_.instance)});
-  // After the ct mark table, which saves the marks this table gives to the connections.
+  // After the ct mark table, which saves the marks this table gives to the connections. Without it
+  // (a kernel without nft route or nat chains) everything else still works: logged, not fatal.
+  const std::string output_table = local_out::output_table_name(options_.instance);
   try {
-    policy_->enable_output_table(local_out::output_table_name(options_.instance));
+    policy_->enable_output_table(output_table);
   } catch (const std::exception& e) {
-    throw std::runtime_error("installing nft table inet " + local_out::output_table_name(options_.instance) +
-                             " (the router's own traffic through every rule): " + e.what());
+    log::error("installing nft table inet " + output_table +
+               " (the router's own traffic through every rule): " + e.what() +
+               "; the router's own traffic follows only uplinkd's default route");
   }
   retire_unconfigured_records();
   // An adopted uplink's record stays as its predecessor wrote it until bring-up rewrites the same:

@@ -293,7 +293,12 @@ void PolicyRuntime::write_rules() {
 void PolicyRuntime::enable_output_table(const std::string& table) {
   output_ = std::make_unique<local_out::OutputTable>(table);
   refresh_connected();  // before the first packet meets the table: connected networks stay in main
-  rebuild_output();
+  try {
+    rebuild_output();
+  } catch (...) {
+    output_.reset();  // nothing was installed; the source rules stay unconditional
+    throw;
+  }
 }
 
 // The whole table: at start and at reload (rules, marks, policies and set ids may all change).

@@ -61,7 +61,8 @@ class PolicyRuntime {
 
   // Installs nft table inet `table` (local_out/output_ruleset.h), which sends the router's own
   // traffic through every rule, and keeps it current from here on (policies, reloads, connected
-  // networks, ipsets, sticky entries). Throws std::runtime_error when it cannot be installed.
+  // networks, ipsets, sticky entries). Throws std::runtime_error when it cannot be installed; then
+  // the runtime goes on without it.
   void enable_output_table(const std::string& table);
 
   // Republishes every policy for the interfaces online now (one map update per policy and family).

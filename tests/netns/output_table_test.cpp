@@ -10,13 +10,17 @@
 // The namespace is ulh15ot-<pid>-<n>; the test thread works inside it.
 #include "local_out/output_table.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <string>
 
+#include "netlink/ct_mark.h"
 #include "netns_fixture.h"
 
 namespace uplinkd::local_out {
@@ -64,6 +68,8 @@ constexpr const char* kCounters = R"(table inet ulh15_count {
   counter udp_wan2_own_source { }
   counter icmp_wan1 { }
   counter icmp_wan2 { }
+  counter keep_wan1 { }
+  counter keep_wan2 { }
   chain post {
     type filter hook postrouting priority 300; policy accept;
     oifname "wan1" udp dport 53 counter name "udp_wan1"
@@ -71,6 +77,8 @@ constexpr const char* kCounters = R"(table inet ulh15_count {
     oifname "wan2" ip saddr 198.51.100.2 udp dport 53 counter name "udp_wan2_own_source"
     oifname "wan1" icmp type echo-request counter name "icmp_wan1"
     oifname "wan2" icmp type echo-request counter name "icmp_wan2"
+    oifname "wan1" udp dport 5300 counter name "keep_wan1"
+    oifname "wan2" udp dport 5300 counter name "keep_wan2"
   }
 })";
 
@@ -102,7 +110,9 @@ class OutputTableTest : public ::testing::Test {
       EXPECT_EQ(setns(original_, CLONE_NEWNET), 0);
       close(original_);
     }
-    if (created_) EXPECT_EQ(run_command("ip netns del " + ns_).status, 0) << "ip netns del " << ns_;
+    if (created_) {
+      EXPECT_EQ(run_command("ip netns del " + ns_).status, 0) << "ip netns del " << ns_;
+    }
   }
 
   std::string in(const std::string& command) const { return "ip netns exec " + ns_ + " " + command; }
@@ -191,6 +201,29 @@ TEST_F(OutputTableTest, FailoverMovesThemWithElementUpdatesOnly) {
   EXPECT_EQ(counted("udp_wan1") + counted("udp_wan2"), 0u);
 
   EXPECT_EQ(run_command(in(std::string("nft list chain inet ") + kTable + " output")).output, chains_before);
+}
+
+// The ct mark table saves the mark to the connection; the output table restores it, so a connection
+// keeps its uplink when the policy would now choose another one for a new connection.
+TEST_F(OutputTableTest, AConnectionKeepsItsUplinkThroughItsCtMark) {
+  netlink::CtMarkRules ct_marks("ulh15-ct", plan_.marks.mask, {{0x100, "wan1"}, {0x200, "wan2"}});
+  OutputTable table(kTable);
+  install(table, {"wan", "wanb"});
+  const int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(5300);
+  inet_pton(AF_INET, "203.0.113.4", &to.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to), 0);
+  EXPECT_EQ(send(fd, "a", 1, 0), 1);
+  table.publish(policy::resolve_policies(cfg_, {"wanb"}), ids_);  // new connections: wanb
+  EXPECT_EQ(send(fd, "b", 1, 0), 1);
+  close(fd);
+  EXPECT_EQ(counted("keep_wan1"), 2u) << "both datagrams of the connection by wan1";
+  EXPECT_EQ(counted("keep_wan2"), 0u);
+  EXPECT_TRUE(send_udp("203.0.113.4", 5300));  // a new connection takes the policy's choice now
+  EXPECT_EQ(counted("keep_wan2"), 1u);
 }
 
 TEST_F(OutputTableTest, ConnectedDestinationsAndMarkedSocketsAreLeftAlone) {
