@@ -268,3 +268,8 @@ stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 ip netns exec "$P-rtr" nft list tables | grep -q "uplinkd-out" &&
   fail "uplinkd's output table stayed after stop: $(ip netns exec "$P-rtr" nft list tables | tr '\n' ';')"
 pass "stopping uplinkd removes its output table"
+# Every update of the table (policies, sticky flushes, connected networks, ipset copies) went in.
+if grep -E "the router's own traffic|router traffic rules" "$UPLINKD_LOG"; then
+  fail "uplinkd logged errors about its output table (above)"
+fi
+pass "no error about the output table in uplinkd's log"
