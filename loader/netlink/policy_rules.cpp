@@ -476,13 +476,6 @@ RulePtr build_rule(const Rule& r) {
       rtnl_rule_set_action(rule.get(),
                            r.kind == RuleKind::FwmarkUnreachable ? FR_ACT_UNREACHABLE : FR_ACT_BLACKHOLE);
       break;
-    case RuleKind::OifLookup:
-      if (rtnl_rule_set_oif(rule.get(), r.iif.c_str()) < 0) {
-        return nullptr;
-      }
-      rtnl_rule_set_table(rule.get(), r.table);
-      rtnl_rule_set_action(rule.get(), FR_ACT_TO_TBL);
-      break;
     case RuleKind::FromLookup: {
       AddrPtr source = to_nl_addr(r.source, static_cast<int>(address_size(r.family)) * 8);
       if (!source || rtnl_rule_set_src(rule.get(), source.get()) < 0) {
@@ -511,8 +504,6 @@ std::string describe_rule(const Rule& r) {
       return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " unreachable";
     case RuleKind::FwmarkBlackhole:
       return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " blackhole";
-    case RuleKind::OifLookup:
-      return s + " oif " + r.iif + " lookup " + std::to_string(r.table);
     case RuleKind::FromLookup:
       return s + " from " + r.source.str() + (r.mask != 0 ? " fwmark 0/" + hex(r.mask) : std::string()) +
              " lookup " + std::to_string(r.table);
@@ -693,7 +684,6 @@ void PolicyRules::remove_uplink(uint32_t id, int family) {
   if (id != kGeneralOwner) {
     remove_rules(id, family);
     remove_source_rules(id, family);
-    remove_rules(kBoundOwner | id, family);
   }
 }
 
@@ -735,16 +725,7 @@ int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::st
   if (addresses != nullptr) {
     *addresses = found;
   }
-  err = apply_rules(kSourceOwner | id, family, wanted, error);
-  char device[IF_NAMESIZE] = {};
-  if (err == 0 && unmarked_mask != 0 &&
-      if_indextoname(static_cast<unsigned int>(ifindex), device) != nullptr) {
-    // Owned apart and kept when the device goes: a rule names its oif, so it matches a re-created
-    // device at once, before the next sync.
-    const Rule bound{RuleKind::OifLookup, family, kBoundDeviceRulePref, device, RT_TABLE_MAIN, 0, 0};
-    err = apply_rules(kBoundOwner | id, family, {bound}, error);
-  }
-  return err;
+  return apply_rules(kSourceOwner | id, family, wanted, error);
 }
 
 void PolicyRules::remove_source_rules(uint32_t id, int family) {

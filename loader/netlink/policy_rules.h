@@ -7,7 +7,6 @@
 //                                                     own packets from that address (replies to a
 //                                                     connection to it, a socket bound to it) leave by N,
 //                                                     unless (with the mask) they carry an uplink mark
-//   pref 2999     oif <device of N> lookup main      with the mask too: sockets bound to N's device
 //   pref 2000+B   fwmark mark(B)/mask blackhole       B = blackhole id (2061 with mask 0x3F00)
 //   pref 2000+U   fwmark mark(U)/mask unreachable     U = unreachable id (2062 with mask 0x3F00)
 //   pref 3000+N   fwmark mark(N)/mask unreachable     marked for N but table N has no route: drop, do not
@@ -38,9 +37,6 @@ inline constexpr uint32_t kSourceRulePrefBase = 1500;
 inline constexpr uint32_t kMaxSourceRuleId = 499;
 inline constexpr uint32_t kFwmarkRulePrefBase = 2000;  // UplinkRoutes' rules, and the two general ones
 inline constexpr uint32_t kUnreachableRulePrefBase = 3000;
-// `oif <device> lookup main` for sockets bound to an uplink's device: after the fwmark lookups, before
-// mwan3's 3000+N unreachable rules (see sync_source_rules).
-inline constexpr uint32_t kBoundDeviceRulePref = 2999;
 
 // A destination prefix: address with its host bits clear, and its length.
 struct RoutePrefix {
@@ -72,7 +68,7 @@ class PolicyRules {
   // (EEXIST) is left alone now and at removal. Returns 0 or a negative errno; `error` names the rule.
   int install_uplink(uint32_t id, const std::string& device, int family, uint32_t mark, uint32_t mask,
                      std::string* error);
-  // Also removes the uplink's source rules and its bound-device rule (sync_source_rules).
+  // Also removes the uplink's source rules (sync_source_rules).
   void remove_uplink(uint32_t id, int family);
 
   // Makes uplink `id`'s source rules for `family` match the global (universe-scope) addresses of that
@@ -84,11 +80,7 @@ class PolicyRules {
   // `unmarked_mask` non-zero: the rules read `from <address> fwmark 0/<mask> lookup id`, so they apply
   // only to packets without an uplink mark. uplinkd's output table (local_out/) marks the router's own
   // packets by the rules after their source was chosen by the main table; an unconditional source rule
-  // would send every such packet back by the uplink of its source address. With the mask there is
-  // also `oif <device> lookup main` at pref 2999: a socket bound to the device (SO_BINDTODEVICE,
-  // `ping -I wan2`) whose packets the output table marked for another uplink finds no route through
-  // its device in that uplink's table; it then takes the main table's route through its device, as
-  // without uplinkd, instead of ending at that uplink's 3000+N unreachable rule.
+  // would send every such packet back by the uplink of its source address.
   int sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
                         std::vector<IpAddress>* addresses = nullptr, uint32_t unmarked_mask = 0);
   // Removes uplink `id`'s source rules for `family` (its device went down or away).
@@ -121,12 +113,12 @@ class PolicyRules {
 
   // A rule and a route copy as this class records them, in the terms the kernel matches them by. Public
   // for the implementation's helpers; not part of the API.
-  enum class RuleKind { IifLookup, FwmarkUnreachable, FwmarkBlackhole, FromLookup, OifLookup };
+  enum class RuleKind { IifLookup, FwmarkUnreachable, FwmarkBlackhole, FromLookup };
   struct Rule {
     RuleKind kind = RuleKind::IifLookup;
     int family = 0;
     uint32_t pref = 0;
-    std::string iif;     // IifLookup; OifLookup: the device of `oif`
+    std::string iif;     // IifLookup
     uint32_t table = 0;  // IifLookup, FromLookup
     uint32_t mark = 0;   // Fwmark*
     uint32_t mask = 0;
@@ -158,8 +150,6 @@ class PolicyRules {
   static constexpr uint32_t kGeneralOwner = 0;  // owner of the general rules; uplink ids start at 1
   // Source rules are owned by kSourceOwner | id, so they are diffed apart from the uplink's other rules.
   static constexpr uint32_t kSourceOwner = 0x80000000U;
-  // The `oif <device> lookup main` rule of uplink id is owned by kBoundOwner | id: it outlives its device.
-  static constexpr uint32_t kBoundOwner = 0x40000000U;
   struct InstalledRule {
     uint32_t owner = 0;  // uplink id, or kGeneralOwner
     Rule rule;
