@@ -357,6 +357,7 @@ void read_local_route(SectionReader& r, Globals& g) {
   g.local_route = r.boolean("local_route", g.local_route);
   g.local_route_metric =
       static_cast<uint32_t>(r.integer("local_route_metric", g.local_route_metric, 0, kU32Max));
+  g.local_rules = r.boolean("local_rules", g.local_rules);
 }
 
 // The group database's entry for `name` (getgrnam_r, growing its buffer as asked); nullopt when none.

@@ -20,7 +20,7 @@ const std::map<std::string, NameSet, std::less<>>& known_by_type() {
         // uplinkd
         "probe_reply_mark", "probe_reply_mark_mask", "flow_timeout", "flow_timeout_tcp", "flow_timeout_udp",
         "reset_stale_tcp", "conntrack_by_mark", "flow_table_size", "local_route", "local_route_metric",
-        "control_group", "metrics_listen"}},
+        "local_rules", "control_group", "metrics_listen"}},
       {"interface",
        {// mwan3
         "enabled", "initial_state", "family", "track_ip", "track_method", "httping_ssl", "reliability",

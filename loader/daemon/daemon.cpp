@@ -28,6 +28,8 @@
 #include "daemon/link_state.h"
 #include "datapath/mss_clamp.h"
 #include "lifecycle/teardown.h"
+#include "local_out/output_ruleset.h"
+#include "local_out/output_table.h"
 
 namespace uplinkd {
 namespace {
@@ -143,6 +145,20 @@ void Daemon::start_all() {
   policy_ = std::make_unique<PolicyRuntime>(config_, *datapath_, adopted_online);
   hygiene_ = std::make_unique<FlowHygiene>(config_, *datapath_,
                                            FlowHygiene::Options{ct_mark_table_name(options_.instance)});
+  // After the ct mark table, which saves the marks this table gives to the connections. Without it
+  // (a kernel without nft route or nat chains) everything else still works: logged, not fatal.
+  const std::string output_table = local_out::output_table_name(options_.instance);
+  try {
+    if (config_.globals.local_rules) {
+      policy_->enable_output_table(output_table);
+    } else {
+      local_out::OutputTable::remove_leftover(output_table);
+    }
+  } catch (const std::exception& e) {
+    log::error("installing nft table inet " + output_table +
+               " (the router's own traffic through every rule): " + e.what() +
+               "; the router's own traffic follows only uplinkd's default route");
+  }
   retire_unconfigured_records();
   // An adopted uplink's record stays as its predecessor wrote it until bring-up rewrites the same:
   // writing `disabled` now would make every flow on it stale for an instant.
@@ -1020,6 +1036,9 @@ std::string Daemon::reload(std::string* summary) {
     auto [it, inserted] = uplinks_.emplace(cfg.id, make_uplink(cfg));
     write_record(it->second);
     if (std::find(changed.begin(), changed.end(), cfg.name) == changed.end()) added.push_back(cfg.name);
+  }
+  if (config_.globals.local_rules != old.globals.local_rules) {
+    log::warn("reload: option local_rules takes effect at the next start; `uplinkctl restart` applies it");
   }
   if (config_.globals.probe_reply_mark != old.globals.probe_reply_mark ||
       config_.globals.probe_reply_mark_mask != old.globals.probe_reply_mark_mask) {

@@ -73,6 +73,13 @@ policy_entry fallback_entry(uint32_t mark) {
 
 uint32_t lookup_ifindex(const std::string& device) { return if_nametoindex(device.c_str()); }
 
+std::vector<netlink::SetPrefix> set_prefixes(const std::vector<netlink::RoutePrefix>& routes) {
+  std::vector<netlink::SetPrefix> out;
+  out.reserve(routes.size());
+  for (const auto& r : routes) out.push_back({r.address, static_cast<uint8_t>(r.prefixlen)});
+  return out;
+}
+
 int family_of(const config::InterfaceConfig& i) {
   return i.family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
 }
@@ -222,12 +229,22 @@ std::string PolicyRuntime::reload(const config::Config& next, Compiled compiled,
   }
 
   // Policies first, so a rule never points at a policy id the map does not hold yet; the rule count
-  // last, so the classifier reads only rules already written.
+  // last, so the classifier reads only rules already written. The output table is left out of this
+  // publish (its maps are those of the old rules) and rebuilt whole below.
+  std::unique_ptr<local_out::OutputTable> output = std::move(output_);
   publish(online);
+  output_ = std::move(output);
   load_sets();
   carry_rule_state(old_rule_names, note);
   write_rules();
   write_classifier_cfg();
+  if (output_) {
+    try {
+      rebuild_output();
+    } catch (const std::exception& e) {
+      note(e.what());
+    }
+  }
   return problems;
 }
 
@@ -273,8 +290,55 @@ void PolicyRuntime::write_rules() {
     dp_.write_rule(static_cast<uint32_t>(i), rules_.entries[i]);
 }
 
+void PolicyRuntime::enable_output_table(const std::string& table) {
+  output_ = std::make_unique<local_out::OutputTable>(table);
+  refresh_connected();  // before the first packet meets the table: connected networks stay in main
+  try {
+    rebuild_output();
+  } catch (...) {
+    output_.reset();  // nothing was installed; the source rules stay unconditional
+    throw;
+  }
+}
+
+// The whole table: at start and at reload (rules, marks, policies and set ids may all change).
+void PolicyRuntime::rebuild_output() {
+  local_out::OutputPlan plan;
+  plan.marks = marks_;
+  plan.uplinks = local_out::output_uplinks(cfg_);
+  for (const auto& [name, id] : policy_ids_) plan.policy_ids.push_back(id);
+  plan.rules = &rules_;
+  std::vector<std::vector<netlink::SetPrefix>> ipsets;
+  for (size_t k = 1; k <= rules_.sets.size(); ++k) {
+    ipsets.push_back(sets_ ? sets_->prefixes(static_cast<uint8_t>(k)) : std::vector<netlink::SetPrefix>{});
+  }
+  output_->rebuild(std::move(plan), table_, policy_ids_, set_prefixes(connected_), ipsets);
+}
+
+// Updates of the output table after it is built: a failure is logged (once until it changes) and
+// the daemon goes on; the table keeps its previous elements.
+void PolicyRuntime::output_step(const std::string& what, const std::function<void()>& step) {
+  if (!output_) return;
+  try {
+    step();
+    last_output_error_.clear();
+  } catch (const std::exception& e) {
+    const std::string error = what + ": " + e.what();
+    if (error != last_output_error_) log::error(error);
+    last_output_error_ = error;
+  }
+}
+
 void PolicyRuntime::publish(const policy::OnlineInterfaces& online) {
   table_ = policy::resolve_policies(cfg_, online);
+  output_step("the router's own traffic", [&] {
+    output_->publish(table_, policy_ids_);
+    // mwan3 drops a sticky entry when its interface goes down.
+    for (const auto& i : cfg_.interfaces) {
+      if (published_online_.count(i.name) != 0 && online.count(i.name) == 0) output_->uplink_down(i.id);
+    }
+  });
+  published_online_ = online;
   // The built-in targets of use_policy first: they never change, but a restart must find them.
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdDefault, 4), fallback_entry(marks_.default_mark));
   dp_.write_policy(UPLINKD_POLICY_SLOT(policy::kPolicyIdDefault, 6), fallback_entry(marks_.default_mark));
@@ -295,7 +359,13 @@ void PolicyRuntime::publish(const policy::OnlineInterfaces& online) {
 void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
   refresh_lan(uplinks);
   refresh_connected();
-  if (sets_) sets_->refresh();  // dnsmasq's nftset= and firewall reloads change sets at run time
+  // dnsmasq's nftset= and firewall reloads change sets at run time.
+  if (sets_ && sets_->refresh() > 0) {
+    output_step("the router's own traffic (ipset copies)", [&] {
+      for (size_t k = 1; k <= rules_.sets.size(); ++k)
+        output_->set_ipset(k, sets_->prefixes(static_cast<uint8_t>(k)));
+    });
+  }
   std::vector<int> up;
   for (const auto& u : uplinks) {
     if (u.ifindex != 0) up.push_back(u.ifindex);
@@ -321,6 +391,7 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
 }
 
 void PolicyRuntime::uplink_down(const UplinkView& uplink) {
+  output_step("the router's own traffic (sticky entries)", [&] { output_->uplink_down(uplink.id); });
   kernel_.remove_table(uplink.id, uplink.family);
   kernel_.remove_source_rules(uplink.id, uplink.family);
 }
@@ -336,7 +407,10 @@ void PolicyRuntime::refresh_source_rules(const std::vector<UplinkView>& uplinks)
       continue;
     }
     std::string error;
-    if (kernel_.sync_source_rules(u.id, u.ifindex, u.family, &error) != 0 && error != last_source_error_) {
+    // With the output table, the source rules yield to the uplink marks it gives (policy_rules.h).
+    const uint32_t unmarked = output_ ? cfg_.globals.mmx_mask : 0;
+    if (kernel_.sync_source_rules(u.id, u.ifindex, u.family, &error, nullptr, unmarked) != 0 &&
+        error != last_source_error_) {
       log::warn("interface " + u.device + ": " + error);
       last_source_error_ = error;
     }
@@ -369,6 +443,8 @@ void PolicyRuntime::refresh_connected() {
   }
   if (now == connected_) return;
   connected_ = now;
+  output_step("the router's own traffic (connected networks)",
+              [&] { output_->set_connected(set_prefixes(connected_)); });
   std::vector<lpm_key> keys;
   keys.reserve(now.size());
   for (const auto& p : now) keys.push_back(to_lpm(p));

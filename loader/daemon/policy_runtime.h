@@ -15,6 +15,7 @@
 #include "config/config.h"
 #include "datapath/datapath.h"
 #include "datapath/set_maps.h"
+#include "local_out/output_table.h"
 #include "netlink/policy_rules.h"
 #include "policy/policy_table.h"
 #include "policy/rule_compiler.h"
@@ -58,6 +59,12 @@ class PolicyRuntime {
   PolicyRuntime(const PolicyRuntime&) = delete;
   PolicyRuntime& operator=(const PolicyRuntime&) = delete;
 
+  // Installs nft table inet `table` (local_out/output_ruleset.h), which sends the router's own
+  // traffic through every rule, and keeps it current from here on (policies, reloads, connected
+  // networks, ipsets, sticky entries). Throws std::runtime_error when it cannot be installed; then
+  // the runtime goes on without it.
+  void enable_output_table(const std::string& table);
+
   // Republishes every policy for the interfaces online now (one map update per policy and family).
   void publish(const policy::OnlineInterfaces& online);
   // Periodic upkeep: LAN devices that appeared or vanished, connected networks, the uplink tables'
@@ -97,6 +104,8 @@ class PolicyRuntime {
   void refresh_connected();
   void refresh_source_rules(const std::vector<UplinkView>& uplinks);
   void load_sets();
+  void rebuild_output();
+  void output_step(const std::string& what, const std::function<void()>& step);
 
   config::Config cfg_;
   datapath::Datapath& dp_;
@@ -108,9 +117,12 @@ class PolicyRuntime {
   std::set<std::string> uplink_devices_;  // every interface's device, enabled or not: never LAN
   std::vector<netlink::RoutePrefix> connected_;
   std::string last_error_;
-  std::string last_source_error_;            // logged once until it changes (refresh runs every 2 s)
-  int sets_fd_ = -1;                         // the pinned `sets` map (owned)
-  std::unique_ptr<datapath::SetMaps> sets_;  // the tries behind `option ipset` rules
+  std::string last_source_error_;                   // logged once until it changes (refresh runs every 2 s)
+  int sets_fd_ = -1;                                // the pinned `sets` map (owned)
+  std::unique_ptr<datapath::SetMaps> sets_;         // the tries behind `option ipset` rules
+  std::unique_ptr<local_out::OutputTable> output_;  // the router's own traffic; null: not enabled
+  policy::OnlineInterfaces published_online_;       // what publish() was last given
+  std::string last_output_error_;                   // logged once until it changes
 };
 
 }  // namespace uplinkd

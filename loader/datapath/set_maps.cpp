@@ -238,4 +238,25 @@ void SetMaps::warn_once(Slot& slot, const std::string& problem) {
   log::warn(problem);
 }
 
+std::vector<netlink::SetPrefix> SetMaps::prefixes(uint8_t id) const {
+  std::vector<netlink::SetPrefix> out;
+  if (id == 0 || id > slots_.size()) return out;
+  for (const lpm_key& k : slots_[id - 1].keys) {
+    netlink::SetPrefix p;
+    const bool v4 = k.prefixlen >= 96 && std::all_of(k.addr, k.addr + 10, [](uint8_t b) { return b == 0; }) &&
+                    k.addr[10] == 0xff && k.addr[11] == 0xff;
+    if (v4) {
+      p.address.family = AF_INET;
+      std::memcpy(p.address.bytes.data(), &k.addr[12], 4);
+      p.len = static_cast<uint8_t>(k.prefixlen - 96);
+    } else {
+      p.address.family = AF_INET6;
+      std::memcpy(p.address.bytes.data(), k.addr, 16);
+      p.len = static_cast<uint8_t>(k.prefixlen);
+    }
+    out.push_back(p);
+  }
+  return out;
+}
+
 }  // namespace uplinkd::datapath

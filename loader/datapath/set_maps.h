@@ -73,6 +73,8 @@ class SetMaps {
   int refresh(bool force = false);
 
   [[nodiscard]] std::vector<SetStatus> status() const;
+  // What the trie of set id `id` holds now, as prefixes (empty for an unknown id).
+  [[nodiscard]] std::vector<netlink::SetPrefix> prefixes(uint8_t id) const;
 
  private:
   struct Slot {

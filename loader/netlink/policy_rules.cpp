@@ -481,6 +481,10 @@ RulePtr build_rule(const Rule& r) {
       if (!source || rtnl_rule_set_src(rule.get(), source.get()) < 0) {
         return nullptr;
       }
+      if (r.mask != 0) {  // fwmark 0/mask: only packets without an uplink mark
+        rtnl_rule_set_mark(rule.get(), 0);
+        rtnl_rule_set_mask(rule.get(), r.mask);
+      }
       rtnl_rule_set_table(rule.get(), r.table);
       rtnl_rule_set_action(rule.get(), FR_ACT_TO_TBL);
       break;
@@ -501,7 +505,8 @@ std::string describe_rule(const Rule& r) {
     case RuleKind::FwmarkBlackhole:
       return s + " fwmark " + hex(r.mark) + "/" + hex(r.mask) + " blackhole";
     case RuleKind::FromLookup:
-      return s + " from " + r.source.str() + " lookup " + std::to_string(r.table);
+      return s + " from " + r.source.str() + (r.mask != 0 ? " fwmark 0/" + hex(r.mask) : std::string()) +
+             " lookup " + std::to_string(r.table);
   }
   return s;
 }
@@ -683,7 +688,7 @@ void PolicyRules::remove_uplink(uint32_t id, int family) {
 }
 
 int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
-                                   std::vector<IpAddress>* addresses) {
+                                   std::vector<IpAddress>* addresses, uint32_t unmarked_mask) {
   const std::string what = std::string("the ") + (family == AF_INET ? "IPv4" : "IPv6") +
                            " source rules of uplink " + std::to_string(id) + " (device " +
                            device_name(ifindex) + ")";
@@ -713,7 +718,7 @@ int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::st
   }
   std::vector<Rule> wanted;
   for (const IpAddress& address : found) {
-    Rule r{RuleKind::FromLookup, family, kSourceRulePrefBase + id, "", id, 0, 0};
+    Rule r{RuleKind::FromLookup, family, kSourceRulePrefBase + id, "", id, 0, unmarked_mask};
     r.source = address;
     wanted.push_back(r);
   }

@@ -2,9 +2,11 @@
 // libnl-route-3; UplinkRoutes owns each uplink's default route and its `fwmark lookup N` rule (pref 2000+N).
 //
 //   pref 1000+N   iif <device of N> lookup N          replies to what came in on uplink N leave through it
-//   pref 1500+N   from <address of N> lookup N        one per global address on N's device: the router's
+//   pref 1500+N   from <address of N> [fwmark 0/mask] lookup N
+//                                                     one per global address on N's device: the router's
 //                                                     own packets from that address (replies to a
-//                                                     connection to it, a socket bound to it) leave by N
+//                                                     connection to it, a socket bound to it) leave by N,
+//                                                     unless (with the mask) they carry an uplink mark
 //   pref 2000+B   fwmark mark(B)/mask blackhole       B = blackhole id (2061 with mask 0x3F00)
 //   pref 2000+U   fwmark mark(U)/mask unreachable     U = unreachable id (2062 with mask 0x3F00)
 //   pref 3000+N   fwmark mark(N)/mask unreachable     marked for N but table N has no route: drop, do not
@@ -75,8 +77,12 @@ class PolicyRules {
   // address or route change; cheap when nothing changed. A rule identical to one that was already there
   // is left alone, now and at removal. Returns 0 or a negative errno; `error` names the rule or the
   // device whose addresses could not be read. `addresses`, when given, gets the addresses ruled now.
+  // `unmarked_mask` non-zero: the rules read `from <address> fwmark 0/<mask> lookup id`, so they apply
+  // only to packets without an uplink mark. uplinkd's output table (local_out/) marks the router's own
+  // packets by the rules after their source was chosen by the main table; an unconditional source rule
+  // would send every such packet back by the uplink of its source address.
   int sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
-                        std::vector<IpAddress>* addresses = nullptr);
+                        std::vector<IpAddress>* addresses = nullptr, uint32_t unmarked_mask = 0);
   // Removes uplink `id`'s source rules for `family` (its device went down or away).
   void remove_source_rules(uint32_t id, int family);
 

@@ -92,7 +92,15 @@ T1=$(now)
 recreate_wan2 || fail "re-creating wan2 failed"
 new_ifindex=$(ifindex_of wan2)
 [[ -n $new_ifindex && $new_ifindex != "$old_ifindex" ]] || fail "wan2's ifindex did not change ($old_ifindex -> $new_ifindex)"
-ip netns exec "$RTR" ping -I wan2 -n -c 1 -W 2 203.0.113.1 >/dev/null 2>&1 || fail "the re-created wan2 does not reach 203.0.113.1"
+# With wan2's mark (id 2: 0x200 = 512), as uplinkd's probes and `uplinkctl use` have it: the router's
+# own unmarked packets follow the rules (the default rule's wan1), like mwan3's OUTPUT chain. Table 2
+# gets its default route back when uplinkd sees the new device (≤ 3 s).
+reached=0
+for ((i = 0; i < 30; i++)); do
+  ip netns exec "$RTR" ping -I wan2 -m 512 -n -c 1 -W 1 203.0.113.1 >/dev/null 2>&1 && reached=1 && break
+  sleep 0.1
+done
+((reached)) || fail "the re-created wan2 does not reach 203.0.113.1"
 info "wan2 is back as ifindex $new_ifindex (was $old_ifindex)"
 LIMIT=$(fcalc "($UP * $INTERVAL + $TIMEOUT) * 1.2 + 2")
 ts=$(wait_hook connected wan2 "$h1" 20) || fail "no 'connected wan2' hook within 20 s of the device coming back (state: $(iface_get wan2 state))"
