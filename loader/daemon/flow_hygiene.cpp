@@ -33,7 +33,7 @@ constexpr uint8_t kTcpRst = 0x04;
 constexpr uint8_t kHopLimit = 64;
 constexpr int64_t kNsPerS = 1000000000LL;
 // Entries of `flows` the stale-flow scan reads per batch (README, "Flows", has what one costs).
-constexpr size_t kScanBatch = 1024;
+constexpr size_t kScanBatch = 512;
 
 void put16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v >> 8);
