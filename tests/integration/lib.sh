@@ -551,6 +551,24 @@ NFT
 }
 ul_count() { ip netns exec "$UL_PREFIX-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
 
+# ul_source_validation <prefix>: each ISP forwards from the router only packets whose source is in
+# its own prefix (BCP 38), as real ISPs do, counting what it drops; ul_spoofed <isp> reads the count.
+ul_source_validation() {
+  local p=$1 isp
+  for isp in isp1:192.0.2.0/24 isp2:198.51.100.0/24; do
+    ip netns exec "$p-${isp%%:*}" nft -f - <<NFT || return 1
+table inet ulbcp38 {
+  counter spoofed { }
+  chain validate {
+    type filter hook forward priority -10;
+    iifname "rtr" ip saddr != ${isp#*:} counter name "spoofed" drop
+  }
+}
+NFT
+  done
+}
+ul_spoofed() { ip netns exec "$UL_PREFIX-$1" nft list counter inet ulbcp38 spoofed | awk '/packets/ { print $2 }'; }
+
 # start_burst_pinger <prefix> <seconds> [interval=0.01] [target=203.0.113.3] [dev=wan1]:
 # a persistent ping on the router (one socket, like Telegraf's) flooding the ICMP budget of wan1.
 # Output in UL_BURST_OUT; pid in UL_BURST_PID.

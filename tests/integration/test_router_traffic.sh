@@ -37,18 +37,8 @@ ul_out_counters "$P" \
   'in_icmp_wan2=oifname "wan2" ip saddr 198.51.100.2 icmp type echo-reply' ||
   fail "cannot add the counting table"
 # Each ISP forwards only packets from its own prefix (source validation), as real ISPs do.
-for isp in isp1:192.0.2.0/24 isp2:198.51.100.0/24; do
-  ip netns exec "$P-${isp%%:*}" nft -f - <<NFT || fail "cannot add source validation on ${isp%%:*}"
-table inet ulbcp38 {
-  counter spoofed { }
-  chain validate {
-    type filter hook forward priority -10;
-    iifname "rtr" ip saddr != ${isp#*:} counter name "spoofed" drop
-  }
-}
-NFT
-done
-spoofed() { ip netns exec "$P-$1" nft list counter inet ulbcp38 spoofed | awk '/packets/ { print $2 }'; }
+ul_source_validation "$P" || fail "cannot add source validation on the ISPs"
+spoofed() { ul_spoofed "$1"; }
 count() { ul_count "$1"; }
 reset_counts() { ip netns exec "$P-rtr" nft reset counters table inet ulcount >/dev/null; }
 default_routes() { ip -n "$P-rtr" -4 route show default | tr '\n' ';'; }
