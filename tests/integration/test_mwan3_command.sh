@@ -260,7 +260,6 @@ assert sorted(d["status"]) == ["interface", "section"], d
 assert all(isinstance(v, str) for v in d["status"].values()), d' "$out" || fail "plugin list: unexpected answer $out"
 pass "plugin list: $out"
 
-json=$(ctl_json) || fail "uplinkctl status --json failed"
 check_answer() { # <args JSON> <answer> <expected top keys> [interface]
   python3 - "$json" "$1" "$2" "$3" "${4:-}" <<'PY'
 import json, sys
@@ -310,6 +309,9 @@ PY
 }
 for args in '' '{}' '{"section":"interfaces"}' '{"section":"connected"}' '{"section":"policies"}' \
   '{"section":"interfaces","interface":"wan2"}' '{"section":"everything"}'; do
+  # A fresh status for each call: the seconds fields (online, uptime, age) are compared within 2 s,
+  # and on a loaded machine the calls of this loop can span more than that.
+  json=$(ctl_json) || fail "uplinkctl status --json failed"
   out=$(plugin call status <<<"$args") || fail "plugin call status '$args' failed: $out"
   case $args in
     *'"interface":"wan2"'*) keys=interfaces only=wan2 ;;
