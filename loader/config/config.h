@@ -70,7 +70,7 @@ struct Globals {
   uint32_t local_route_metric = 1;
   // `option local_rules '1'` (extension, off for now): the router's own traffic follows every rule,
   // through the nft output table (loader/local_out/output_table.h). Off, it follows the default
-  // rule's policy by the local route. Off by default until WireGuard endpoints are kept out of it
+  // rule's policy by the local route. Off by default until the whole suite has run with it on
   // (README, "Not supported yet").
   bool local_rules = false;
   // The control socket (extension): `option control_group` names a group whose members may use its
