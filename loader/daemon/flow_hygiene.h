@@ -126,6 +126,11 @@ class FlowHygiene {
   // and each batch of `flows` read, so a slice overruns its budget by at most one of those. Call
   // from the loop while scanning().
   void continue_scans(int64_t now_ns, int64_t budget_ns);
+  // For tests and benchmarks, which have no loop: the pending scans to their end, slice by slice as
+  // the loop would (each slice reads or resets something, so this ends).
+  void finish_scans(int64_t now_ns) {
+    while (scanning()) continue_scans(now_ns, kScanSliceNs);
+  }
 
  private:
   struct PerUplink {

@@ -262,6 +262,7 @@ TEST_F(FlowOffloadTest, DisconnectedTakesOffloadedFlowsOffTheFastPathAndResetsTh
   write_uplink(kDeadUplink, UPLINK_STATE_OFFLINE, 1);
   const auto disconnected_at = std::chrono::steady_clock::now();
   hygiene_->on_disconnected(kDeadUplink, dead_mark, 1, health::monotonic_ns());
+  hygiene_->finish_scans(health::monotonic_ns());  // the daemon's loop would go on with the scan
   reader.join();
   EXPECT_EQ(idle_got, -1);
   EXPECT_EQ(idle_errno, ECONNRESET) << std::strerror(idle_errno);
