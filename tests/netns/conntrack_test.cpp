@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "netns_fixture.h"
+#include "one_namespace.h"
 
 namespace uplinkd::netlink {
 namespace {
@@ -38,15 +39,10 @@ constexpr uint32_t kWan = 0x100;  // uplink 1
 constexpr uint32_t kLte = 0x200;  // uplink 2
 
 // One namespace, named ulh2ct-<pid>-<n>; the test thread works inside it.
-class ConntrackTest : public ::testing::Test {
+class ConntrackTest : public uplinkd::testing::OneNamespaceTest {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    ns_ = "ulh2ct-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(original_, 0);
-    ASSERT_EQ(run_command("ip netns add " + ns_).status, 0) << "ip netns add " << ns_ << " (root needed)";
-    created_ = true;
+    ASSERT_NO_FATAL_FAILURE(create_namespace("ulh2ct"));
     if (run_command("command -v conntrack").status != 0) {
       GTEST_SKIP() << "the conntrack tool (Debian package conntrack) is not installed";
     }
@@ -56,25 +52,13 @@ class ConntrackTest : public ::testing::Test {
     ASSERT_EQ(enter_netns("/run/netns/" + ns_), 0);
   }
 
-  void TearDown() override {
-    if (original_ >= 0) {
-      EXPECT_EQ(setns(original_, CLONE_NEWNET), 0);
-      close(original_);
-    }
-    if (created_) {
-      EXPECT_EQ(run_command("ip netns del " + ns_).status, 0) << "ip netns del " << ns_;
-    }
-  }
-
-  std::string in_ns(const std::string& command) { return "ip netns exec " + ns_ + " " + command; }
-
   // `conntrack -I` of one entry; `mark` 0 leaves it unmarked.
   void insert(const std::string& tuple, uint32_t mark) {
     std::string command = "conntrack -I " + tuple + " -t 300";
     if (mark != 0) {
       command += " -m " + std::to_string(mark);
     }
-    must_run(in_ns(command));
+    must_run(in(command));
   }
 
   void insert_tcp(const std::string& src, const std::string& dst, int sport, uint32_t mark) {
@@ -97,14 +81,14 @@ class ConntrackTest : public ::testing::Test {
              << first_sport + i << " --dport 443 --state ESTABLISHED -m " << mark << "\n";
       }
     }
-    must_run(in_ns("conntrack -R " + path));
+    must_run(in("conntrack -R " + path));
     std::remove(path.c_str());
   }
 
   // The mark of every entry in the table.
   std::multiset<uint32_t> marks_in_table() {
     std::multiset<uint32_t> marks;
-    std::istringstream lines(run_command(in_ns("conntrack -L 2>/dev/null")).output);
+    std::istringstream lines(run_command(in("conntrack -L 2>/dev/null")).output);
     std::string line;
     while (std::getline(lines, line)) {
       const size_t at = line.find(" mark=");
@@ -116,10 +100,6 @@ class ConntrackTest : public ::testing::Test {
   }
 
   size_t entries_with(uint32_t mark) { return marks_in_table().count(mark); }
-
-  std::string ns_;
-  int original_ = -1;
-  bool created_ = false;
 };
 
 TEST_F(ConntrackTest, DeletesOnlyTheUplinksEntriesUnderTheMask) {
@@ -208,7 +188,7 @@ TEST_F(ConntrackTest, ManyEntriesVanishingDuringTheWalk) {
   EXPECT_LE(result.matched, size_t{kMany});
   EXPECT_LE(result.deleted + rival.deleted, size_t{kMany});  // never one entry twice
   EXPECT_EQ(entries_with(kWan), 0u);
-  EXPECT_EQ(run_command(in_ns("conntrack -C")).output, "100\n");  // exactly the other mark's entries
+  EXPECT_EQ(run_command(in("conntrack -C")).output, "100\n");  // exactly the other mark's entries
   std::printf("  %d entries: examined %zu, matched %zu, deleted %zu here and %zu by the rival walk\n", kMany,
               result.examined, result.matched, result.deleted, rival.deleted);
 }
@@ -222,7 +202,7 @@ TEST_F(ConntrackTest, ManyEntriesAllDeleted) {
   EXPECT_EQ(result.deleted, size_t{kMany});
   EXPECT_EQ(result.failed, 0u);
   EXPECT_EQ(entries_with(kWan), 0u);
-  EXPECT_EQ(run_command(in_ns("conntrack -C")).output, "50\n");  // the other mark's, counted by the kernel
+  EXPECT_EQ(run_command(in("conntrack -C")).output, "50\n");  // the other mark's, counted by the kernel
 }
 
 std::array<uint8_t, 16> address(int family, const char* text) {
@@ -243,7 +223,7 @@ TEST_F(ConntrackTest, DeleteTupleIPv4) {
   EXPECT_FALSE(
       conntrack_delete_tuple(AF_INET, IPPROTO_UDP, src.data(), dst.data(), htons(40001), htons(443)));
   EXPECT_EQ(entries_with(kWan), 1u);
-  EXPECT_NE(run_command(in_ns("conntrack -L 2>/dev/null")).output.find("sport=40001"), std::string::npos);
+  EXPECT_NE(run_command(in("conntrack -L 2>/dev/null")).output.find("sport=40001"), std::string::npos);
 }
 
 TEST_F(ConntrackTest, DeleteTupleIPv6) {

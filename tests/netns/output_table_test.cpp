@@ -22,6 +22,7 @@
 
 #include "netlink/ct_mark.h"
 #include "netns_fixture.h"
+#include "one_namespace.h"
 
 namespace uplinkd::local_out {
 namespace {
@@ -82,15 +83,10 @@ constexpr const char* kCounters = R"(table inet ulh15_count {
   }
 })";
 
-class OutputTableTest : public ::testing::Test {
+class OutputTableTest : public uplinkd::testing::OneNamespaceTest {
  protected:
   void SetUp() override {
-    static std::atomic<int> counter{0};
-    ns_ = "ulh15ot-" + std::to_string(getpid()) + "-" + std::to_string(counter++);
-    original_ = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    ASSERT_GE(original_, 0);
-    ASSERT_EQ(run_command("ip netns add " + ns_).status, 0) << "ip netns add " << ns_ << " (root needed)";
-    created_ = true;
+    ASSERT_NO_FATAL_FAILURE(create_namespace("ulh15ot"));
     if (run_command("command -v nft").status != 0)
       GTEST_SKIP() << "needs the nft tool (Debian package nftables)";
     ASSERT_NO_FATAL_FAILURE(build_topology());
@@ -104,18 +100,6 @@ class OutputTableTest : public ::testing::Test {
     for (const auto& [name, id] : ids_) plan_.policy_ids.push_back(id);
     plan_.rules = &rules_;
   }
-
-  void TearDown() override {
-    if (original_ >= 0) {
-      EXPECT_EQ(setns(original_, CLONE_NEWNET), 0);
-      close(original_);
-    }
-    if (created_) {
-      EXPECT_EQ(run_command("ip netns del " + ns_).status, 0) << "ip netns del " << ns_;
-    }
-  }
-
-  std::string in(const std::string& command) const { return "ip netns exec " + ns_ + " " + command; }
 
   void build_topology() {
     must_run("ip -n " + ns_ + " link set lo up");
@@ -161,9 +145,6 @@ class OutputTableTest : public ::testing::Test {
   void reset() const { run_command(in("nft reset counters table inet ulh15_count")); }
   std::string tables() const { return run_command(in("nft list tables")).output; }
 
-  std::string ns_;
-  bool created_ = false;
-  int original_ = -1;
   config::Config cfg_;
   std::map<std::string, uint32_t> ids_;
   policy::CompiledRules rules_;
