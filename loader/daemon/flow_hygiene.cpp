@@ -9,7 +9,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -334,16 +333,10 @@ void FlowHygiene::continue_scans(int64_t now_ns, int64_t budget_ns) {
 
 size_t FlowHygiene::reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns) {
   if (!cfg_.globals.reset_stale_tcp || uplink_id == 0) return 0;
-  StaleScan scan;
-  scan.uplink_id = uplink_id;
-  scan.generation = generation;
-  scan.started_ns = now_ns;
-  // Bounded: the walk ends at the map's last bucket.
-  while (!scan_until(scan, now_ns, INT64_MAX)) {
-  }
-  proactive_resets_ += scan.resets;
-  per_uplink_[uplink_id].proactive_resets += scan.resets;
-  return scan.resets;
+  const uint64_t before = proactive_resets_;
+  start_scan(uplink_id, generation, now_ns);
+  finish_scans(now_ns);
+  return proactive_resets_ - before;
 }
 
 bool FlowHygiene::queue_conntrack_delete(uint32_t id, uint32_t mark, const std::string& why) {

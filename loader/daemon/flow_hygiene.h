@@ -112,8 +112,8 @@ class FlowHygiene {
   bool wait_conntrack_idle(std::chrono::milliseconds limit) { return ct_worker_.wait_idle(limit); }
 
   // Proactive resets of the stale TCP flows of `uplink_id` (flows whose generation is not
-  // `generation`), start to end at once; deletes each reset flow and its tcp_seen entry. Returns the
-  // resets sent. (on_disconnected() does the same in slices, so a million flows never hold the loop.)
+  // `generation`), the scan on_disconnected() starts, run to its end at once (for tests and
+  // benchmarks); deletes each reset flow and its tcp_seen entry. Returns the resets sent.
   size_t reset_stale_tcp(uint32_t uplink_id, uint32_t generation, int64_t now_ns);
 
   // The loop time one slice of the stale-flow scans may take: well under the 10 ms a probe may be

@@ -402,7 +402,7 @@ TEST_F(FlowHygieneTest, WalkAndSweepCostOnHundredThousandFlows) {
     ++calls;
   } while (!hygiene_->counters_json()["tracked_known"].get<bool>() && calls < 100);
   std::printf(
-      "[          ] %u flows, %zu tcp_seen: stale-TCP join %.1f ms, bare flows walk %.1f ms, sweep pass %d "
+      "[          ] %u flows, %zu tcp_seen: stale-TCP scan %.1f ms, bare flows walk %.1f ms, sweep pass %d "
       "calls, "
       "longest call %.1f ms\n",
       kFlows, with_seen / 2, std::chrono::duration<double, std::milli>(t1 - t0).count(),
