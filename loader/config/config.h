@@ -68,11 +68,10 @@ struct Globals {
   // policy of the default rule, at this metric, below netifd's per-uplink metrics.
   bool local_route = true;
   uint32_t local_route_metric = 1;
-  // `option local_rules '1'` (extension, off for now): the router's own traffic follows every rule,
-  // through the nft output table (loader/local_out/output_table.h). Off, it follows the default
-  // rule's policy by the local route. Off by default until the whole suite has run with it on
-  // (README, "Not supported yet").
-  bool local_rules = false;
+  // `option local_rules` (extension, on by default, as mwan3's OUTPUT chain always is): the router's
+  // own traffic follows every rule, through the nft output table (loader/local_out/output_table.h).
+  // `option local_rules '0'` leaves it to the default rule's policy by the local route.
+  bool local_rules = true;
   // The control socket (extension): `option control_group` names a group whose members may use its
   // read-only verbs (status, interfaces, ...); unset, only root may use it.
   std::optional<ControlGroup> control_group;

@@ -21,9 +21,8 @@ ul_lab_up
 make_hook
 CFG=$UL_TMP/uplinkd.conf
 ul_write_config "$CFG" 0.5 1 3 3
-# The output table is opt-in for now (README, "Not supported yet").
-sed -i "s/^\toption mmx_mask '0x3F00'$/&\n\toption local_rules '1'/" "$CFG"
-grep -q "option local_rules '1'" "$CFG" || fail "cannot turn local_rules on in $CFG"
+# No local_rules line: the output table is the default.
+grep -q "local_rules" "$CFG" && fail "the lab's config sets local_rules; this test checks the default"
 # Our members, policies and rules go before the file's catch-all default_rule (first match wins).
 python3 - "$CFG" <<'PY' || fail "cannot write the rules into $CFG"
 import sys

@@ -11,7 +11,8 @@
 #   - connections to the router's own wan2 address (TCP to a listener bound to it, ping) are answered
 #     by wan2 while the default goes by wan1: both ISPs drop packets whose source is not theirs
 #     (source validation, BCP 38); without uplinkd that fails (checked first, as a witness), with it
-#     the source rules (pref 1500+N `from <address> lookup N`) send the replies by wan2; the rules
+#     the source rules (pref 1500+N `from <address> fwmark 0/0x3f00 lookup N`; without the fwmark
+#     when `local_rules` is '0') send the replies by wan2; the rules
 #     follow an address added to and removed from wan2;
 #   - stopping uplinkd removes its route: rules and routes are as before it started.
 # Which uplink a packet left by is counted by nft counters in the router's output path.
@@ -107,10 +108,10 @@ pass "the router's own ping and TCP connect follow the default policy: wan1"
 # Connections to the router's wan2 address are answered by wan2 while the default goes by wan1.
 rules4() { ip -n "$P-rtr" -4 rule show; }
 for ((i = 0; i < 30; i++)); do
-  rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" && break
+  rules4 | grep -Eq "^1502:.*from 198.51.100.2 (fwmark 0/0x3f00 )?lookup 2" && break
   sleep 0.1
 done
-rules4 | grep -q "^1501:.*from 192.0.2.2 lookup 1" && rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" ||
+rules4 | grep -Eq "^1501:.*from 192.0.2.2 (fwmark 0/0x3f00 )?lookup 1" && rules4 | grep -Eq "^1502:.*from 198.51.100.2 (fwmark 0/0x3f00 )?lookup 2" ||
   fail "no source rules for the uplinks' addresses: $(rules4 | tr '\n' ';')"
 reset_counts
 core_connects_to_wan2 || fail "the core's TCP connection to 198.51.100.2:7002 was not answered (routes: $(default_routes))"
@@ -125,10 +126,10 @@ pass "a TCP connection and a ping to the router's wan2 address are answered by w
 # The source rules follow the addresses: one added to wan2, then removed (a DHCP renew, a new address).
 ip -n "$P-rtr" addr add 198.51.100.7/24 dev wan2
 for ((i = 0; i < 30; i++)); do
-  rules4 | grep -q "^1502:.*from 198.51.100.7 lookup 2" && break
+  rules4 | grep -Eq "^1502:.*from 198.51.100.7 (fwmark 0/0x3f00 )?lookup 2" && break
   sleep 0.1
 done
-rules4 | grep -q "^1502:.*from 198.51.100.7 lookup 2" ||
+rules4 | grep -Eq "^1502:.*from 198.51.100.7 (fwmark 0/0x3f00 )?lookup 2" ||
   fail "no source rule for 198.51.100.7 added to wan2: $(rules4 | tr '\n' ';')"
 ip -n "$P-rtr" addr del 198.51.100.7/24 dev wan2
 for ((i = 0; i < 30; i++)); do
@@ -136,7 +137,7 @@ for ((i = 0; i < 30; i++)); do
   sleep 0.1
 done
 rules4 | grep -q "from 198.51.100.7 " && fail "the source rule of the removed 198.51.100.7 stayed: $(rules4 | tr '\n' ';')"
-rules4 | grep -q "^1502:.*from 198.51.100.2 lookup 2" || fail "the source rule of 198.51.100.2 went too"
+rules4 | grep -Eq "^1502:.*from 198.51.100.2 (fwmark 0/0x3f00 )?lookup 2" || fail "the source rule of 198.51.100.2 went too"
 pass "the source rules follow an address added to and removed from wan2"
 
 seen=$(hook_count)

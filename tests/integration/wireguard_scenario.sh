@@ -265,15 +265,15 @@ config rule 'default_rule_v6'
 	option use_policy 'wan1_wan2_v6'
 EOF
 make_hook
-# WG_LOCAL_RULES=1: the same with the router's own traffic through every rule (option local_rules,
-# off by default; the tunnel's outer packets are router traffic).
-if [[ ${WG_LOCAL_RULES:-0} == 1 ]]; then
-  sed -i "s/^\toption mmx_mask '0x3F00'$/&\n\toption local_rules '1'/" "$CFG"
-  grep -q "option local_rules '1'" "$CFG" || fail "cannot turn local_rules on in $CFG"
+# The router's own traffic goes through every rule by default (option local_rules; the tunnel's
+# outer packets are router traffic). WG_LOCAL_RULES=0 runs the same with it off.
+if [[ ${WG_LOCAL_RULES:-1} == 0 ]]; then
+  sed -i "s/^\toption mmx_mask '0x3F00'$/&\n\toption local_rules '0'/" "$CFG"
+  grep -q "option local_rules '0'" "$CFG" || fail "cannot turn local_rules off in $CFG"
 fi
 start_uplinkd "$P" "$CFG" --hook "$UL_HOOK"
 wait_uplinkd_ready "$(sc 15)" || fail "uplinkd is not ready"
-if [[ ${WG_LOCAL_RULES:-0} == 1 ]]; then
+if [[ ${WG_LOCAL_RULES:-1} == 1 ]]; then
   ip netns exec "$P-rtr" nft list tables | grep -q "uplinkd-out" || fail "local_rules: no output table"
 fi
 wait_iface_state wan2 online "$(sc 20)" || fail "wan2 not online within $(sc 20) s (last '$UL_LAST_STATE')"
