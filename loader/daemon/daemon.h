@@ -75,6 +75,9 @@ class Daemon {
   std::string reload(std::string* summary);
 
  private:
+  // Route copies, connected networks and LAN devices are re-read this often (netlink dumps).
+  static constexpr int64_t kPolicyRefreshNs = 2 * 1000000000LL;
+
   // Logs the configuration's unknown-option warnings not logged before.
   void warn_unknown_options(const config::Config& config);
 
