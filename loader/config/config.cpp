@@ -142,7 +142,10 @@ bool family_matches(const IpAddress& a, Family f) { return f == Family::Ipv4 ? a
 // rest can be kept verbatim. Errors name the option's line, the option, the section and what is accepted.
 class SectionReader {
  public:
-  SectionReader(const uci::Section& section, const std::string& file) : s_(section), file_(file) {}
+  // `of_mwan3`: a section of the mwan3 file, whose option names known_options.cpp lists (not one of
+  // /etc/config/network's).
+  SectionReader(const uci::Section& section, const std::string& file, bool of_mwan3 = true)
+      : s_(section), file_(file), of_mwan3_(of_mwan3) {}
 
   [[nodiscard]] std::string where() const { return s_.type + " " + quote(s_.name); }
   [[nodiscard]] const uci::Section& section() const { return s_; }
@@ -161,6 +164,12 @@ class SectionReader {
   }
 
   const uci::Option* take(std::string_view name) {
+    // Every option this file reads must be in known_options.cpp, or a user who writes it correctly
+    // is told it is unknown. Any test that reads a section of this type trips over a missing name.
+    if (of_mwan3_ && !is_known_option(s_.type, name)) {
+      throw std::logic_error("config.cpp reads option '" + std::string(name) + "' of config " + s_.type +
+                             ", which loader/config/known_options.cpp does not list");
+    }
     used_.insert(std::string(name));
     return s_.find(name);
   }
@@ -314,6 +323,7 @@ class SectionReader {
 
   const uci::Section& s_;
   const std::string& file_;
+  bool of_mwan3_;
   std::set<std::string> used_;
 };
 
@@ -847,7 +857,7 @@ std::optional<NetworkInfo> network_info(const uci::Package& net, const std::stri
   if (s == nullptr) {
     return std::nullopt;
   }
-  SectionReader r(*s, net.file);
+  SectionReader r(*s, net.file, false);
   NetworkInfo info;
   const std::string proto = r.text("proto").value_or("");
   if (contains(kProtoNamedDevices, proto)) {
