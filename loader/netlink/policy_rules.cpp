@@ -27,6 +27,7 @@
 #include <memory>
 #include <unordered_set>
 
+#include "common/log.h"
 #include "config/config.h"
 #include "lifecycle/teardown.h"
 #include "netlink/nl_util.h"
@@ -725,7 +726,32 @@ int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::st
   if (addresses != nullptr) {
     *addresses = found;
   }
-  return apply_rules(kSourceOwner | id, family, wanted, error);
+  err = apply_rules(kSourceOwner | id, family, wanted, error);
+  if (err == 0 && unmarked_mask != 0) {
+    retire_unconditional_source_rules(id, family, found);
+  }
+  return err;
+}
+
+// The source rules of a daemon that ran without the output table (`from <address> lookup id`, no
+// fwmark) at the pref uplinkd keeps for its own: beside the output table they would send the router's
+// own packets that a rule marked for another uplink back by their source address's uplink. Removed
+// once, after the fwmark form is in place, so an address is never without its rule.
+void PolicyRules::retire_unconditional_source_rules(uint32_t id, int family,
+                                                    const std::vector<IpAddress>& addresses) {
+  for (const IpAddress& address : addresses) {
+    Rule legacy{RuleKind::FromLookup, family, kSourceRulePrefBase + id, "", id, 0, 0};
+    legacy.source = address;
+    if (std::find(retired_.begin(), retired_.end(), legacy) != retired_.end()) {
+      continue;
+    }
+    retired_.push_back(legacy);
+    RulePtr rule = build_rule(legacy);
+    if (rule && delete_rule(sock_, rule.get()) == 0) {
+      log::notice("removed " + describe_rule(legacy) +
+                  ", left by an uplinkd without the output table (the fwmark form replaces it)");
+    }
+  }
 }
 
 void PolicyRules::remove_source_rules(uint32_t id, int family) {

@@ -80,7 +80,9 @@ class PolicyRules {
   // `unmarked_mask` non-zero: the rules read `from <address> fwmark 0/<mask> lookup id`, so they apply
   // only to packets without an uplink mark. uplinkd's output table (local_out/) marks the router's own
   // packets by the rules after their source was chosen by the main table; an unconditional source rule
-  // would send every such packet back by the uplink of its source address.
+  // would send every such packet back by the uplink of its source address. So with a mask, a rule of
+  // the unconditional form at the same pref, table and address is removed: a daemon started with
+  // local_rules off (every uplinkd before it was the default) left it; it is not ours to keep.
   int sync_source_rules(uint32_t id, int ifindex, int family, std::string* error,
                         std::vector<IpAddress>* addresses = nullptr, uint32_t unmarked_mask = 0);
   // Removes uplink `id`'s source rules for `family` (its device went down or away).
@@ -163,8 +165,12 @@ class PolicyRules {
   int apply_rules(uint32_t owner, int family, const std::vector<Rule>& wanted, std::string* error);
   void remove_rules(uint32_t owner, int family);
   void delete_installed(const InstalledRule& installed);
+  void retire_unconditional_source_rules(uint32_t id, int family, const std::vector<IpAddress>& addresses);
 
   std::vector<InstalledRule> rules_;
+  // Source rules of the unconditional form already looked for and removed (retire_...), so the
+  // refresh every 2 s does not ask the kernel again.
+  std::vector<Rule> retired_;
   std::vector<CopiedRoute> routes_;
   ::nl_sock* sock_ = nullptr;
 };

@@ -546,6 +546,30 @@ TEST_F(PolicyRulesTest, SourceRuleThatWasAlreadyThereIsLeftInPlace) {
   router_ip("rule del pref 1502 from 198.51.100.2 lookup 2");
 }
 
+// An upgrade from an uplinkd that ran without the output table: its unconditional source rule at
+// uplinkd's pref is replaced by the fwmark form (the new one first), and only that rule goes: another
+// address's rule, or one at another pref, stays.
+TEST_F(PolicyRulesTest, UnconditionalSourceRuleOfAnEarlierDaemonGivesWayToTheFwmarkForm) {
+  router_ip("rule add pref 1502 from 198.51.100.2 lookup 2");
+  router_ip("rule add pref 1502 from 198.51.100.9 lookup 2");
+  router_ip("rule add pref 1600 from 198.51.100.2 lookup 2");
+  PolicyRules rules;
+  std::string error;
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error, nullptr, kMask), 0) << error;
+  EXPECT_EQ(source_rule_lines(show("-4 rule show")),
+            "1502:\tfrom 198.51.100.9 lookup 2\n"  // added before the fwmark form, so listed first
+            "1502:\tfrom 198.51.100.2 fwmark 0/0x3f00 lookup 2\n"
+            "1600:\tfrom 198.51.100.2 lookup 2\n");
+  // Put back by hand after it was retired: left alone (it was looked for once).
+  router_ip("rule add pref 1502 from 198.51.100.2 lookup 2");
+  ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error, nullptr, kMask), 0) << error;
+  EXPECT_NE(source_rule_lines(show("-4 rule show")).find("1502:\tfrom 198.51.100.2 lookup 2\n"),
+            std::string::npos);
+  router_ip("rule del pref 1502 from 198.51.100.2 lookup 2");
+  router_ip("rule del pref 1502 from 198.51.100.9 lookup 2");
+  router_ip("rule del pref 1600 from 198.51.100.2 lookup 2");
+}
+
 TEST_F(PolicyRulesTest, SourceRulesRefuseBadArgumentsWithASentence) {
   PolicyRules rules;
   std::string error;
