@@ -14,6 +14,8 @@
 //                     8 destination CIDRs, 8 source and 8 destination port ranges) and fail only at
 //                     their destination list, the most expensive place to fail; rule N-1 matches.
 //                     The cost includes the `flows` insert and the policy pick.
+//   new flow, default rule only: the same method with one rule that matches every IPv4 packet
+//                     (mwan3's `default_rule`): the base cost of a new flow, whatever the rules.
 //   stale flows:      a flow whose uplink's generation moved, filed from user space before each
 //                     call (outside the timed run), then one packet, repeat = 1: a TCP data segment
 //                     answered with a RST (parse again, rewrite, trim, two checksums, two map
