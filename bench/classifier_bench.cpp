@@ -1,6 +1,10 @@
 // Per-packet cost of the LAN classifier (lan_ingress), measured by the kernel's own timer in
-// BPF_PROG_TEST_RUN (opts.duration: nanoseconds per run, averaged over `repeat` runs).
+// BPF_PROG_TEST_RUN (opts.duration: nanoseconds per run, averaged over `repeat` runs), each figure
+// beside an empty tc program (`return TC_ACT_UNSPEC`) timed the same way in the same run and
+// quoted as cost above it: the run loop's own cost moves with the machine, the difference less.
 //
+//   empty tc program: the floor of both methods below, the repeat one and the one-call-per-packet
+//                     one (the same packet each call).
 //   established flow: one packet of a known flow, repeat = 1e6 on the same skb (every run is a
 //                     `flows` hit: lookup, stale check, mark). Median of 5 rounds.
 //   new flow, N rules: a test run repeats on the very same packet and the first run files the flow,
@@ -10,6 +14,8 @@
 //                     8 destination CIDRs, 8 source and 8 destination port ranges) and fail only at
 //                     their destination list, the most expensive place to fail; rule N-1 matches.
 //                     The cost includes the `flows` insert and the policy pick.
+//   new flow, default rule only: the same method with one rule that matches every IPv4 packet
+//                     (mwan3's `default_rule`): the base cost of a new flow, whatever the rules.
 //   stale flows:      a flow whose uplink's generation moved, filed from user space before each
 //                     call (outside the timed run), then one packet, repeat = 1: a TCP data segment
 //                     answered with a RST (parse again, rewrite, trim, two checksums, two map
@@ -19,17 +25,23 @@
 //                     repeat = 1e6 (tcp_seen updated in place each run), median of 5; and a UDP
 //                     datagram it passes without a map lookup.
 //
-// Run as root: sudo ./classifier_bench. Pinned to one CPU; numbers vary with the CPU and kernel.
+// Run as root: sudo build/classifier_bench [--object lan_ingress.bpf.o] [--object-egress
+// lan_egress.bpf.o] [--quick]. Pinned to one CPU; numbers vary with the CPU and kernel. --object
+// times another build of the programs (an older commit's build/bpf/*.bpf.o, or a variant compiled
+// with some step left out) with the same packets and maps, for before/after figures from one run;
+// --quick leaves out the 64 and 256 rule rows and the stale and egress rows.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_ether.h>
 #include <linux/pkt_cls.h>
 #include <netinet/in.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -82,6 +94,14 @@ rule_entry full_rule(bool matches) {
   return r;
 }
 
+// mwan3's `default_rule`: every IPv4 packet, any protocol, to the one-member policy of lte.
+rule_entry match_all_rule() {
+  rule_entry r{};
+  r.family = 4;
+  r.policy_id = kPolicyLte;
+  return r;
+}
+
 policy_entry one_member(uint16_t uplink) {
   policy_entry p{};
   p.n_members = 1;
@@ -91,38 +111,93 @@ policy_entry one_member(uint16_t uplink) {
   return p;
 }
 
+// An object to time: the built-in skeleton's, or one read from a file (--object).
+class Object {
+ public:
+  // `path` empty: the skeleton's object; `open_skeleton()` returns it loaded, `destroy` frees it.
+  Object(const std::string& path, const std::function<bpf_object*()>& open_skeleton,
+         std::function<void()> destroy, const char* what) {
+    if (path.empty()) {
+      obj_ = open_skeleton();
+      destroy_ = std::move(destroy);
+    } else {
+      obj_ = bpf_object__open_file(path.c_str(), nullptr);
+      if (obj_ != nullptr && bpf_object__load(obj_) != 0) {
+        bpf_object__close(obj_);
+        obj_ = nullptr;
+      }
+      destroy_ = [this] { bpf_object__close(obj_); };
+    }
+    if (obj_ == nullptr) {
+      throw Failure{std::string("loading ") + what + (path.empty() ? "" : " from " + path) + ": " +
+                    std::strerror(errno) + " (run as root)"};
+    }
+  }
+  ~Object() { destroy_(); }
+  Object(const Object&) = delete;
+  Object& operator=(const Object&) = delete;
+
+  int map(const char* name) const {
+    const int fd = bpf_object__find_map_fd_by_name(obj_, name);
+    if (fd < 0) throw Failure{std::string("no map ") + name};
+    return fd;
+  }
+  int prog(const char* name) const {
+    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
+    if (p == nullptr) throw Failure{std::string("no program ") + name};
+    return bpf_program__fd(p);
+  }
+
+ private:
+  bpf_object* obj_ = nullptr;
+  std::function<void()> destroy_;
+};
+
+std::string g_ingress_object;  // --object
+std::string g_egress_object;   // --object-egress
+
+// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier: the floor of the hook.
+int load_empty_tc() {
+  const bpf_insn insns[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
+      {.code = BPF_JMP | BPF_EXIT},
+  };
+  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
+  if (fd < 0) throw Failure{"loading the empty tc program (run as root)"};
+  return fd;
+}
+
 class Classifier {
  public:
-  explicit Classifier(uint32_t n_rules) {
-    skel_ = lan_ingress__open_and_load();
-    if (skel_ == nullptr) {
-      throw Failure{std::string("loading lan_ingress: ") + std::strerror(errno) + " (run as root)"};
-    }
+  // n_rules full rules of which the last matches; `default_rule`: one rule matching everything.
+  explicit Classifier(uint32_t n_rules, bool default_rule = false)
+      : obj_(
+            g_ingress_object,
+            [this] { return (skel_ = lan_ingress__open_and_load()) ? skel_->obj : nullptr; },
+            [this] { lan_ingress__destroy(skel_); }, "lan_ingress") {
     for (uint16_t id : {kWan, kLte}) {
       uint32_t key = id;
       uplink_record u{};
       u.state = UPLINK_STATE_ONLINE;
       u.generation = 1;
       u.mark = static_cast<uint32_t>(id) << 8;
-      check(bpf_map_update_elem(bpf_map__fd(skel_->maps.uplinks), &key, &u, BPF_ANY), "uplinks");
+      check(bpf_map_update_elem(obj_.map("uplinks"), &key, &u, BPF_ANY), "uplinks");
     }
     for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
       const policy_entry p = one_member(uplink);
       for (uint8_t family : {4, 6}) {
         uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
-        check(bpf_map_update_elem(bpf_map__fd(skel_->maps.policies), &slot, &p, BPF_ANY), "policies");
+        check(bpf_map_update_elem(obj_.map("policies"), &slot, &p, BPF_ANY), "policies");
       }
     }
     for (uint32_t i = 0; i < n_rules; i++) {
-      const rule_entry r = full_rule(i + 1 == n_rules);
-      check(bpf_map_update_elem(bpf_map__fd(skel_->maps.rules), &i, &r, BPF_ANY), "rules");
+      const rule_entry r = default_rule ? match_all_rule() : full_rule(i + 1 == n_rules);
+      check(bpf_map_update_elem(obj_.map("rules"), &i, &r, BPF_ANY), "rules");
     }
     const classifier_cfg cfg{kMmxMask, n_rules, kMmxMask, 600, 600, 600, UPLINKD_CFG_RESET_STALE_TCP, 0};
     uint32_t zero = 0;
-    check(bpf_map_update_elem(bpf_map__fd(skel_->maps.classifier_cfg), &zero, &cfg, BPF_ANY),
-          "classifier_cfg");
+    check(bpf_map_update_elem(obj_.map("classifier_cfg"), &zero, &cfg, BPF_ANY), "classifier_cfg");
   }
-  ~Classifier() { lan_ingress__destroy(skel_); }
   Classifier(const Classifier&) = delete;
   Classifier& operator=(const Classifier&) = delete;
 
@@ -134,14 +209,14 @@ class Classifier {
     v.generation = 0;
     v.uplink_id = kWan;
     v.origin = FLOW_ORIGIN_RULE;
-    check(bpf_map_update_elem(bpf_map__fd(skel_->maps.flows), &key, &v, BPF_ANY), "flows");
+    check(bpf_map_update_elem(obj_.map("flows"), &key, &v, BPF_ANY), "flows");
   }
 
   // Kernel-reported ns per run; *mark gets the mark the last run left, *verdict the verdict.
   uint32_t run(const Bytes& frame, uint32_t repeat, uint32_t* mark = nullptr, uint32_t* verdict = nullptr) {
     __sk_buff ctx_in{};
     ctx_in.ingress_ifindex = 11;
-    const TcRunResult r = tc_test_run(bpf_program__fd(skel_->progs.lan_ingress), frame, repeat, ctx_in);
+    const TcRunResult r = tc_test_run(obj_.prog("lan_ingress"), frame, repeat, ctx_in);
     if (mark != nullptr) {
       *mark = r.mark;
     }
@@ -153,6 +228,7 @@ class Classifier {
 
  private:
   lan_ingress* skel_ = nullptr;
+  Object obj_;
 };
 
 constexpr const char* kClient = "10.0.0.10";
@@ -200,36 +276,35 @@ double stale_flows(uint8_t proto, uint32_t want_verdict) {
 // lan_egress on a loaded object with one flow pinned to wan.
 class Egress {
  public:
-  Egress() {
-    skel_ = lan_egress__open_and_load();
-    if (skel_ == nullptr) {
-      throw Failure{std::string("loading lan_egress: ") + std::strerror(errno) + " (run as root)"};
-    }
+  Egress()
+      : obj_(
+            g_egress_object, [this] { return (skel_ = lan_egress__open_and_load()) ? skel_->obj : nullptr; },
+            [this] { lan_egress__destroy(skel_); }, "lan_egress") {
     const flow_key key = flow_of(IPPROTO_TCP, 40000, 443);
     flow_value v{};
     v.mark = static_cast<uint32_t>(kWan) << 8;
     v.generation = 1;
     v.uplink_id = kWan;
     v.origin = FLOW_ORIGIN_RULE;
-    check(bpf_map_update_elem(bpf_map__fd(skel_->maps.flows), &key, &v, BPF_ANY), "flows");
+    check(bpf_map_update_elem(obj_.map("flows"), &key, &v, BPF_ANY), "flows");
   }
-  ~Egress() { lan_egress__destroy(skel_); }
   Egress(const Egress&) = delete;
   Egress& operator=(const Egress&) = delete;
 
   uint32_t run(const Bytes& frame, uint32_t repeat) {
     __sk_buff ctx_in{};
     ctx_in.ifindex = 1;  // the loopback: a test run needs an existing device
-    return tc_test_run(bpf_program__fd(skel_->progs.lan_egress), frame, repeat, ctx_in).ns_per_run;
+    return tc_test_run(obj_.prog("lan_egress"), frame, repeat, ctx_in).ns_per_run;
   }
   bool learnt() {
     const flow_key key = flow_of(IPPROTO_TCP, 40000, 443);
     tcp_seen seen{};
-    return bpf_map_lookup_elem(bpf_map__fd(skel_->maps.tcp_seen), &key, &seen) == 0 && seen.next_seq == 5100;
+    return bpf_map_lookup_elem(obj_.map("tcp_seen"), &key, &seen) == 0 && seen.next_seq == 5100;
   }
 
  private:
   lan_egress* skel_ = nullptr;
+  Object obj_;
 };
 
 double egress(bool tcp_known_flow) {
@@ -271,54 +346,113 @@ double established_flow_single_runs() {
   return mean_of_single_runs(3, kCalls, [&](int) { return c.run(frame, 1); });
 }
 
-double new_flows(uint32_t n_rules) {
-  Classifier c(n_rules);
+double new_flows(uint32_t n_rules, bool default_rule = false) {
+  Classifier c(n_rules, default_rule);
+  const uint32_t want = n_rules == 0 ? 0 : static_cast<uint32_t>(kLte) << 8;
   return mean_of_single_runs(3, 10000, [&](int call) {
     uint32_t mark = 0;
     const uint32_t ns = c.run(syn_from_port(static_cast<uint16_t>(1024 + call)), 1, &mark);
-    if (mark != (n_rules == 0 ? 0 : static_cast<uint32_t>(kLte) << 8)) {
+    if (mark != want) {
       throw Failure{"new flow: the last rule did not decide (mark " + std::to_string(mark) + ")"};
     }
     return ns;
   });
 }
 
+double empty_repeated(int fd) {
+  const Bytes frame = syn_from_port(40000);
+  return median_of_rounds(5, [&] { return tc_test_run(fd, frame, 1'000'000, __sk_buff{}).ns_per_run; });
+}
+
+double empty_single_runs(int fd) {
+  const Bytes frame = syn_from_port(40000);
+  return mean_of_single_runs(3, 10000,
+                             [&](int) { return tc_test_run(fd, frame, 1, __sk_buff{}).ns_per_run; });
+}
+
+struct Options {
+  bool quick = false;
+};
+
+Options parse_options(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg == "--quick") {
+      o.quick = true;
+    } else if (arg == "--object" && i + 1 < argc) {
+      g_ingress_object = argv[++i];
+    } else if (arg == "--object-egress" && i + 1 < argc) {
+      g_egress_object = argv[++i];
+    } else {
+      throw Failure{
+          "usage: classifier_bench [--object lan_ingress.bpf.o] [--object-egress lan_egress.bpf.o] "
+          "[--quick]"};
+    }
+  }
+  return o;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   quiet_libbpf_and_pin_to_cpu0();
+  // Each row is quoted above the empty program timed by its own method.
+  enum class Method { kRepeat, kPerCall };
   struct Row {
     std::string what;
     double ns;
-    std::string method;
+    Method method;
+    std::string how;
   };
   std::vector<Row> table;
-  auto report = [&table](const std::string& what, double ns, const std::string& method) {
-    std::printf("%s: %.1f ns/packet (%s)\n", what.c_str(), ns, method.c_str());
+  double empty_ns[2] = {0, 0};
+  auto report = [&](const std::string& what, double ns, Method method, const std::string& how) {
+    std::printf("%s: %.1f ns/packet (%s)\n", what.c_str(), ns, how.c_str());
     std::fflush(stdout);
-    table.push_back(Row{what, ns, method});
+    table.push_back(Row{what, ns, method, how});
   };
+  const std::string repeat = "repeat=1000000 on one packet, kernel-reported mean, median of 5";
   const std::string single = "repeat=1 per call, 10000 calls, mean of kernel-reported durations, median of 3";
   try {
-    report("established flow (flows hit)", established_flow(),
-           "BPF_PROG_TEST_RUN repeat=1000000 on one packet, kernel-reported mean, median of 5");
-    report("established flow, one run per call", established_flow_single_runs(),
+    const Options opt = parse_options(argc, argv);
+    const int empty = load_empty_tc();
+    empty_ns[0] = empty_repeated(empty);
+    report("empty tc program", empty_ns[0], Method::kRepeat, repeat);
+    empty_ns[1] = empty_single_runs(empty);
+    report("empty tc program, one run per call", empty_ns[1], Method::kPerCall,
+           single + ", the same packet each call");
+    report("established flow (flows hit)", established_flow(), Method::kRepeat, repeat);
+    report("established flow, one run per call", established_flow_single_runs(), Method::kPerCall,
            single + ": the floor of the new-flow and stale-flow methods");
-    report("new flow, no rules (unmatched)", new_flows(0), single + ", distinct source ports");
+    report("new flow, no rules (unmatched)", new_flows(0), Method::kPerCall,
+           single + ", distinct source ports");
+    report("new flow, default rule only (matches everything)", new_flows(1, true), Method::kPerCall,
+           single + ", distinct source ports");
     for (uint32_t n : {8u, 64u, 256u}) {
-      report("new flow, " + std::to_string(n) + " rules, last matches", new_flows(n),
+      if (opt.quick && n > 8) continue;
+      report("new flow, " + std::to_string(n) + " rules, last matches", new_flows(n), Method::kPerCall,
              single + ", distinct source ports");
     }
-    report("stale TCP flow -> RST to the client", stale_flows(IPPROTO_TCP, TC_ACT_REDIRECT),
-           single + ", a stale flow filed before each call");
-    report("stale UDP flow -> classified again (8 rules)", stale_flows(IPPROTO_UDP, TC_ACT_OK),
-           single + ", a stale flow filed before each call");
-    report("lan_egress, TCP toward a client of a pinned flow", egress(true),
-           "repeat=1000000 on one packet, tcp_seen updated in place, median of 5");
-    report("lan_egress, UDP (passed untouched)", egress(false), "repeat=1000000 on one packet, median of 5");
-    std::printf("\n| case | ns/packet | method |\n|---|---|---|\n");
+    if (!opt.quick) {
+      report("stale TCP flow -> RST to the client", stale_flows(IPPROTO_TCP, TC_ACT_REDIRECT),
+             Method::kPerCall, single + ", a stale flow filed before each call");
+      report("stale UDP flow -> classified again (8 rules)", stale_flows(IPPROTO_UDP, TC_ACT_OK),
+             Method::kPerCall, single + ", a stale flow filed before each call");
+      report("lan_egress, TCP toward a client of a pinned flow", egress(true), Method::kRepeat,
+             "repeat=1000000 on one packet, tcp_seen updated in place, median of 5");
+      report("lan_egress, UDP (passed untouched)", egress(false), Method::kRepeat,
+             "repeat=1000000 on one packet, median of 5");
+    }
+    close(empty);
+    std::printf("\n| case | ns/packet | above empty | method |\n|---|---|---|---|\n");
     for (const Row& r : table) {
-      std::printf("| %s | %.0f | %s |\n", r.what.c_str(), r.ns, r.method.c_str());
+      const double floor = empty_ns[r.method == Method::kRepeat ? 0 : 1];
+      if (r.what.rfind("empty", 0) == 0) {
+        std::printf("| %s | %.0f | | %s |\n", r.what.c_str(), r.ns, r.how.c_str());
+      } else {
+        std::printf("| %s | %.0f | %.0f | %s |\n", r.what.c_str(), r.ns, r.ns - floor, r.how.c_str());
+      }
     }
   } catch (const Failure& f) {
     std::fprintf(stderr, "classifier_bench: %s\n", f.what.c_str());

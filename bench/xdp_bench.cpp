@@ -1,6 +1,6 @@
 // xdp_bench: cost per packet of the XDP program uplink_ingress, as the kernel measures it in
 // BPF_PROG_TEST_RUN. A benchmark, not a test: it prints figures and checks only that each case
-// takes the path it is named after. Run as root: `build-bpf/xdp_bench [runs]`.
+// takes the path it is named after. Run as root: `build/xdp_bench [runs]`.
 //
 // Method. For paths that leave the program's state as they found it (no match, limiter admit or
 // drop), one BPF_PROG_TEST_RUN with a large repeat count; the kernel reports the mean time per
@@ -8,8 +8,10 @@
 // so a repeat > 1 would time the unmatched path from the second repetition on: it is timed with
 // repeat = 1, re-inserting the probe before each call, averaging the kernel-reported duration
 // over many calls. repeat = 1 also carries the per-call timer overhead, so the unmatched reply is
-// printed with that method too, as the baseline to compare against. Figures from a VM include
-// virtualisation costs (notably the ring buffer's wakeup interrupt).
+// printed with that method too, as the baseline to compare against. Both methods also time an
+// empty XDP program (`return XDP_PASS`) in the same run, and the closing table quotes every row
+// above the empty program of its method. Figures from a VM include virtualisation costs (notably
+// the ring buffer's wakeup interrupt).
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/if_ether.h>
@@ -177,14 +179,14 @@ class Bench {
   // buffer is drained every `drain_every` calls, outside the timed region.
   template <typename Prepare>
   double single_shots(const Bytes& packet, int runs, int drain_every, uint32_t expect_verdict,
-                      Prepare prepare) {
+                      Prepare prepare, int prog_fd = -1) {
     double total = 0;
     for (int i = 0; i < runs; i++) {
       if (!prepare()) {
         return -1;
       }
       uint32_t verdict = 0;
-      const double ns = run(packet, 1, &verdict);
+      const double ns = run(packet, 1, &verdict, prog_fd);
       if (ns < 0 || verdict != expect_verdict) {
         return -1;
       }
@@ -231,12 +233,42 @@ class Bench {
   ring_buffer* ring_ = nullptr;
 };
 
-void report(const char* name, double ns, const std::string& method) {
+// Every figure is quoted above the empty program timed by the same method in the same run.
+enum class Method { kRepeat, kSingle };
+
+struct Row {
+  std::string name;
+  double ns;
+  Method method;
+  std::string how;
+};
+
+std::vector<Row> g_rows;
+
+void report(const char* name, double ns, Method method, const std::string& how) {
   if (ns < 0) {
     std::printf("%s: FAILED (test run error or unexpected verdict)\n", name);
     return;
   }
-  std::printf("%s: %.1f ns/packet (%s)\n", name, ns, method.c_str());
+  std::printf("%s: %.1f ns/packet (%s)\n", name, ns, how.c_str());
+  g_rows.push_back(Row{name, ns, method, how});
+}
+
+// The rows again as a Markdown table, each with its cost above the empty program of its method.
+void print_table() {
+  double floor[2] = {0, 0};
+  for (const Row& r : g_rows) {
+    if (r.name.rfind("empty", 0) == 0) floor[r.method == Method::kRepeat ? 0 : 1] = r.ns;
+  }
+  std::printf("\n| case | ns/packet | above empty | method |\n|---|---|---|---|\n");
+  for (const Row& r : g_rows) {
+    if (r.name.rfind("empty", 0) == 0) {
+      std::printf("| %s | %.0f | | %s |\n", r.name.c_str(), r.ns, r.how.c_str());
+    } else {
+      std::printf("| %s | %.0f | %.0f | %s |\n", r.name.c_str(), r.ns,
+                  r.ns - floor[r.method == Method::kRepeat ? 0 : 1], r.how.c_str());
+    }
+  }
 }
 
 }  // namespace
@@ -264,26 +296,35 @@ int main(int argc, char** argv) {
   const Bytes unmatched = icmp_echo_frame(0, 1);  // no probe with seq 1
   const Bytes matched = icmp_echo_frame(0, 2);
 
-  report("empty XDP program, udp (the floor)", bench.batched(udp, XDP_PASS, bench.empty_program()), batch);
-  report("udp (non-ICMP)", bench.batched(udp, XDP_PASS), batch);
+  report("empty XDP program, udp (the floor)", bench.batched(udp, XDP_PASS, bench.empty_program()),
+         Method::kRepeat, batch);
+  report("udp (non-ICMP)", bench.batched(udp, XDP_PASS), Method::kRepeat, batch);
   // nping-udp's replies come to a small port range: only such datagrams are looked up.
   report("udp to an nping-udp probe port, no such probe",
-         bench.batched(udp_frame(UPLINKD_UDP_PROBE_PORT_MIN, 40125), XDP_PASS), batch);
-  report("icmp echo reply, unmatched", bench.batched(unmatched, XDP_PASS), batch);
+         bench.batched(udp_frame(UPLINKD_UDP_PROBE_PORT_MIN, 40125), XDP_PASS), Method::kRepeat, batch);
+  report("icmp echo reply, unmatched", bench.batched(unmatched, XDP_PASS), Method::kRepeat, batch);
+  // Someone pinging the router: ICMP, but never a reply to a probe.
+  report("icmp echo request (not a reply)", bench.batched(icmp_echo_frame(8, 1), XDP_PASS), Method::kRepeat,
+         batch);
 
   // Rate 1/us with a huge burst: every packet is admitted through the atomic add.
   bench.set_limiter(1000, 1'000'000'000);
-  report("icmp echo reply, unmatched, limiter on, admitted", bench.batched(unmatched, XDP_PASS), batch);
+  report("icmp echo reply, unmatched, limiter on, admitted", bench.batched(unmatched, XDP_PASS),
+         Method::kRepeat, batch);
   // Rate 1/s, burst 1, spent by the first packet: every later packet is dropped on a plain read.
   bench.set_limiter(1'000'000'000, 1);
   uint32_t verdict = 0;
   bench.run(unmatched, 1, &verdict);
   report("icmp echo reply, unmatched, limiter on, over rate (dropped)", bench.batched(unmatched, XDP_DROP),
-         batch);
+         Method::kRepeat, batch);
   bench.set_limiter(0, 0);
 
+  report("empty XDP program, icmp echo reply (the floor of repeat=1)",
+         bench.single_shots(
+             unmatched, single_runs, 1, XDP_PASS, [] { return true; }, bench.empty_program()),
+         Method::kSingle, single);
   report("icmp echo reply, unmatched",
-         bench.single_shots(unmatched, single_runs, 1, XDP_PASS, [] { return true; }),
+         bench.single_shots(unmatched, single_runs, 1, XDP_PASS, [] { return true; }), Method::kSingle,
          single + " (baseline for the matched cases)");
   // A submit wakes the reader (irq_work, a self-IPI: costly in a VM) only when the reader has
   // caught up; the daemon is usually caught up, as probe replies are rare. Both cases are shown.
@@ -293,11 +334,12 @@ int main(int argc, char** argv) {
   const double batched_reader = bench.single_shots(matched, single_runs, 1000, XDP_PASS, reinsert);
   const uint64_t replies = bench.probe_replies() - before;
   const std::string matched_method = single + ", probe re-inserted before each call";
-  report("icmp echo reply, matched, reader caught up (ring buffer wakeup per reply)", woken,
+  report("icmp echo reply, matched, reader caught up (ring buffer wakeup per reply)", woken, Method::kSingle,
          matched_method + ", ring drained after every call");
-  report("icmp echo reply, matched, reader behind (no wakeup)", batched_reader,
+  report("icmp echo reply, matched, reader behind (no wakeup)", batched_reader, Method::kSingle,
          matched_method + ", ring drained every 1000 calls");
   std::printf("matched replies reported: %llu of %d\n", static_cast<unsigned long long>(replies),
               2 * single_runs);
+  print_table();
   return 0;
 }

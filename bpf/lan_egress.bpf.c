@@ -123,7 +123,9 @@ static __always_inline void remember_segment(const struct segment_toward_client 
 					     struct __sk_buff *skb, void *data, void *end)
 {
 	__u32 next = next_seq_after(seg, skb->len);
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse clock: the daemon reads this stamp against idle timeouts of seconds, and the
+	 * fine one cost about 30 ns a packet on the reference machine (README, "Benchmarks"). */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct tcp_seen *seen = bpf_map_lookup_elem(&tcp_seen, &seg->key);
 	struct tcp_seen fresh = {};
 

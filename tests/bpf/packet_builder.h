@@ -488,6 +488,14 @@ inline uint64_t monotonic_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The clock bpf_ktime_get_coarse_ns() reads (CLOCK_MONOTONIC as of the last tick): a stamp the
+// program takes after this call is never below it, which monotonic_ns() does not promise.
+inline uint64_t monotonic_coarse_ns() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
 // ---- independent checksum checks ---------------------------------------------------------------
 
 // The one's-complement sum of n bytes as 16-bit big-endian words (an odd last byte padded), added to
