@@ -28,7 +28,7 @@ void AdaptiveTimeout::on_result(std::optional<double> rtt) {
 }
 
 double AdaptiveTimeout::timeout_s() const {
-  if (samples_ < kWarmupSamples) return bounds_.cap_s;
+  if (samples_ == 0) return bounds_.cap_s;
   return std::clamp(srtt_s_ + kK * rttvar_s_, bounds_.floor_s, std::max(bounds_.floor_s, bounds_.cap_s));
 }
 

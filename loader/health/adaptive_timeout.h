@@ -4,8 +4,9 @@
 //   each later R:     RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R|,  SRTT = 7/8 SRTT + 1/8 R
 //   timeout =         clamp(SRTT + 4 x RTTVAR, floor, cap)
 // Differences from TCP's RTO, and why:
-//   - Until kWarmupSamples replies have been seen the timeout is the cap, so a start (or a target
-//     that never answered yet) cannot fail a probe the fixed cap would have passed.
+//   - Before the first reply the timeout is the cap, so a start cannot fail a probe the fixed cap
+//     would have passed (RFC 6298 starts at 1 s too); from the first reply on, the estimate
+//     (3 x that RTT, at least the floor), as RFC 6298 does.
 //   - A loss never feeds the estimator (Karn), and does not back the timeout off either: TCP
 //     doubles its RTO because a retransmission is ambiguous; a probe is never ambiguous (each has
 //     its own nonce), and doubling would stretch an outage's detection (50, 100, 200 ms ...).
@@ -28,9 +29,6 @@ struct AdaptiveTimeoutBounds {
 
 class AdaptiveTimeout {
  public:
-  // Replies needed before the estimate is used; until then the cap.
-  static constexpr int kWarmupSamples = 3;
-
   explicit AdaptiveTimeout(const AdaptiveTimeoutBounds& bounds) : bounds_(bounds) {}
 
   // One probe's outcome: the RTT its reply measured (on time or late: both are true RTTs), or

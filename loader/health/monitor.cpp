@@ -404,15 +404,25 @@ void UplinkMonitor::learn_rtt(size_t target, std::optional<double> rtt_ms) {
   auto& estimator = windows_[target].timeout;
   if (!estimator || !rtt_ms) return;  // fixed timeout; or a loss, which teaches nothing (Karn)
   estimator->on_result(*rtt_ms / 1e3);
-  const int64_t timeout = probe_timeout_ns(target);
+  // Every target's: one that has not answered yet borrows this one's estimate.
   for (auto& [_, p] : pending_) {
-    if (p.target == target && !p.late_watch) p.deadline = std::max(p.deadline, p.sent_at + timeout);
+    if (!p.late_watch) p.deadline = std::max(p.deadline, p.sent_at + probe_timeout_ns(p.target));
   }
 }
 
 int64_t UplinkMonitor::probe_timeout_ns(size_t target) const {
   const auto& estimator = windows_[target].timeout;
-  return seconds_to_ns(estimator ? estimator->timeout_s() : cfg_.timeout_s);
+  if (!estimator) return seconds_to_ns(cfg_.timeout_s);
+  if (estimator->samples() > 0) return seconds_to_ns(estimator->timeout_s());
+  // No reply from this target yet: mwan3 probes a later target only when the earlier ones fail, so
+  // with reliability 1 the second target is first probed in an outage, where the cap would stretch
+  // detection to down x cap. Its probes wait behind the same access link's queue as the others':
+  // the longest estimate among them; with none, the cap.
+  double borrowed_s = -1;
+  for (const Window& w : windows_) {
+    if (w.timeout && w.timeout->samples() > 0) borrowed_s = std::max(borrowed_s, w.timeout->timeout_s());
+  }
+  return seconds_to_ns(borrowed_s >= 0 ? borrowed_s : estimator->timeout_s());
 }
 
 // Only probes whose reply the XDP program matches by a key of their own: an ARP request's key is
@@ -536,7 +546,7 @@ std::vector<TargetStatus> UplinkMonitor::targets() const {
     t.replied = w.replied;
     t.lost = w.lost;
     t.rtt_histogram = w.rtt.json();
-    if (w.timeout) t.timeout_ms = w.timeout->timeout_s() * 1e3;
+    if (w.timeout) t.timeout_ms = static_cast<double>(probe_timeout_ns(i)) / 1e6;
     double sum = 0;
     int replies = 0;
     for (const auto& r : w.results) {

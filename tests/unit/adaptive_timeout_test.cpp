@@ -1,7 +1,8 @@
 // `option timeout 'auto'`: RTT sequences and the timeouts they yield (RFC 6298's estimator with a
-// floor, a cap and a warm-up; losses are not samples). Expected values were worked out by hand
-// from the RFC's formulas: SRTT = R, RTTVAR = R/2 on the first sample, then RTTVAR = 3/4 RTTVAR +
-// 1/4 |SRTT - R| and SRTT = 7/8 SRTT + 1/8 R; timeout = clamp(SRTT + 4 RTTVAR, floor, cap).
+// floor and a cap, the cap before the first reply; losses are not samples). Expected values were worked out
+// by hand from the RFC's formulas (with the cap before the first reply): SRTT = R, RTTVAR = R/2 on the first
+// sample, then RTTVAR = 3/4 RTTVAR + 1/4 |SRTT - R| and SRTT = 7/8 SRTT + 1/8 R; timeout = clamp(SRTT + 4
+// RTTVAR, floor, cap).
 #include "health/adaptive_timeout.h"
 
 #include <gtest/gtest.h>
@@ -70,8 +71,8 @@ TEST(AdaptiveTimeout, RttSequencesAndTheirTimeouts) {
       {"cap", kDefault, repeat(2000, 5), 1000},
       // Three replies among losses: the three samples 10, 10, 10 only (SRTT 10, RTTVAR 2.8125).
       {"losses_not_fed", kOpen, join({{10, kLost, 10, kLost, kLost, 10}, repeat(kLost, 10)}), 21.25},
-      // Two replies: still warming up, so the cap.
-      {"warm_up", kOpen, {10, 10}, 1000},
+      // Two replies: SRTT 10, RTTVAR 3/4 x 5 = 3.75.
+      {"two_replies", kOpen, {10, 10}, 25},
       // Only losses: the cap, for ever.
       {"never_answered", kDefault, repeat(kLost, 30), 1000},
   };
@@ -83,18 +84,22 @@ TEST(AdaptiveTimeout, RttSequencesAndTheirTimeouts) {
   }
 }
 
-TEST(AdaptiveTimeout, WarmUpUsesTheCapUntilThreeReplies) {
-  const auto t = timeouts_ms(kOpen, {10, kLost, 10, 10, 10});
+TEST(AdaptiveTimeout, CapUntilTheFirstReply) {
+  const auto t = timeouts_ms(kOpen, {kLost, kLost, 10, kLost, 10, 10, 10});
   EXPECT_EQ(t[0], 1000);
-  EXPECT_EQ(t[1], 1000);  // a loss does not count towards the warm-up
-  EXPECT_EQ(t[2], 1000);
-  EXPECT_NEAR(t[3], 21.25, 1e-9);  // third reply: SRTT 10 + 4 x RTTVAR 2.8125
-  EXPECT_NEAR(t[4], 18.4375, 1e-9);
+  EXPECT_EQ(t[1], 1000);
+  EXPECT_NEAR(t[2], 30, 1e-9);  // first reply: 10 + 4 x 5
+  EXPECT_NEAR(t[3], 30, 1e-9);  // a loss changes nothing
+  EXPECT_NEAR(t[4], 25, 1e-9);
+  EXPECT_NEAR(t[5], 21.25, 1e-9);
+  EXPECT_NEAR(t[6], 18.4375, 1e-9);
+  // A first reply at idle: 3 x 0.1 ms, so the floor at once.
+  EXPECT_NEAR(timeouts_ms(kDefault, {0.1}).back(), 50, 1e-9);
 }
 
 TEST(AdaptiveTimeout, RisingQueueNeverOutrunsTheTimeout) {
   // From an idle lab path (0.2 ms) a queue filling 15 ms per probe to 120 ms, then wobbling as a
-  // download's queue does: after the warm-up every next RTT is within the timeout before it.
+  // download's queue does: every next RTT is within the timeout before it.
   std::vector<std::optional<double>> rtts = {0.2, 0.2, 0.2, 0.2};
   for (int ms = 15; ms <= 120; ms += 15) rtts.emplace_back(ms);
   for (double ms : {120, 110, 100, 120}) rtts.emplace_back(ms);
