@@ -123,6 +123,7 @@ TEST(AdaptiveTimeout, SteepRiseLosesOneProbeThatItsLateReplyRepairs) {
 
 TEST(AdaptiveTimeout, JitterStaysInsideTheTimeout) {
   std::vector<std::optional<double>> rtts;
+  rtts.reserve(40);
   for (int i = 0; i < 40; ++i) rtts.emplace_back(i % 2 == 0 ? 10 : 30);
   const auto t = timeouts_ms(kOpen, rtts);
   for (size_t i = 2; i + 1 < rtts.size(); ++i) EXPECT_GT(t[i], *rtts[i + 1]) << "probe " << i + 1;
