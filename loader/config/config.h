@@ -87,7 +87,7 @@ struct Globals {
 // (loader/health/adaptive_timeout.h), never below `min_s` nor above `max_s`.
 struct AutoTimeout {
   double min_s = 0.05;  // option timeout_min
-  double max_s = 1.0;   // option timeout_max; also the timeout until enough replies were measured
+  double max_s = 1.0;   // option timeout_max; also the timeout before a target's first reply
   bool operator==(const AutoTimeout&) const = default;
 };
 
