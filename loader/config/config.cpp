@@ -506,6 +506,41 @@ void read_httping_ssl(SectionReader& r, InterfaceConfig& c) {
 #endif
 }
 
+// `timeout`: mwan3's seconds, or 'auto' (extension) with its bounds timeout_min and timeout_max,
+// which mean nothing without it and are refused there rather than silently ignored.
+void read_timeout(SectionReader& r, InterfaceConfig& c) {
+  constexpr const char* kAccepted =
+      "a positive number of seconds, fractions allowed (e.g. 4, 1.5, 0.1), or auto";
+  const uci::Value* v = r.single("timeout");
+  if (v != nullptr && v->text == "auto") {
+    AutoTimeout a;
+    a.min_s = r.seconds("timeout_min", a.min_s);
+    a.max_s = r.seconds("timeout_max", a.max_s);
+    if (a.min_s > a.max_s) {
+      r.fail(r.line_of("timeout_min"), "timeout_min",
+             quote(r.text("timeout_min").value_or("")) + " is more than timeout_max " +
+                 quote(r.text("timeout_max").value_or("1")) + " in " + r.where() +
+                 "; accepted: at most timeout_max");
+    }
+    c.timeout_auto = a;
+    c.timeout_s = a.max_s;
+    return;
+  }
+  if (v != nullptr) {
+    const auto d = parse_seconds(v->text);
+    if (!d) r.fail_value(*v, "timeout", "is not a number of seconds", kAccepted);
+    if (*d <= 0) r.fail_value(*v, "timeout", "is not positive", kAccepted);
+    c.timeout_s = *d;
+  }
+  for (const char* bound : {"timeout_min", "timeout_max"}) {
+    if (r.section().find(bound) != nullptr) {
+      r.fail(r.line_of(bound), bound,
+             std::string("needs option timeout 'auto' in ") + r.where() +
+                 "; accepted: with timeout 'auto' only");
+    }
+  }
+}
+
 InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::string& file) {
   SectionReader r(s, file);
   if (s.anonymous) {
@@ -540,7 +575,7 @@ InterfaceConfig read_interface(const uci::Section& s, uint32_t id, const std::st
                std::to_string(c.track_ip.size()));
   }
   c.count = static_cast<int>(r.integer("count", 1, 1, kIntMax));
-  c.timeout_s = r.seconds("timeout", 4);
+  read_timeout(r, c);
   c.interval_s = r.seconds("interval", 10);
   // mwan3: `config_get failure_interval $INTERFACE failure_interval $interval`.
   c.failure_interval_s = r.seconds("failure_interval", c.interval_s);

@@ -82,6 +82,14 @@ struct Globals {
   std::map<std::string, std::vector<std::string>> other_options;
 };
 
+// `option timeout 'auto'` (extension): each target's probe timeout learnt from its RTTs
+// (loader/health/adaptive_timeout.h), never below `min_s` nor above `max_s`.
+struct AutoTimeout {
+  double min_s = 0.05;  // option timeout_min
+  double max_s = 1.0;   // option timeout_max; also the timeout before a target's first reply
+  bool operator==(const AutoTimeout&) const = default;
+};
+
 struct InterfaceConfig {
   std::string name;
   int line = 0;     // line of the `config interface` header
@@ -92,10 +100,11 @@ struct InterfaceConfig {
   TrackMethod track_method = TrackMethod::Ping;
   int reliability = 1;
   int count = 1;
-  double timeout_s = 4;             // extension: fractional seconds
-  double interval_s = 10;           // extension: fractional seconds
-  double failure_interval_s = 10;   // defaults to interval
-  double recovery_interval_s = 10;  // defaults to interval
+  double timeout_s = 4;                     // extension: fractional seconds; with timeout_auto, its max_s
+  std::optional<AutoTimeout> timeout_auto;  // set by `option timeout 'auto'` (extension)
+  double interval_s = 10;                   // extension: fractional seconds
+  double failure_interval_s = 10;           // defaults to interval
+  double recovery_interval_s = 10;          // defaults to interval
   bool keep_failure_interval = false;
   int down = 5;
   int up = 5;

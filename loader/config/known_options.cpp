@@ -29,7 +29,7 @@ const std::map<std::string, NameSet, std::less<>>& known_by_type() {
         "keep_failure_interval", "down", "up", "flush_conntrack", "online_metric",
         // uplinkd
         "device", "gateway", "track_port", "dns_query_name", "icmp_limit_rate", "icmp_limit_burst",
-        "pmtu_interval"}},
+        "pmtu_interval", "timeout_min", "timeout_max"}},
       {"member", {"interface", "metric", "weight"}},
       {"policy", {"use_member", "last_resort", /* uplinkd */ "failback"}},
       {"rule",

@@ -528,6 +528,8 @@ nlohmann::json Daemon::interface_json(const Uplink& u, int64_t now) const {
                        {"replied", t.replied},
                        {"lost", t.lost},
                        {"rtt_histogram", t.rtt_histogram}});
+    // timeout 'auto' only: the timeout the target's next probe gets, as its RTTs have taught it.
+    if (t.timeout_ms) targets.back()["timeout_ms"] = *t.timeout_ms;
   }
   const bool tracking = u.device_up;
   std::string state = tracking ? std::string(health::to_string(m.tracker().state())) : "offline";
@@ -628,8 +630,9 @@ int family_of(const config::InterfaceConfig& cfg) {
 bool same_tracking(const config::InterfaceConfig& a, const config::InterfaceConfig& b) {
   return a.name == b.name && a.id == b.id && a.enabled == b.enabled && a.family == b.family &&
          a.track_ip == b.track_ip && a.track_method == b.track_method && a.reliability == b.reliability &&
-         a.count == b.count && a.timeout_s == b.timeout_s && a.interval_s == b.interval_s &&
-         a.failure_interval_s == b.failure_interval_s && a.recovery_interval_s == b.recovery_interval_s &&
+         a.count == b.count && a.timeout_s == b.timeout_s && a.timeout_auto == b.timeout_auto &&
+         a.interval_s == b.interval_s && a.failure_interval_s == b.failure_interval_s &&
+         a.recovery_interval_s == b.recovery_interval_s &&
          a.keep_failure_interval == b.keep_failure_interval && a.down == b.down && a.up == b.up &&
          a.size == b.size && a.max_ttl == b.max_ttl && a.check_quality == b.check_quality &&
          a.failure_latency_ms == b.failure_latency_ms && a.failure_loss_pct == b.failure_loss_pct &&

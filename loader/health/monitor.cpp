@@ -49,6 +49,11 @@ TrackerParams params_from(const config::InterfaceConfig& c) {
   return p;
 }
 
+std::optional<AdaptiveTimeoutBounds> adaptive_bounds(const config::InterfaceConfig& c) {
+  if (!c.timeout_auto) return std::nullopt;
+  return AdaptiveTimeoutBounds{c.timeout_auto->min_s, c.timeout_auto->max_s};
+}
+
 // nping-udp's local port: drawn from the fixed range the XDP program checks first.
 uint16_t udp_probe_port() {
   return static_cast<uint16_t>(UPLINKD_UDP_PROBE_PORT_MIN + random_u64() % UPLINKD_UDP_PROBE_PORT_COUNT);
@@ -114,6 +119,10 @@ void UplinkMonitor::start(int ifindex, uint32_t datapath_id, double phase_s, int
   cycle_ = Cycle{};
   cycle_.decided = true;  // no cycle in flight yet
   next_cycle_at_ = now + seconds_to_ns(phase_s);
+  // A (re)started uplink may have a new path: each estimate starts over from the cap.
+  if (const auto bounds = adaptive_bounds(cfg_)) {
+    for (Window& w : windows_) w.timeout.emplace(*bounds);
+  }
   apply(adopted ? tracker_.adopt(*adopted) : tracker_.start(), true);
 }
 
@@ -209,7 +218,9 @@ void UplinkMonitor::begin_cycle(int64_t now) {
   cycle_.samples.assign(targets, TargetSample{});
   cycle_.unresolved.assign(targets, cfg_.count);
   cycle_.verdicts.assign(targets, std::nullopt);
-  const double spread_s = std::min(cfg_.interval_s, cfg_.timeout_s) / 4.0;
+  // With timeout 'auto' a probe may get as little as timeout_min.
+  const double shortest_timeout_s = cfg_.timeout_auto ? cfg_.timeout_auto->min_s : cfg_.timeout_s;
+  const double spread_s = std::min(cfg_.interval_s, shortest_timeout_s) / 4.0;
   const int64_t gap = probes > 0 ? seconds_to_ns(spread_s) / static_cast<int64_t>(probes) : 0;
   int64_t at = due;
   // mwan3 probes its targets in list order, `count` probes each.
@@ -237,7 +248,7 @@ void UplinkMonitor::send_http(size_t target, int64_t now) {
   probe_key key{};
   std::memcpy(key.addr, ip.bytes.data(), ip.is_v4() ? 4 : 16);
   key.uplink_id = static_cast<uint16_t>(datapath_id_);
-  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0, now};
+  Pending p{key, cycle_.number, target, now + probe_timeout_ns(target), 0, now};
   ++sent_;
   ++windows_[target].sent;
   ++cycle_.samples[target].sent;
@@ -316,7 +327,16 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
       break;
   }
 
-  Pending p{key, cycle_.number, target, now + seconds_to_ns(cfg_.timeout_s), 0, now};
+  // A probe still watched for a late reply keeps its key: draw another port (bounded; a clash
+  // left over only replaces the watched entry, which costs the estimator one sample).
+  for (int redraw = 0; redraw < 4 && pending_.count(key_bytes(key)) != 0; ++redraw) {
+    if (key.kind == PROBE_KIND_TCP || key.kind == PROBE_KIND_DNS) {
+      key.ident = static_cast<uint16_t>(32768 + random_u64() % 28000);
+    } else if (key.kind == PROBE_KIND_UDP) {
+      key.ident = udp_probe_port();
+    }
+  }
+  Pending p{key, cycle_.number, target, now + probe_timeout_ns(target), 0, now};
   int err = 0;
   for (int attempt = 0; attempt < 4; ++attempt) {
     value.sent_ns = static_cast<uint64_t>(monotonic_ns());
@@ -349,6 +369,7 @@ void UplinkMonitor::send_one(size_t target, int64_t now) {
         key.kind == PROBE_KIND_UDP ? udp_probe_port() : static_cast<uint16_t>(32768 + random_u64() % 28000);
   }
   p.key = key;
+  p.value = value;
   ++sent_;
   ++windows_[target].sent;
   ++cycle_.samples[target].sent;
@@ -367,7 +388,47 @@ void UplinkMonitor::on_reply(const probe_reply_event& event, int64_t now) {
   Pending p = it->second;
   pending_.erase(it);
   release(p);
-  resolve(p, static_cast<double>(event.rtt_ns) / 1e6, now);
+  const double rtt_ms = static_cast<double>(event.rtt_ns) / 1e6;
+  if (p.late_watch) {
+    // Counted lost already; the RTT it measured is still true, and tells the estimator how far
+    // the queue has grown past the timeout.
+    log::debug(cfg_.name + ": " + cfg_.track_ip[p.target].str() + " replied " + std::to_string(rtt_ms) +
+               " ms, after its timeout");
+    learn_rtt(p.target, rtt_ms);
+    return;
+  }
+  resolve(p, rtt_ms, now);
+}
+
+void UplinkMonitor::learn_rtt(size_t target, std::optional<double> rtt_ms) {
+  auto& estimator = windows_[target].timeout;
+  if (!estimator || !rtt_ms) return;  // fixed timeout; or a loss, which teaches nothing (Karn)
+  estimator->on_result(*rtt_ms / 1e3);
+  // Every target's: one that has not answered yet borrows this one's estimate.
+  for (auto& [_, p] : pending_) {
+    if (!p.late_watch) p.deadline = std::max(p.deadline, p.sent_at + probe_timeout_ns(p.target));
+  }
+}
+
+int64_t UplinkMonitor::probe_timeout_ns(size_t target) const {
+  const auto& estimator = windows_[target].timeout;
+  if (!estimator) return seconds_to_ns(cfg_.timeout_s);
+  if (estimator->samples() > 0) return seconds_to_ns(estimator->timeout_s());
+  // No reply from this target yet: mwan3 probes a later target only when the earlier ones fail, so
+  // with reliability 1 the second target is first probed in an outage, where the cap would stretch
+  // detection to down x cap. Its probes wait behind the same access link's queue as the others':
+  // the longest estimate among them; with none, the cap.
+  double borrowed_s = -1;
+  for (const Window& w : windows_) {
+    if (w.timeout && w.timeout->samples() > 0) borrowed_s = std::max(borrowed_s, w.timeout->timeout_s());
+  }
+  return seconds_to_ns(borrowed_s >= 0 ? borrowed_s : estimator->timeout_s());
+}
+
+// Only probes whose reply the XDP program matches by a key of their own: an ARP request's key is
+// its target's (the next request would find it taken), and httping's exchange ends at its timeout.
+bool UplinkMonitor::may_watch_late(const Pending& p) const {
+  return cfg_.timeout_auto && p.http_id == 0 && p.key.kind != PROBE_KIND_ARP;
 }
 
 void UplinkMonitor::expire(int64_t now) {
@@ -375,24 +436,38 @@ void UplinkMonitor::expire(int64_t now) {
   for (const auto& [k, p] : pending_) {
     if (p.deadline <= now) due.push_back(k);
   }
-  for (const auto& k : due) {
-    auto it = pending_.find(k);
-    if (it == pending_.end()) continue;
-    if (it->second.http_id == 0 && !dp_.remove_probe(it->second.key)) {
-      // XDP took the entry a moment ago: its event is in the ring buffer, read it now.
-      dp_.poll_replies();
-      it = pending_.find(k);
-      if (it == pending_.end()) continue;
-    }
-    Pending p = it->second;
+  for (const auto& k : due) expire_one(k, now);
+}
+
+void UplinkMonitor::expire_one(const std::string& k, int64_t now) {
+  auto it = pending_.find(k);
+  if (it == pending_.end()) return;
+  if (it->second.http_id == 0 && !dp_.remove_probe(it->second.key)) {
+    // XDP took the entry a moment ago: its event is in the ring buffer, read it now.
+    dp_.poll_replies();
+    it = pending_.find(k);
+    if (it == pending_.end()) return;
+  }
+  Pending p = it->second;
+  if (p.late_watch) {  // the watch is over: nothing came within the cap
     pending_.erase(it);
     release(p);
-    resolve(p, std::nullopt, now);
+    return;
   }
+  const int64_t watch_until = p.sent_at + seconds_to_ns(cfg_.timeout_auto ? cfg_.timeout_auto->max_s : 0);
+  if (may_watch_late(p) && watch_until > now && dp_.insert_probe(p.key, p.value) == 0) {
+    it->second.late_watch = true;
+    it->second.deadline = watch_until;
+  } else {
+    pending_.erase(it);
+    release(p);
+  }
+  resolve(p, std::nullopt, now);
 }
 
 void UplinkMonitor::resolve(const Pending& p, std::optional<double> rtt_ms, int64_t now) {
   Window& w = windows_[p.target];
+  learn_rtt(p.target, rtt_ms);
   w.results.push_back(rtt_ms);
   if (w.results.size() > kWindow) w.results.pop_front();
   if (rtt_ms) {
@@ -471,6 +546,7 @@ std::vector<TargetStatus> UplinkMonitor::targets() const {
     t.replied = w.replied;
     t.lost = w.lost;
     t.rtt_histogram = w.rtt.json();
+    if (w.timeout) t.timeout_ms = static_cast<double>(probe_timeout_ns(i)) / 1e6;
     double sum = 0;
     int replies = 0;
     for (const auto& r : w.results) {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config/config.h"
+#include "health/adaptive_timeout.h"
 #include "health/http_probe.h"
 #include "health/probe_transport.h"
 #include "health/tracker.h"
@@ -42,7 +43,8 @@ struct TargetStatus {
   uint64_t sent = 0;
   uint64_t replied = 0;
   uint64_t lost = 0;
-  nlohmann::json rtt_histogram;  // observability::Histogram::json() of every reply's RTT
+  nlohmann::json rtt_histogram;      // observability::Histogram::json() of every reply's RTT
+  std::optional<double> timeout_ms;  // timeout 'auto': the timeout its next probe gets (else nullopt)
 };
 
 class UplinkMonitor {
@@ -121,12 +123,17 @@ class UplinkMonitor {
     uint16_t dns_port = 0;
     int64_t sent_at = 0;
     uint64_t http_id = 0;  // httping: the HttpProber exchange (its key is never in the BPF map)
+    probe_value value{};   // as registered in the BPF map (re-registered to watch for a late reply)
+    // timeout 'auto': the tracker has counted this probe lost; it stays registered until `deadline`
+    // (sent + the cap) only so a late reply can still teach the target's AdaptiveTimeout.
+    bool late_watch = false;
   };
   struct Window {  // recent results of one target: RTT in ms, or nullopt for a loss
     std::deque<std::optional<double>> results;
     std::string state = "unknown";
     uint64_t sent = 0, replied = 0, lost = 0;
     observability::Histogram rtt{observability::kRttBucketsMs};
+    std::optional<AdaptiveTimeout> timeout;  // timeout 'auto' only
   };
 
   void start(int ifindex, uint32_t datapath_id, double phase_s, int64_t now, std::optional<State> adopted);
@@ -138,6 +145,14 @@ class UplinkMonitor {
   void release(const Pending& p);
   void expire(int64_t now);
   void resolve(const Pending& p, std::optional<double> rtt_ms, int64_t now);
+  // A probe's deadline passed: lost for the tracker; with timeout 'auto', watched a while longer.
+  void expire_one(const std::string& key, int64_t now);
+  [[nodiscard]] bool may_watch_late(const Pending& p) const;
+  // timeout 'auto': the target's estimate moved; probes to it still in flight get the longer of
+  // their own deadline and the new timeout (a queue that grew must not fail them too).
+  void learn_rtt(size_t target, std::optional<double> rtt_ms);
+  // How long a probe to `target` sent now waits for its reply: `timeout`, or the target's estimate.
+  [[nodiscard]] int64_t probe_timeout_ns(size_t target) const;
   void try_decide(int64_t now);
   void apply(const Step& step, bool first);
   void forget_pending();

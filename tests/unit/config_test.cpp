@@ -245,6 +245,32 @@ TEST(Values, FractionalSeconds) {
   EXPECT_DOUBLE_EQ(c.interfaces[2].timeout_s, 2);
 }
 
+// `option timeout 'auto'`: the bounds' defaults, their options, and timeout_s as the cap; a number
+// keeps mwan3's fixed timeout with no adaptive part at all.
+TEST(Values, TimeoutAuto) {
+  Config c = parse(
+      "config interface 'a'\n option timeout 'auto'\n"
+      "config interface 'b'\n option timeout 'auto'\n option timeout_min '0.02'\n option timeout_max '0.5'\n"
+      "config interface 'c'\n option timeout '0.05'\n"
+      "config interface 'd'\n",
+      "mwan3");
+  ASSERT_TRUE(c.interfaces[0].timeout_auto);
+  EXPECT_DOUBLE_EQ(c.interfaces[0].timeout_auto->min_s, 0.05);
+  EXPECT_DOUBLE_EQ(c.interfaces[0].timeout_auto->max_s, 1.0);
+  EXPECT_DOUBLE_EQ(c.interfaces[0].timeout_s, 1.0);
+  ASSERT_TRUE(c.interfaces[1].timeout_auto);
+  EXPECT_DOUBLE_EQ(c.interfaces[1].timeout_auto->min_s, 0.02);
+  EXPECT_DOUBLE_EQ(c.interfaces[1].timeout_auto->max_s, 0.5);
+  EXPECT_DOUBLE_EQ(c.interfaces[1].timeout_s, 0.5);
+  EXPECT_FALSE(c.interfaces[2].timeout_auto);
+  EXPECT_DOUBLE_EQ(c.interfaces[2].timeout_s, 0.05);
+  EXPECT_FALSE(c.interfaces[3].timeout_auto);
+  EXPECT_DOUBLE_EQ(c.interfaces[3].timeout_s, 4);
+  // timeout_min and timeout_max are known options: used, not kept verbatim, no warning.
+  EXPECT_TRUE(c.interfaces[1].other_options.empty());
+  EXPECT_TRUE(c.warnings.empty());
+}
+
 TEST(Values, ExtensionsAndTrackMethods) {
   Config c = parse(
       "config globals 'globals'\n option mmx_mask '0xFF00'\n option probe_reply_mark '0x10000'\n"
@@ -592,6 +618,23 @@ TEST(Errors, MalformedInputs) {
        "not positive"},
       {"timeout_zero", kIface + "\toption timeout '0'\n", 2, "timeout", "not positive"},
       {"timeout_exponent", kIface + "\toption timeout '1e3'\n", 2, "timeout", "not a number of seconds"},
+      // timeout 'auto' (extension): anything else that is not seconds stays an error naming 'auto'
+      {"timeout_autox", kIface + "\toption timeout 'autox'\n", 2, "timeout",
+       "'autox' is not a number of seconds in interface 'wan'; accepted: a positive number of seconds, "
+       "fractions allowed (e.g. 4, 1.5, 0.1), or auto"},
+      {"timeout_negative", kIface + "\toption timeout '-1'\n", 2, "timeout",
+       "'-1' is not a number of seconds in interface 'wan'"},
+      {"timeout_auto_uppercase", kIface + "\toption timeout 'AUTO'\n", 2, "timeout",
+       "not a number of seconds"},
+      {"timeout_min_without_auto", kIface + "\toption timeout '2'\n\toption timeout_min '0.1'\n", 3,
+       "timeout_min", "needs option timeout 'auto' in interface 'wan'"},
+      {"timeout_max_without_timeout", kIface + "\toption timeout_max '2'\n", 2, "timeout_max",
+       "needs option timeout 'auto'"},
+      {"timeout_min_above_max",
+       kIface + "\toption timeout 'auto'\n\toption timeout_min '0.5'\n\toption timeout_max '0.2'\n", 3,
+       "timeout_min", "'0.5' is more than timeout_max '0.2' in interface 'wan'"},
+      {"timeout_max_zero", kIface + "\toption timeout 'auto'\n\toption timeout_max '0'\n", 3, "timeout_max",
+       "not positive"},
       // quality thresholds
       {"failure_loss_above_100", kIface + "\toption failure_loss '101'\n", 2, "failure_loss",
        "accepted: a whole number from 0 to 100"},
