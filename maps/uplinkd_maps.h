@@ -234,12 +234,12 @@ struct rule_counter {
 
 /* ---- Bit-vector classifier tables (DESIGN.md, "Classifying new flows at a cost independent of
  * the number of rules") ----
- * Rule i is bit i of a struct rule_bitmap (word i / 64, bit i % 64): rule order is bit order, so the
- * first set bit of the AND of one bitmap per field is mwan3's first match. The daemon compiles the
- * tables from the same rule_entry list it writes to `rules` (loader/policy/rule_tables.h) into two
- * table sets, 0 and 1: it rewrites the set rule_tbl_sel does not name, then flips
- * rule_tbl_sel.active in one update, so a packet reads one whole set or the other. `rules` keeps the
- * per-rule actions (policy, sticky) and rule_counters the counters, by the same index.
+ * Rule i is bit i of a struct rule_bitmap (word i / 64, bit i % 64): rule order is bit order, so
+ * the first set bit of the AND of one bitmap per field is mwan3's first match. The daemon compiles
+ * the tables from the same rule_entry list it writes to `rules` (loader/policy/rule_tables.h) into
+ * two table sets, 0 and 1: it rewrites the set rule_tbl_sel does not name, then flips
+ * rule_tbl_sel.active in one update, so a packet reads one whole set or the other. `rules` keeps
+ * the per-rule actions (policy, sticky) and rule_counters the counters, by the same index.
  *
  * Memory per table set: rule_tbl 74.6 KB (family, protocol, set and port-boundary arrays),
  * rule_tbl_ports 2 x 4097 x 32 B = 262 KB (one bitmap per elementary port interval and direction,
@@ -285,14 +285,16 @@ struct rule_tbl_select {
 
 /* rule_tbl[set]: the tables of one set that are plain arrays. */
 struct rule_tbl {
-	struct rule_bitmap family[2];	/* [0] IPv4 packets, [1] IPv6: rules of that family or any */
-	struct rule_bitmap proto[256];	/* rules of that protocol or of all */
-	struct rule_bitmap any_iface;	/* rules without src_iface: an ifindex rule_tbl_iface lacks */
-	struct rule_bitmap no_ports;	/* rules without port lists: all a packet without ports meets */
-	struct rule_bitmap set_rules;	/* rules with an ipset */
+	struct rule_bitmap family[2];  /* [0] IPv4 packets, [1] IPv6: rules of that family or any */
+	struct rule_bitmap proto[256]; /* rules of that protocol or of all */
+	/* rules without src_iface: what an ifindex rule_tbl_iface lacks gets */
+	struct rule_bitmap any_iface;
+	/* rules without port lists: all that a packet without ports can meet */
+	struct rule_bitmap no_ports;
+	struct rule_bitmap set_rules;		     /* rules with an ipset */
 	struct rule_bitmap by_set[UPLINKD_MAX_SETS]; /* by_set[k]: rules whose set_id is k + 1 */
-	__u8 rule_set[UPLINKD_MAX_RULES];	      /* set_id of each rule (0 none) */
-	__u32 n_port_starts[2];			      /* [UPLINKD_RULE_DIR_*]: 1 .. INTERVALS */
+	__u8 rule_set[UPLINKD_MAX_RULES];	     /* set_id of each rule (0 none) */
+	__u32 n_port_starts[2];			     /* [UPLINKD_RULE_DIR_*]: 1 .. INTERVALS */
 	/* port_start[dir][k]: first port (host order) of interval k, ascending, [0] = 0, then
 	 * UPLINKD_PORT_PAST up to the end. Interval k spans port_start[dir][k] ..
 	 * port_start[dir][k + 1] - 1 (the last one to 65535); its bitmap is
@@ -300,8 +302,7 @@ struct rule_tbl {
 	__u32 port_start[2][UPLINKD_PORT_SEARCH_SLOTS];
 };
 
-#define UPLINKD_RULE_PORT_SLOT(set, dir, k)                                                        \
-	(((set)*2 + (dir)) * UPLINKD_PORT_INTERVALS + (k))
+#define UPLINKD_RULE_PORT_SLOT(set, dir, k) (((set)*2 + (dir)) * UPLINKD_PORT_INTERVALS + (k))
 #define UPLINKD_RULE_PORT_SLOTS (UPLINKD_RULE_TABLE_SETS * 2 * UPLINKD_PORT_INTERVALS)
 
 /* rule_tbl_addr (LPM trie) key: the set, direction and family are the first 32 bits of the prefix,

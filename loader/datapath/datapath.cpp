@@ -25,9 +25,9 @@
 #include "common/log.h"
 #include "datapath/kernel_features.h"
 #include "datapath/pin_adoption.h"
+#include "datapath/rule_table_maps.h"
 #include "datapath/tc_attach.h"
 #include "lan_egress.skel.h"
-#include "datapath/rule_table_maps.h"
 #include "lan_ingress.skel.h"
 #include "lifecycle/teardown.h"
 #include "uplink_ingress.skel.h"
@@ -931,7 +931,8 @@ void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
 }
 
 void Datapath::write_rule_tables(const policy::RuleTables& tables) {
-  const RuleTableFds fds{rule_tbl_sel_fd_, rule_tbl_fd_, rule_tbl_ports_fd_, rule_tbl_addr_fd_, rule_tbl_iface_fd_};
+  const RuleTableFds fds{rule_tbl_sel_fd_, rule_tbl_fd_, rule_tbl_ports_fd_, rule_tbl_addr_fd_,
+                         rule_tbl_iface_fd_};
   if (int rc = datapath::write_rule_tables(fds, tables); rc != 0) {
     throw DatapathError("writing the classifier's rule tables: " + errno_text(rc) +
                         " (the previous rules stay in force)");

@@ -85,23 +85,36 @@ inline rule_tbl_select active_rule_tables(int sel_fd) {
   return sel;
 }
 
-// Writes `t` into the inactive set and flips to it. Returns 0, or -errno with the active set
-// unchanged (a failed write never becomes live).
-inline int write_rule_tables(const RuleTableFds& fds, const policy::RuleTables& t) {
+// Empties the set packets do not use now and writes `t` into it; packets keep using the active set.
+// Returns the set written (0 or 1), or -errno.
+inline int write_inactive_rule_tables(const RuleTableFds& fds, const policy::RuleTables& t) {
   using namespace rule_table_detail;
-  rule_tbl_select sel = active_rule_tables(fds.sel);
-  const uint32_t next = (sel.active & 1U) ^ 1U;
-  int rc = delete_set_entries<rule_addr_key>(fds.addr, next, [](const rule_addr_key& k) { return uint32_t{k.set}; });
-  if (rc == 0) rc = delete_set_entries<rule_iface_key>(fds.iface, next, [](const rule_iface_key& k) { return k.set; });
+  const uint32_t next = (active_rule_tables(fds.sel).active & 1U) ^ 1U;
+  int rc = delete_set_entries<rule_addr_key>(fds.addr, next,
+                                             [](const rule_addr_key& k) { return uint32_t{k.set}; });
+  if (rc == 0)
+    rc = delete_set_entries<rule_iface_key>(fds.iface, next, [](const rule_iface_key& k) { return k.set; });
   if (rc == 0) rc = write_ports(fds.ports, next, t);
   if (rc == 0) rc = write_prefixes(fds.addr, next, t);
   if (rc == 0) rc = write_ifaces(fds.iface, next, t);
   if (rc == 0) rc = err_or_zero(bpf_map_update_elem(fds.tbl, &next, t.arrays.get(), BPF_ANY));
-  if (rc != 0) return rc;
-  sel.active = next;
+  return rc != 0 ? rc : static_cast<int>(next);
+}
+
+// Makes `set` the one packets use: one update of rule_tbl_sel. 0 or -errno.
+inline int flip_rule_tables(const RuleTableFds& fds, uint32_t set) {
+  rule_tbl_select sel = active_rule_tables(fds.sel);
+  sel.active = set & 1U;
   sel.generation++;
   const uint32_t zero = 0;
-  return err_or_zero(bpf_map_update_elem(fds.sel, &zero, &sel, BPF_ANY));
+  return rule_table_detail::err_or_zero(bpf_map_update_elem(fds.sel, &zero, &sel, BPF_ANY));
+}
+
+// Writes `t` into the inactive set and flips to it. Returns 0, or -errno with the active set
+// unchanged (a failed write never becomes live).
+inline int write_rule_tables(const RuleTableFds& fds, const policy::RuleTables& t) {
+  const int set = write_inactive_rule_tables(fds, t);
+  return set < 0 ? set : flip_rule_tables(fds, static_cast<uint32_t>(set));
 }
 
 }  // namespace uplinkd::datapath

@@ -86,7 +86,8 @@ const port_range* port_list(const rule_entry& r, int dir, unsigned* n) {
 
 // Elementary intervals: the boundaries are 0 and every range's lo and hi + 1; between two
 // boundaries every rule's verdict is the same, so the interval's bitmap is that of its first port.
-void compile_ports(const std::vector<rule_entry>& rules, int dir, rule_tbl& t, std::vector<rule_bitmap>& out) {
+void compile_ports(const std::vector<rule_entry>& rules, int dir, rule_tbl& t,
+                   std::vector<rule_bitmap>& out) {
   std::vector<uint32_t> starts{0};
   for (const rule_entry& r : rules) {
     unsigned n = 0;
@@ -106,7 +107,8 @@ void compile_ports(const std::vector<rule_entry>& rules, int dir, rule_tbl& t, s
       unsigned n = 0;
       const port_range* list = port_list(rules[i], dir, &n);
       bool accepts = n == 0;
-      for (unsigned j = 0; j < n && !accepts; ++j) accepts = list[j].lo <= starts[k] && starts[k] <= list[j].hi;
+      for (unsigned j = 0; j < n && !accepts; ++j)
+        accepts = list[j].lo <= starts[k] && starts[k] <= list[j].hi;
       if (accepts) bitmap_set(out[k], i);
     }
   }
@@ -127,11 +129,13 @@ struct ListEntry {
 };
 
 // The entries of family `family` in every rule's `dir` list, masked, and the rules with an empty list.
-std::vector<ListEntry> list_entries(const std::vector<rule_entry>& rules, int dir, int family, rule_bitmap* empty) {
+std::vector<ListEntry> list_entries(const std::vector<rule_entry>& rules, int dir, int family,
+                                    rule_bitmap* empty) {
   std::vector<ListEntry> out;
   for (uint32_t i = 0; i < rules.size(); ++i) {
     const rule_entry& r = rules[i];
-    const unsigned n = std::min<unsigned>(dir == UPLINKD_RULE_DIR_SRC ? r.n_src : r.n_dst, UPLINKD_RULE_MAX_ADDRS);
+    const unsigned n =
+        std::min<unsigned>(dir == UPLINKD_RULE_DIR_SRC ? r.n_src : r.n_dst, UPLINKD_RULE_MAX_ADDRS);
     const addr_match* list = dir == UPLINKD_RULE_DIR_SRC ? r.src : r.dst;
     if (n == 0) bitmap_set(*empty, i);
     for (unsigned k = 0; k < n; ++k) {

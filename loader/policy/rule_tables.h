@@ -45,7 +45,9 @@ struct RuleTables {
 // UPLINKD_MAX_SETS makes the rule match nothing.
 RuleTables compile_rule_tables(const std::vector<rule_entry>& rules);
 
-inline bool bitmap_test(const rule_bitmap& b, uint32_t bit) { return ((b.w[bit / 64] >> (bit % 64)) & 1U) != 0; }
+inline bool bitmap_test(const rule_bitmap& b, uint32_t bit) {
+  return ((b.w[bit / 64] >> (bit % 64)) & 1U) != 0;
+}
 inline void bitmap_set(rule_bitmap& b, uint32_t bit) { b.w[bit / 64] |= uint64_t{1} << (bit % 64); }
 
 }  // namespace uplinkd::policy

@@ -240,7 +240,8 @@ class FragProgram {
     rule_entry udp_rule{};
     udp_rule.policy_id = kWanOnly;
     udp_rule.proto = IPPROTO_UDP;
-    if (int err = uplinkd::testing::write_rules_and_tables(skel_, {port_rule, udp_rule}); err != 0) return err;
+    if (int err = uplinkd::testing::write_rules_and_tables(skel_, {port_rule, udp_rule}); err != 0)
+      return err;
     const classifier_cfg cfg{kMmxMask, 2, kDefaultMark, kFlowTimeoutS, kFlowTimeoutS, kFlowTimeoutS, 0, 0};
     uint32_t zero = 0;
     return update(skel_->maps.classifier_cfg, &zero, &cfg);

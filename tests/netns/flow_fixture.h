@@ -25,8 +25,8 @@
 #include "config/config.h"
 #include "daemon/flow_hygiene.h"
 #include "datapath/datapath.h"
-#include "policy/rule_tables.h"
 #include "netns_fixture.h"
+#include "policy/rule_tables.h"
 
 namespace uplinkd::testing {
 
