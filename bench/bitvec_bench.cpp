@@ -105,6 +105,7 @@ class Classifier {
       }
     }
     std::vector<rule_entry> rules;
+    rules.reserve(n_rules);
     for (uint32_t i = 0; i < n_rules; i++) rules.push_back(full_rule(i + 1 == n_rules));
     check(uplinkd::testing::write_rules_and_tables(skel_, rules), "rules and tables");
     const classifier_cfg cfg{kMmxMask, n_rules, kMmxMask, 600, 600, 600, UPLINKD_CFG_RESET_STALE_TCP, 0};
@@ -171,6 +172,7 @@ int main() {
     const std::vector<uint32_t> counts = {0, 8, 64, 256};
     EmptyTc empty;
     std::vector<std::unique_ptr<Classifier>> classifiers;
+    classifiers.reserve(counts.size());
     for (uint32_t n : counts) classifiers.push_back(std::make_unique<Classifier>(n));
     std::vector<double> empty_rounds;
     std::vector<std::vector<double>> rounds(counts.size());
