@@ -244,7 +244,9 @@ struct rule_counter {
  * Memory per table set: rule_tbl 74.6 KB (family, protocol, set and port-boundary arrays),
  * rule_tbl_ports 2 x 4097 x 32 B = 262 KB (one bitmap per elementary port interval and direction,
  * found by a binary search of the boundaries: 13 steps), rule_tbl_iface up to 256 x 32 B, and
- * rule_tbl_addr up to 4100 prefixes x 32 B. Two sets: about 0.85 MB in all. */
+ * rule_tbl_addr up to 4100 prefixes x 32 B. Two sets: about 0.7 MB allocated up front (ports
+ * 524 KB, rule_tbl 149 KB, the interface hash), plus the trie's entries as they are written (at
+ * most 8200, a few hundred KB with the kernel's node overhead); no 65536-entry port arrays. */
 #define UPLINKD_RULE_WORDS (UPLINKD_MAX_RULES / 64)
 #define UPLINKD_RULE_TABLE_SETS 2
 /* Elementary port intervals per direction: every range adds at most two boundaries (lo, hi + 1)

@@ -1339,9 +1339,9 @@ uint32_t verified_insns(int prog_fd) {
   return info.verified_insns;
 }
 
-// The verifier's work does not grow with the rule count (rule_matches and first_matching_rule are
-// global functions, verified once); this loads the program, fills all UPLINKD_MAX_RULES rules with
-// full lists, and checks the last one still decides.
+// The verifier's work does not grow with the rule count (the bit-vector classifier's cost is fixed,
+// and first_matching_rule is a global function, verified once); this loads the program, fills all
+// UPLINKD_MAX_RULES rules with full lists, and checks the last one still decides.
 TEST(LanIngressProgram, TwoHundredFiftySixRules) {
   LanProgram prog;
   ASSERT_TRUE(prog.ok()) << "lan_ingress must load: " << strerror(-prog.load_err());
