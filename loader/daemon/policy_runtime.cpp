@@ -390,7 +390,12 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
   if (!policy::refresh_src_ifindexes(rules_, [](const std::string& d) {
          return if_nametoindex(d.c_str());
        }).empty()) {
-    write_rules();
+    // On the loop: a table write that fails leaves the previous tables in force; say so, go on.
+    try {
+      write_rules();
+    } catch (const std::exception& e) {
+      log::warn(std::string("src_iface changed, but the classifier keeps the previous rules: ") + e.what());
+    }
   }
 }
 
