@@ -46,9 +46,11 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "datapath/rule_table_maps.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
+#include "policy/rule_tables.h"
 #include "tests/bpf/packet_builder.h"
 
 namespace {
@@ -137,6 +139,9 @@ class Object {
   Object(const Object&) = delete;
   Object& operator=(const Object&) = delete;
 
+  [[nodiscard]] bool has_map(const char* name) const {
+    return bpf_object__find_map_fd_by_name(obj_, name) >= 0;
+  }
   int map(const char* name) const {
     const int fd = bpf_object__find_map_fd_by_name(obj_, name);
     if (fd < 0) throw Failure{std::string("no map ") + name};
@@ -190,9 +195,19 @@ class Classifier {
         check(bpf_map_update_elem(obj_.map("policies"), &slot, &p, BPF_ANY), "policies");
       }
     }
+    std::vector<rule_entry> rules;
     for (uint32_t i = 0; i < n_rules; i++) {
-      const rule_entry r = default_rule ? match_all_rule() : full_rule(i + 1 == n_rules);
-      check(bpf_map_update_elem(obj_.map("rules"), &i, &r, BPF_ANY), "rules");
+      rules.push_back(default_rule ? match_all_rule() : full_rule(i + 1 == n_rules));
+      check(bpf_map_update_elem(obj_.map("rules"), &i, &rules.back(), BPF_ANY), "rules");
+    }
+    // The bit-vector tables, as the daemon compiles and writes them. An object of a build from before
+    // them (--object) walks the `rules` map instead and has no such maps.
+    if (obj_.has_map("rule_tbl_sel")) {
+      const uplinkd::datapath::RuleTableFds fds{obj_.map("rule_tbl_sel"), obj_.map("rule_tbl"),
+                                                obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
+                                                obj_.map("rule_tbl_iface")};
+      const int err = uplinkd::datapath::write_rule_tables(fds, uplinkd::policy::compile_rule_tables(rules));
+      if (err != 0) throw Failure{std::string("writing the rule tables: ") + std::strerror(-err)};
     }
     const classifier_cfg cfg{kMmxMask, n_rules, kMmxMask, 600, 600, 600, UPLINKD_CFG_RESET_STALE_TCP, 0};
     uint32_t zero = 0;

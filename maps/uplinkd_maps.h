@@ -232,6 +232,101 @@ struct rule_counter {
 	__u64 bytes;
 };
 
+/* ---- Bit-vector classifier tables (DESIGN.md, "Classifying new flows at a cost independent of
+ * the number of rules") ----
+ * Rule i is bit i of a struct rule_bitmap (word i / 64, bit i % 64): rule order is bit order, so
+ * the first set bit of the AND of one bitmap per field is mwan3's first match. The daemon compiles
+ * the tables from the same rule_entry list it writes to `rules` (loader/policy/rule_tables.h) into
+ * two table sets, 0 and 1: it rewrites the set rule_tbl_sel does not name, then flips
+ * rule_tbl_sel.active in one update, so a packet reads one whole set or the other. `rules` keeps
+ * the per-rule actions (policy, sticky) and rule_counters the counters, by the same index.
+ *
+ * Memory per table set: rule_tbl 74.6 KB (family, protocol, set and port-boundary arrays),
+ * rule_tbl_ports 2 x 4097 x 32 B = 262 KB (one bitmap per elementary port interval and direction,
+ * found by a binary search of the boundaries: 13 steps), rule_tbl_iface up to 256 x 32 B, and
+ * rule_tbl_addr up to 4100 prefixes x 32 B. Two sets: about 0.7 MB allocated up front (ports
+ * 524 KB, rule_tbl 149 KB, the interface hash), plus the trie's entries as they are written (at
+ * most 8200, a few hundred KB with the kernel's node overhead); no 65536-entry port arrays. */
+#define UPLINKD_RULE_WORDS (UPLINKD_MAX_RULES / 64)
+#define UPLINKD_RULE_TABLE_SETS 2
+/* Elementary port intervals per direction: every range adds at most two boundaries (lo, hi + 1)
+ * to the one at port 0. */
+#define UPLINKD_PORT_INTERVALS (2 * UPLINKD_MAX_RULES * UPLINKD_RULE_MAX_PORTS + 1)
+#define UPLINKD_PORT_SEARCH_STEPS 13 /* 2^13 > UPLINKD_PORT_INTERVALS */
+/* port_start entries per direction: a power of two, so the branch-free search's probes stay in
+ * bounds; the entries past the last boundary hold UPLINKD_PORT_PAST (above every port). */
+#define UPLINKD_PORT_SEARCH_SLOTS (1 << UPLINKD_PORT_SEARCH_STEPS)
+#define UPLINKD_PORT_PAST 0x10000U
+/* Per set: every address of every list in both directions, plus a root (/0) per direction and
+ * family, which every lookup of that direction and family finds at least. */
+#define UPLINKD_RULE_ADDR_ENTRIES                                                                  \
+	(UPLINKD_RULE_TABLE_SETS * (2 * UPLINKD_MAX_RULES * UPLINKD_RULE_MAX_ADDRS + 4))
+#define UPLINKD_RULE_IFACE_ENTRIES (UPLINKD_RULE_TABLE_SETS * UPLINKD_MAX_RULES)
+
+#define UPLINKD_MAP_RULE_TBL_SEL "rule_tbl_sel"
+#define UPLINKD_MAP_RULE_TBL "rule_tbl"
+#define UPLINKD_MAP_RULE_TBL_PORTS "rule_tbl_ports"
+#define UPLINKD_MAP_RULE_TBL_ADDR "rule_tbl_addr"
+#define UPLINKD_MAP_RULE_TBL_IFACE "rule_tbl_iface"
+
+#define UPLINKD_RULE_DIR_SRC 0
+#define UPLINKD_RULE_DIR_DST 1
+
+struct rule_bitmap {
+	__u64 w[UPLINKD_RULE_WORDS];
+};
+
+/* rule_tbl_sel[0]: the table set packets use now. A new map rather than classifier_cfg.pad: every
+ * writer of classifier_cfg (this daemon's write_classifier_cfg, an older binary over the same
+ * pins, the tests) writes the whole struct with pad 0, and would flip the tables behind the
+ * compiler's back. */
+struct rule_tbl_select {
+	__u32 active;	  /* 0 or 1 */
+	__u32 generation; /* counts flips, for tests and `bpftool map dump` */
+};
+
+/* rule_tbl[set]: the tables of one set that are plain arrays. */
+struct rule_tbl {
+	struct rule_bitmap family[2];  /* [0] IPv4 packets, [1] IPv6: rules of that family or any */
+	struct rule_bitmap proto[256]; /* rules of that protocol or of all */
+	/* rules without src_iface: what an ifindex rule_tbl_iface lacks gets */
+	struct rule_bitmap any_iface;
+	/* rules without port lists: all that a packet without ports can meet */
+	struct rule_bitmap no_ports;
+	struct rule_bitmap set_rules;		     /* rules with an ipset */
+	struct rule_bitmap by_set[UPLINKD_MAX_SETS]; /* by_set[k]: rules whose set_id is k + 1 */
+	__u8 rule_set[UPLINKD_MAX_RULES];	     /* set_id of each rule (0 none) */
+	__u32 n_port_starts[2];			     /* [UPLINKD_RULE_DIR_*]: 1 .. INTERVALS */
+	/* port_start[dir][k]: first port (host order) of interval k, ascending, [0] = 0, then
+	 * UPLINKD_PORT_PAST up to the end. Interval k spans port_start[dir][k] ..
+	 * port_start[dir][k + 1] - 1 (the last one to 65535); its bitmap is
+	 * rule_tbl_ports[UPLINKD_RULE_PORT_SLOT(set, dir, k)]. */
+	__u32 port_start[2][UPLINKD_PORT_SEARCH_SLOTS];
+};
+
+#define UPLINKD_RULE_PORT_SLOT(set, dir, k) (((set)*2 + (dir)) * UPLINKD_PORT_INTERVALS + (k))
+#define UPLINKD_RULE_PORT_SLOTS (UPLINKD_RULE_TABLE_SETS * 2 * UPLINKD_PORT_INTERVALS)
+
+/* rule_tbl_addr (LPM trie) key: the set, direction and family are the first 32 bits of the prefix,
+ * so prefixlen = 32 + the address prefix; an IPv4 address sits in addr[0..3]. The value is the
+ * bitmap of rules that accept every address the prefix covers: those with an entry covering it
+ * and those whose list is empty (prefix closure: an LPM lookup returns the longest match only). */
+struct rule_addr_key {
+	__u32 prefixlen;
+	__u8 set;
+	__u8 dir;    /* UPLINKD_RULE_DIR_* */
+	__u8 family; /* 4 or 6 */
+	__u8 pad;
+	__u8 addr[16];
+};
+
+/* rule_tbl_iface (hash) key; the value is the bitmap of rules with that src_ifindex, ORed with
+ * rule_tbl.any_iface. */
+struct rule_iface_key {
+	__u32 set;
+	__u32 ifindex;
+};
+
 /* policies[UPLINKD_POLICY_SLOT(id, family)]: what policy `id` resolves to now for one address
  * family. mwan3 resolves every policy per family (a member counts only for its interface's
  * family), and a rule of family `any` uses both, so each id has an IPv4 slot and an IPv6 slot.

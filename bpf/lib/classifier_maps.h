@@ -84,6 +84,43 @@ struct {
 	__array(values, struct set_trie);
 } sets SEC(".maps");
 
+/* The bit-vector classifier's tables (maps/uplinkd_maps.h, "Bit-vector classifier tables"). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct rule_tbl_select);
+} rule_tbl_sel SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UPLINKD_RULE_TABLE_SETS);
+	__type(key, __u32);
+	__type(value, struct rule_tbl);
+} rule_tbl SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UPLINKD_RULE_PORT_SLOTS);
+	__type(key, __u32);
+	__type(value, struct rule_bitmap);
+} rule_tbl_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, UPLINKD_RULE_ADDR_ENTRIES);
+	__type(key, struct rule_addr_key);
+	__type(value, struct rule_bitmap);
+} rule_tbl_addr SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, UPLINKD_RULE_IFACE_ENTRIES);
+	__type(key, struct rule_iface_key);
+	__type(value, struct rule_bitmap);
+} rule_tbl_iface SEC(".maps");
+
 /* mwan3 keeps routing over an uplink until the tracker calls it offline: disconnecting counts. */
 static __always_inline int uplink_usable(const struct uplink_record *u)
 {

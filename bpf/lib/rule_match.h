@@ -1,15 +1,33 @@
 /* SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause */
 /*
- * "Does rule i match this packet": mwan3's rule fields (family, proto, src_iface, src_port,
- * dest_port, src_ip, dest_ip, ipset) against a parsed packet, and the first-match walk over the
- * rule list.
+ * mwan3's first-match rule walk as a bit-vector classifier (DESIGN.md, "Classifying new flows at a
+ * cost independent of the number of rules"; the tables are described in maps/uplinkd_maps.h).
  *
- * rule_matches() and first_matching_rule() are global (non-static, never inlined) functions: the
- * verifier checks each once, on its own, instead of once per rule the loop walks, which is what
- * lets the classifier carry UPLINKD_MAX_RULES rules of full lists within a small fraction of the
- * 1M-instruction budget, on 5.15 as on 6.x. The price is the global-function contract: the
- * pointer argument is checked against the BTF size of struct flow_packet (fully initialised
- * memory) and may be NULL as far as the verifier knows.
+ * mwan3's semantics, which the daemon's table compiler (loader/policy/rule_tables.h) folds into
+ * one bitmap per field value, and which tests/bpf/lan_ingress_bitvec_test.cpp checks against a
+ * linear reference:
+ * - family (0 any), proto (0 all), src_iface (ifindex 0 any) must equal the packet's;
+ * - a rule with a source or destination port list matches only TCP and UDP packets whose ports
+ *   are known (not a fragment); each non-empty list must hold the port (ranges, host order);
+ * - each non-empty address list must hold an entry of the packet's family covering the address
+ *   (an IPv4 entry never matches an IPv6 packet);
+ * - an ipset rule also needs the destination in its set; a set slot the daemon has not filled
+ *   matches nothing;
+ * - rules[0 .. n_rules-1] are live, and the first that matches wins: bit order is rule order.
+ *
+ * The cost is a fixed number of lookups whatever the rule count: the table set, one LPM lookup per
+ * address, one hash lookup for the interface, two 13-step branch-free binary searches for the
+ * ports, then an
+ * AND of four words per field and a De Bruijn multiply per word for the first set bit. ipset
+ * membership stays a lookup in the set's own trie, made only for a candidate that has a set: a
+ * per-set bitmap in the tables would have to be recompiled whenever a set's contents change (nft
+ * sets change at run time without a reload), so the first candidate's set is checked, and a miss
+ * clears every rule of that set at once: at most UPLINKD_MAX_SETS lookups, fewer in practice.
+ *
+ * first_matching_rule() and first_rule_left() are global (non-static, never inlined) functions:
+ * the verifier checks each once, on its own, and the caller sees one unknown index. The price is
+ * the global-function contract: the pointer argument is checked against the BTF size of struct
+ * flow_packet and may be NULL as far as the verifier knows.
  *
  * Defines global functions: include from one program file per object only.
  */
@@ -27,120 +45,218 @@
 #include "lib/flow_parse.h"
 #include "lib/lpm_key.h"
 
-/* addr and net are 16-byte addresses read as four 32-bit words in memory (network) order;
- * prefixlen counts from the first byte. */
-static __always_inline int prefix_match(const __u32 *addr, const __u32 *net, __u32 prefixlen)
+static __always_inline void bitmap_and(struct rule_bitmap *acc, const struct rule_bitmap *b)
 {
 #pragma unroll
-	for (int w = 0; w < 4; w++) {
-		__u32 bits, mask;
-
-		if (prefixlen <= (__u32)w * 32)
-			break;
-		bits = prefixlen - (__u32)w * 32;
-		mask = bits >= 32 ? 0xffffffffU : bpf_htonl(~0U << (32 - bits));
-		if ((addr[w] ^ net[w]) & mask)
-			return 0;
-	}
-	return 1;
+	for (int w = 0; w < UPLINKD_RULE_WORDS; w++)
+		acc->w[w] &= b->w[w];
 }
 
-/* An empty list matches anything; otherwise one entry of the packet's family must cover addr. An
- * IPv4 entry never matches an IPv6 packet (mwan3 puts it in the iptables chain only). */
-static __always_inline int addr_list_match(const struct addr_match *list, __u8 n, const __u8 *addr,
-					   __u8 family)
+static __always_inline void bitmap_clear(struct rule_bitmap *acc, const struct rule_bitmap *b)
 {
-	if (n == 0)
-		return 1;
-	for (int i = 0; i < UPLINKD_RULE_MAX_ADDRS; i++) {
-		const struct addr_match *m = &list[i];
-
-		if (i >= n)
-			break;
-		if (m->family == family &&
-		    prefix_match((const __u32 *)addr, (const __u32 *)m->addr, m->prefixlen))
-			return 1;
-	}
-	return 0;
+#pragma unroll
+	for (int w = 0; w < UPLINKD_RULE_WORDS; w++)
+		acc->w[w] &= ~b->w[w];
 }
 
-/* port: host order. An empty list matches anything. */
-static __always_inline int port_list_match(const struct port_range *list, __u8 n, __u16 port)
+/* Keeps rules 0 .. n-1: the live ones (classifier_cfg.n_rules). */
+static __always_inline void bitmap_limit(struct rule_bitmap *acc, __u32 n)
 {
-	if (n == 0)
-		return 1;
-	for (int i = 0; i < UPLINKD_RULE_MAX_PORTS; i++) {
-		if (i >= n)
-			break;
-		if (port >= list[i].lo && port <= list[i].hi)
-			return 1;
+#pragma unroll
+	for (int w = 0; w < UPLINKD_RULE_WORDS; w++) {
+		__u32 first = (__u32)w * 64;
+
+		if (n <= first)
+			acc->w[w] = 0;
+		else if (n < first + 64)
+			acc->w[w] &= (1ULL << (n - first)) - 1;
 	}
-	return 0;
 }
 
-/* The destination must be in set set_id (1-based); a slot the daemon has not filled matches
+/* The index of the lowest set bit of a non-zero word: x & -x isolates it, and multiplying that
+ * power of two by a De Bruijn sequence puts a distinct 6-bit pattern in the top bits (BPF has no
+ * count-trailing-zeros instruction). */
+static const __u8 debruijn_bit_index[64] = {
+    0,	1,  48, 2,  57, 49, 28, 3,  61, 58, 50, 42, 38, 29, 17, 4,  62, 55, 59, 36, 53, 51,
+    43, 22, 45, 39, 33, 30, 24, 18, 12, 5,  63, 47, 56, 27, 60, 41, 37, 16, 54, 35, 52, 21,
+    44, 32, 23, 11, 46, 26, 40, 15, 34, 20, 31, 10, 25, 14, 19, 9,  13, 8,  7,	6,
+};
+
+static __always_inline __u32 lowest_bit(__u64 word)
+{
+	return debruijn_bit_index[((word & -word) * 0x03f79d71b4cb0a89ULL) >> 58];
+}
+
+/* The first rule left in acc, or -1. */
+static __always_inline int first_bit(const struct rule_bitmap *acc)
+{
+#pragma unroll
+	for (int w = 0; w < UPLINKD_RULE_WORDS; w++) {
+		if (acc->w[w])
+			return w * 64 + (int)lowest_bit(acc->w[w]);
+	}
+	return -1;
+}
+
+static __always_inline int bit_is_set(const struct rule_bitmap *b, __u32 bit)
+{
+	return (b->w[(bit / 64) & (UPLINKD_RULE_WORDS - 1)] >> (bit % 64)) & 1;
+}
+
+/* The destination (key) must be in set set_id (1-based); a slot the daemon has not filled matches
  * nothing, as an ipset rule whose set does not exist matches nothing. */
-static __always_inline int set_match(__u8 set_id, const struct flow_packet *pkt)
+static __always_inline int in_set(__u8 set_id, const struct lpm_key *key)
 {
 	__u32 slot = (__u32)set_id - 1;
-	struct lpm_key key;
 	void *trie;
 
-	if (set_id == 0)
-		return 1;
 	trie = bpf_map_lookup_elem(&sets, &slot);
 	if (!trie)
 		return 0;
-	lpm_key_for_host(&key, pkt->key.daddr, pkt->key.family);
-	return bpf_map_lookup_elem(trie, &key) != 0;
+	return bpf_map_lookup_elem(trie, key) != 0;
 }
 
-/* Returns 1 when rules[index] matches pkt. Fields are tested cheapest first. */
-__noinline int rule_matches(__u32 index, const struct flow_packet *pkt)
+/* The bitmap of the rules whose dir list accepts addr; NULL when the set holds no root for this
+ * direction and family (tables never written). */
+static __always_inline const struct rule_bitmap *addr_bitmap(__u32 set, __u8 dir, const __u8 *addr,
+							     __u8 family)
 {
-	const struct rule_entry *rule;
+	struct rule_addr_key key = {};
 
-	if (!pkt)
-		return 0;
-	rule = bpf_map_lookup_elem(&rules, &index);
-	if (!rule)
-		return 0;
-	if (rule->family && rule->family != pkt->key.family)
-		return 0;
-	if (rule->proto && rule->proto != pkt->key.proto)
-		return 0;
-	if (rule->src_ifindex && rule->src_ifindex != pkt->ifindex)
-		return 0;
-	/* mwan3 matches ports only for tcp and udp; a fragment's ports are unknown. */
-	if (rule->n_sport || rule->n_dport) {
-		if (!pkt->ports_known)
-			return 0;
-		if (!port_list_match(rule->sport, rule->n_sport, bpf_ntohs(pkt->key.sport)))
-			return 0;
-		if (!port_list_match(rule->dport, rule->n_dport, bpf_ntohs(pkt->key.dport)))
-			return 0;
+	key.prefixlen = 32 + (family == 6 ? 128 : 32);
+	key.set = (__u8)set;
+	key.dir = dir;
+	key.family = family;
+	copy_bytes16(key.addr, addr); /* IPv4: the first 4 bytes; the prefix ends there */
+	return bpf_map_lookup_elem(&rule_tbl_addr, &key);
+}
+
+/* 1 when port >= start (both below 2^17), computed without a branch: a branch would hand the
+ * verifier two constant outcomes per step, 2^13 paths per search, where one path with a range
+ * suffices. The empty asm keeps the compiler from turning the arithmetic back into a compare. */
+static __always_inline __u32 at_or_above(__u32 port, __u32 start)
+{
+	__u32 diff = port - start;
+
+	asm volatile("" : "+r"(diff));
+	return (diff >> 31) ^ 1;
+}
+
+/* The bitmap of the elementary port interval holding port (host order): the last boundary at or
+ * below it, found by a branch-free binary search (probe lo + 2^step for step 12 .. 0) over the
+ * set's sorted boundaries, padded with UPLINKD_PORT_PAST. */
+static __always_inline const struct rule_bitmap *port_bitmap(const struct rule_tbl *t, __u32 set,
+							     __u32 dir, __u16 port)
+{
+	const __u32 *start = t->port_start[dir & 1];
+	__u32 lo = 0, slot;
+
+#pragma unroll
+	for (int step = UPLINKD_PORT_SEARCH_STEPS - 1; step >= 0; step--) {
+		__u32 probe = lo + (1U << step);
+
+		/* The mask is what bounds the index for the verifier; clang can prove it redundant and
+		 * drop it, and 6.1's verifier then loses the bound (it does not follow the OR clang
+		 * turns the add into). */
+		asm volatile("" : "+r"(probe));
+		probe &= UPLINKD_PORT_SEARCH_SLOTS - 1;
+
+		lo += at_or_above(port, start[probe]) << step;
 	}
-	if (!addr_list_match(rule->src, rule->n_src, pkt->key.saddr, pkt->key.family))
+	if (lo >= UPLINKD_PORT_INTERVALS)
 		return 0;
-	if (!addr_list_match(rule->dst, rule->n_dst, pkt->key.daddr, pkt->key.family))
-		return 0;
-	return set_match(rule->set_id, pkt);
+	slot = UPLINKD_RULE_PORT_SLOT(set, dir & 1, lo);
+	return bpf_map_lookup_elem(&rule_tbl_ports, &slot);
 }
 
-/* The index of the first of rules[0 .. n_rules-1] that matches pkt, or -1. Global as well: its
- * caller then sees one unknown index instead of UPLINKD_MAX_RULES known ones, and verifies what
- * follows a match once rather than once per rule. */
-__noinline int first_matching_rule(const struct flow_packet *pkt, __u32 n_rules)
+static __always_inline const struct rule_bitmap *iface_bitmap(const struct rule_tbl *t, __u32 set,
+							      __u32 ifindex)
 {
-	if (!pkt)
+	struct rule_iface_key key = {.set = set, .ifindex = ifindex};
+	const struct rule_bitmap *b = bpf_map_lookup_elem(&rule_tbl_iface, &key);
+
+	return b ? b : &t->any_iface;
+}
+
+/* first_bit() as a global function: its caller learns nothing about which word was zero, so the
+ * ipset loop below stays one verifier state per iteration instead of one per combination of
+ * words already emptied (about 80,000 instructions more to verify, inline). */
+__noinline int first_rule_left(const struct rule_bitmap *acc)
+{
+	if (!acc)
 		return -1;
-	for (__u32 i = 0; i < UPLINKD_MAX_RULES; i++) {
-		if (i >= n_rules)
-			break;
-		if (rule_matches(i, pkt))
-			return (int)i;
+	return first_bit(acc);
+}
+
+/* acc: the rules every other field accepts. The first of them whose ipset (if any) holds the
+ * destination, or -1. Each pass either returns or drops every rule of one set, so
+ * UPLINKD_MAX_SETS + 1 passes suffice. */
+static __always_inline int first_rule_in_sets(const struct rule_tbl *t, struct rule_bitmap *acc,
+					      const struct flow_packet *pkt)
+{
+	struct lpm_key key;
+
+	lpm_key_for_host(&key, pkt->key.daddr, pkt->key.family);
+	for (int i = 0; i <= UPLINKD_MAX_SETS; i++) {
+		int bit = first_rule_left(acc);
+		__u8 set_id;
+
+		if (bit < 0 || bit >= UPLINKD_MAX_RULES)
+			return -1;
+		if (!bit_is_set(&t->set_rules, (__u32)bit))
+			return bit;
+		set_id = t->rule_set[bit];
+		if (set_id == 0 || set_id > UPLINKD_MAX_SETS)
+			return -1; /* tables out of step with themselves: match nothing */
+		if (in_set(set_id, &key))
+			return bit;
+		bitmap_clear(acc, &t->by_set[set_id - 1]);
 	}
 	return -1;
+}
+
+/* The index of the first of rules[0 .. n_rules-1] that matches pkt, or -1. */
+__noinline int first_matching_rule(const struct flow_packet *pkt, __u32 n_rules)
+{
+	const struct rule_bitmap *src, *dst, *iface;
+	const struct rule_tbl_select *sel;
+	const struct rule_tbl *t;
+	struct rule_bitmap acc;
+	__u32 zero = 0, set;
+
+	if (!pkt)
+		return -1;
+	sel = bpf_map_lookup_elem(&rule_tbl_sel, &zero);
+	if (!sel)
+		return -1;
+	set = sel->active & 1;
+	t = bpf_map_lookup_elem(&rule_tbl, &set);
+	if (!t)
+		return -1;
+	src = addr_bitmap(set, UPLINKD_RULE_DIR_SRC, pkt->key.saddr, pkt->key.family);
+	dst = addr_bitmap(set, UPLINKD_RULE_DIR_DST, pkt->key.daddr, pkt->key.family);
+	if (!src || !dst)
+		return -1;
+	acc = t->family[pkt->key.family == 6 ? 1 : 0];
+	bitmap_and(&acc, &t->proto[pkt->key.proto]);
+	bitmap_and(&acc, src);
+	bitmap_and(&acc, dst);
+	iface = iface_bitmap(t, set, pkt->ifindex);
+	bitmap_and(&acc, iface);
+	if (pkt->ports_known) {
+		const struct rule_bitmap *sport, *dport;
+
+		sport = port_bitmap(t, set, UPLINKD_RULE_DIR_SRC, bpf_ntohs(pkt->key.sport));
+		dport = port_bitmap(t, set, UPLINKD_RULE_DIR_DST, bpf_ntohs(pkt->key.dport));
+		if (!sport || !dport)
+			return -1;
+		bitmap_and(&acc, sport);
+		bitmap_and(&acc, dport);
+	} else {
+		bitmap_and(&acc, &t->no_ports); /* mwan3 matches ports only for tcp and udp */
+	}
+	bitmap_limit(&acc, n_rules);
+	return first_rule_in_sets(t, &acc, pkt);
 }
 
 #endif /* UPLINKD_BPF_LIB_RULE_MATCH_H */

@@ -14,6 +14,7 @@
 #include "datapath/rule_state.h"
 #include "lifecycle/teardown.h"
 #include "policy/rule_identity.h"
+#include "policy/rule_tables.h"
 
 namespace uplinkd {
 namespace {
@@ -285,9 +286,12 @@ std::vector<PolicyRuntime::RouteMember> PolicyRuntime::default_route_members(int
   return {};
 }
 
+// The entries first (their actions: policy, sticky), then the classifier's tables of them, which
+// flip in one update: a new flow is matched against the old rule set or the new one, never a mix.
 void PolicyRuntime::write_rules() {
   for (size_t i = 0; i < rules_.entries.size(); ++i)
     dp_.write_rule(static_cast<uint32_t>(i), rules_.entries[i]);
+  dp_.write_rule_tables(policy::compile_rule_tables(rules_.entries));
 }
 
 void PolicyRuntime::enable_output_table(const std::string& table) {
@@ -386,7 +390,12 @@ void PolicyRuntime::refresh(const std::vector<UplinkView>& uplinks) {
   if (!policy::refresh_src_ifindexes(rules_, [](const std::string& d) {
          return if_nametoindex(d.c_str());
        }).empty()) {
-    write_rules();
+    // On the loop: a table write that fails leaves the previous tables in force; say so, go on.
+    try {
+      write_rules();
+    } catch (const std::exception& e) {
+      log::warn(std::string("src_iface changed, but the classifier keeps the previous rules: ") + e.what());
+    }
   }
 }
 

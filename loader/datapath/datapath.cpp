@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "datapath/kernel_features.h"
 #include "datapath/pin_adoption.h"
+#include "datapath/rule_table_maps.h"
 #include "datapath/tc_attach.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
@@ -46,7 +47,12 @@ const char* const kPinnedMaps[] = {
     UPLINKD_MAP_RULES,        UPLINKD_MAP_RULE_COUNTERS, UPLINKD_MAP_POLICIES,
     UPLINKD_MAP_FLOWS,        UPLINKD_MAP_STICKY,        UPLINKD_MAP_INBOUND,
     UPLINKD_MAP_CONNECTED,    UPLINKD_MAP_SETS,          UPLINKD_MAP_TCP_SEEN,
-    UPLINKD_MAP_FLOW_COUNTERS};
+    UPLINKD_MAP_FLOW_COUNTERS,
+    // The bit-vector classifier's tables (newer than the maps above: a daemon started over a
+    // predecessor's pins without them creates them here, and PolicyRuntime fills them before any
+    // LAN device gets the new classifier).
+    UPLINKD_MAP_RULE_TBL_SEL, UPLINKD_MAP_RULE_TBL, UPLINKD_MAP_RULE_TBL_PORTS, UPLINKD_MAP_RULE_TBL_ADDR,
+    UPLINKD_MAP_RULE_TBL_IFACE};
 
 // Maps WgSteering and MssClamp pin beside them (their own objects, loaded later): known here so a
 // survey of the pin directory does not call them foreign.
@@ -472,6 +478,11 @@ void Datapath::load_maps() {
   ::lan_ingress* lan = lan_object(false);
   cfg_fd_ = bpf_map__fd(lan->maps.classifier_cfg);
   rules_fd_ = bpf_map__fd(lan->maps.rules);
+  rule_tbl_sel_fd_ = bpf_map__fd(lan->maps.rule_tbl_sel);
+  rule_tbl_fd_ = bpf_map__fd(lan->maps.rule_tbl);
+  rule_tbl_ports_fd_ = bpf_map__fd(lan->maps.rule_tbl_ports);
+  rule_tbl_addr_fd_ = bpf_map__fd(lan->maps.rule_tbl_addr);
+  rule_tbl_iface_fd_ = bpf_map__fd(lan->maps.rule_tbl_iface);
   rule_counters_fd_ = bpf_map__fd(lan->maps.rule_counters);
   policies_fd_ = bpf_map__fd(lan->maps.policies);
   connected_fd_ = bpf_map__fd(lan->maps.connected);
@@ -917,6 +928,15 @@ void Datapath::write_classifier_cfg(const classifier_cfg& cfg) {
 
 void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
   bpf_map_update_elem(rules_fd_, &index, &rule, BPF_ANY);
+}
+
+void Datapath::write_rule_tables(const policy::RuleTables& tables) {
+  const RuleTableFds fds{rule_tbl_sel_fd_, rule_tbl_fd_, rule_tbl_ports_fd_, rule_tbl_addr_fd_,
+                         rule_tbl_iface_fd_};
+  if (int rc = datapath::write_rule_tables(fds, tables); rc != 0) {
+    throw DatapathError("writing the classifier's rule tables: " + errno_text(rc) +
+                        " (the previous rules stay in force)");
+  }
 }
 
 void Datapath::write_policy(uint32_t slot, const policy_entry& entry) {

@@ -22,6 +22,10 @@ struct wan_ingress;
 struct lan_ingress;
 struct lan_egress;
 
+namespace uplinkd::policy {
+struct RuleTables;
+}
+
 namespace uplinkd::datapath {
 
 // Thrown for anything that stops the datapath from starting: the message says what, the errno,
@@ -102,6 +106,9 @@ class Datapath {
   void write_uplink(uint32_t uplink_id, const uplink_record& record);
   void write_classifier_cfg(const classifier_cfg& cfg);
   void write_rule(uint32_t index, const rule_entry& rule);
+  // The bit-vector classifier's tables of the rules just written (rule_table_maps.h): written into the
+  // inactive table set, then flipped to. Throws DatapathError (the active set stays as it was).
+  void write_rule_tables(const policy::RuleTables& tables);
   void write_policy(uint32_t slot, const policy_entry& entry);
   // Makes the connected-networks trie hold exactly `prefixes`.
   void set_connected(const std::vector<lpm_key>& prefixes);
@@ -182,6 +189,8 @@ class Datapath {
   ::lan_egress* lan_egress_eth_ = nullptr;  // the same per header kind, on the LAN devices' egress
   ::lan_egress* lan_egress_l3_ = nullptr;
   int flows_fd_ = -1, tcp_seen_fd_ = -1, flow_counters_fd_ = -1;
+  int rule_tbl_sel_fd_ = -1, rule_tbl_fd_ = -1, rule_tbl_ports_fd_ = -1, rule_tbl_addr_fd_ = -1,
+      rule_tbl_iface_fd_ = -1;
   int cfg_fd_ = -1, rules_fd_ = -1, rule_counters_fd_ = -1, policies_fd_ = -1, connected_fd_ = -1;
   std::vector<lpm_key> connected_;
   struct ring_buffer* ring_ = nullptr;

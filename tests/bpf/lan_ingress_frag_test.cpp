@@ -27,6 +27,7 @@
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
 #include "packet_builder.h"
+#include "rule_tables_helper.h"
 #include "test_run.h"
 
 namespace {
@@ -239,9 +240,8 @@ class FragProgram {
     rule_entry udp_rule{};
     udp_rule.policy_id = kWanOnly;
     udp_rule.proto = IPPROTO_UDP;
-    uint32_t first = 0, second = 1;
-    if (int err = update(skel_->maps.rules, &first, &port_rule); err != 0) return err;
-    if (int err = update(skel_->maps.rules, &second, &udp_rule); err != 0) return err;
+    if (int err = uplinkd::testing::write_rules_and_tables(skel_, {port_rule, udp_rule}); err != 0)
+      return err;
     const classifier_cfg cfg{kMmxMask, 2, kDefaultMark, kFlowTimeoutS, kFlowTimeoutS, kFlowTimeoutS, 0, 0};
     uint32_t zero = 0;
     return update(skel_->maps.classifier_cfg, &zero, &cfg);

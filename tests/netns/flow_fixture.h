@@ -26,6 +26,7 @@
 #include "daemon/flow_hygiene.h"
 #include "datapath/datapath.h"
 #include "netns_fixture.h"
+#include "policy/rule_tables.h"
 
 namespace uplinkd::testing {
 
@@ -167,6 +168,7 @@ class FlowRouterTest : public ::testing::Test {
     rule_entry rule{};
     rule.policy_id = kFlowPolicy;
     dp_->write_rule(0, rule);
+    dp_->write_rule_tables(policy::compile_rule_tables({rule}));
     policy_entry p{};
     p.n_members = 1;
     p.threshold[0] = 0xFFFFFFFF;

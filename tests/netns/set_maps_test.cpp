@@ -20,9 +20,11 @@
 #include <string>
 #include <vector>
 
+#include "datapath/rule_table_maps.h"
 #include "lan_ingress.skel.h"
 #include "netlink/nft_sets.h"
 #include "netns_fixture.h"
+#include "policy/rule_tables.h"
 #include "tests/bpf/packet_builder.h"
 #include "tests/bpf/test_run.h"
 
@@ -176,6 +178,11 @@ class SetMapsTest : public NetnsTest {
     rule.set_id = 1;
     rule.policy_id = kPolicyAllDown;
     ASSERT_EQ(bpf_map_update_elem(bpf_map__fd(skel_->maps.rules), &zero, &rule, BPF_ANY), 0);
+    const datapath::RuleTableFds tables{
+        bpf_map__fd(skel_->maps.rule_tbl_sel), bpf_map__fd(skel_->maps.rule_tbl),
+        bpf_map__fd(skel_->maps.rule_tbl_ports), bpf_map__fd(skel_->maps.rule_tbl_addr),
+        bpf_map__fd(skel_->maps.rule_tbl_iface)};
+    ASSERT_EQ(datapath::write_rule_tables(tables, policy::compile_rule_tables({rule})), 0);
     sets_ = std::make_unique<SetMaps>(bpf_map__fd(skel_->maps.sets));
   }
 

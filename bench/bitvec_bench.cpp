@@ -1,0 +1,203 @@
+// New-flow cost of the bit-vector classifier (bpf/lib/rule_match.h) at 0, 8, 64 and 256 rules, beside an
+// empty tc program measured the same way in the same run.
+//
+// Method: BPF_PROG_TEST_RUN with repeat = 1 per call (a repeat would see the flow the first run filed),
+// every call a fresh 5-tuple (source port and source address advance), the kernel-reported duration
+// averaged over 10000 calls; the configurations are interleaved (empty, 0, 8, 64, 256, empty, 0, ...)
+// for 5 rounds and each row is the median of its rounds. Rules 0 .. N-2 are full (8 source CIDRs,
+// 8 destination CIDRs, 8 source and 8 destination port ranges) and fail at their destination list;
+// rule N-1 matches. The tables are written as the daemon writes them (policy/rule_tables.h,
+// datapath/rule_table_maps.h). The cost includes the `flows` insert and the policy pick.
+//
+// Run as root: sudo ./bitvec_bench. Pinned to one CPU; numbers vary with the CPU and kernel.
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "lan_ingress.skel.h"
+#include "maps/uplinkd_maps.h"
+#include "tests/bpf/packet_builder.h"
+#include "tests/bpf/rule_tables_helper.h"
+
+namespace {
+
+using namespace uplinkd::bpftest;
+using namespace uplinkd::bench;
+
+constexpr uint16_t kWan = 1, kLte = 3;
+constexpr uint32_t kPolicyWan = 0, kPolicyLte = 1;
+constexpr uint32_t kMmxMask = 0x3f00;
+constexpr int kCalls = 10000;
+constexpr int kRounds = 5;
+
+addr_match v4_cidr(const std::string& addr, uint8_t prefixlen) {
+  addr_match m{};
+  if (inet_pton(AF_INET, addr.c_str(), m.addr) != 1) throw Failure{"bad address " + addr};
+  m.prefixlen = prefixlen;
+  m.family = 4;
+  return m;
+}
+
+rule_entry full_rule(bool matches) {
+  rule_entry r{};
+  r.family = 4;
+  r.proto = IPPROTO_TCP;
+  r.policy_id = matches ? kPolicyLte : kPolicyWan;
+  r.n_src = r.n_dst = r.n_sport = r.n_dport = 8;
+  for (int i = 0; i < 8; i++) {
+    r.src[i] = v4_cidr("10." + std::to_string(i) + ".0.0", i == 0 ? 8 : 16);
+    r.dst[i] = v4_cidr("192.0.2." + std::to_string(16 * i), 28);
+    r.sport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
+    r.dport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
+  }
+  r.sport[7] = port_range{1024, 65535};
+  r.dport[7] = port_range{443, 443};
+  if (matches) {
+    r.n_dst = 1;
+    r.dst[0] = v4_cidr("203.0.113.0", 24);
+  }
+  return r;
+}
+
+// A fresh 5-tuple per call: 60000 source ports per source address.
+Bytes syn_of_call(int call) {
+  const std::string src = "10.0." + std::to_string(call / 60000 % 250) + ".10";
+  const auto sport = static_cast<uint16_t>(1024 + call % 60000);
+  return ethernet(ETH_P_IP, ipv4(src.c_str(), "203.0.113.80", IPPROTO_TCP, tcp(sport, 443, 1, 0, kTcpSyn)));
+}
+
+class Classifier {
+ public:
+  explicit Classifier(uint32_t n_rules) : n_rules_(n_rules) {
+    skel_ = lan_ingress__open_and_load();
+    if (skel_ == nullptr)
+      throw Failure{std::string("loading lan_ingress: ") + std::strerror(errno) + " (run as root)"};
+    for (uint16_t id : {kWan, kLte}) {
+      uint32_t key = id;
+      uplink_record u{};
+      u.state = UPLINK_STATE_ONLINE;
+      u.generation = 1;
+      u.mark = static_cast<uint32_t>(id) << 8;
+      check(bpf_map_update_elem(bpf_map__fd(skel_->maps.uplinks), &key, &u, BPF_ANY), "uplinks");
+    }
+    for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
+      policy_entry p{};
+      p.n_members = 1;
+      p.threshold[0] = 0xffffffffU;
+      p.mark[0] = static_cast<uint32_t>(uplink) << 8;
+      p.uplink_id[0] = uplink;
+      for (uint8_t family : {4, 6}) {
+        uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
+        check(bpf_map_update_elem(bpf_map__fd(skel_->maps.policies), &slot, &p, BPF_ANY), "policies");
+      }
+    }
+    std::vector<rule_entry> rules;
+    rules.reserve(n_rules);
+    for (uint32_t i = 0; i < n_rules; i++) rules.push_back(full_rule(i + 1 == n_rules));
+    check(uplinkd::testing::write_rules_and_tables(skel_, rules), "rules and tables");
+    const classifier_cfg cfg{kMmxMask, n_rules, kMmxMask, 600, 600, 600, UPLINKD_CFG_RESET_STALE_TCP, 0};
+    uint32_t zero = 0;
+    check(bpf_map_update_elem(bpf_map__fd(skel_->maps.classifier_cfg), &zero, &cfg, BPF_ANY),
+          "classifier_cfg");
+  }
+  ~Classifier() { lan_ingress__destroy(skel_); }
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+
+  uint32_t run_new_flow(int call) {
+    __sk_buff ctx_in{};
+    ctx_in.ingress_ifindex = 11;
+    const TcRunResult r =
+        tc_test_run(bpf_program__fd(skel_->progs.lan_ingress), syn_of_call(call), 1, ctx_in);
+    const uint32_t want = n_rules_ == 0 ? 0 : static_cast<uint32_t>(kLte) << 8;
+    if (r.mark != want)
+      throw Failure{"new flow: the last rule did not decide (mark " + std::to_string(r.mark) + ")"};
+    return r.ns_per_run;
+  }
+
+ private:
+  lan_ingress* skel_ = nullptr;
+  uint32_t n_rules_;
+};
+
+// r0 = TC_ACT_OK (0); exit: the floor of a tc test run.
+class EmptyTc {
+ public:
+  EmptyTc() {
+    const bpf_insn insns[] = {
+        {BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0},
+        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
+    };
+    fd_ = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
+    if (fd_ < 0) throw Failure{std::string("loading the empty tc program: ") + std::strerror(errno)};
+  }
+  ~EmptyTc() { close(fd_); }
+  EmptyTc(const EmptyTc&) = delete;
+  EmptyTc& operator=(const EmptyTc&) = delete;
+
+  uint32_t run(int call) {
+    __sk_buff ctx_in{};
+    ctx_in.ingress_ifindex = 11;
+    return tc_test_run(fd_, syn_of_call(call), 1, ctx_in).ns_per_run;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+double mean_of_calls(int first_call, const std::function<uint32_t(int)>& one_call) {
+  uint64_t total = 0;
+  for (int i = 0; i < kCalls; i++) total += one_call(first_call + i);
+  return static_cast<double>(total) / kCalls;
+}
+
+}  // namespace
+
+int main() {
+  quiet_libbpf_and_pin_to_cpu0();
+  try {
+    const std::vector<uint32_t> counts = {0, 8, 64, 256};
+    EmptyTc empty;
+    std::vector<std::unique_ptr<Classifier>> classifiers;
+    classifiers.reserve(counts.size());
+    for (uint32_t n : counts) classifiers.push_back(std::make_unique<Classifier>(n));
+    std::vector<double> empty_rounds;
+    std::vector<std::vector<double>> rounds(counts.size());
+    for (int round = 0; round < kRounds; round++) {
+      const int first = round * kCalls;  // every call of a classifier a new 5-tuple
+      empty_rounds.push_back(mean_of_calls(first, [&](int call) { return empty.run(call); }));
+      for (size_t k = 0; k < counts.size(); k++) {
+        rounds[k].push_back(
+            mean_of_calls(first, [&](int call) { return classifiers[k]->run_new_flow(call); }));
+      }
+    }
+    const double floor = median(empty_rounds);
+    std::printf("| case | ns/packet | above the empty tc program |\n|---|---|---|\n");
+    std::printf("| empty tc program | %.0f | - |\n", floor);
+    for (size_t k = 0; k < counts.size(); k++) {
+      const double ns = median(rounds[k]);
+      std::printf("| new flow, %u rules%s | %.0f | %.0f |\n", counts[k],
+                  counts[k] == 0 ? " (unmatched)" : ", last matches", ns, ns - floor);
+    }
+    std::printf(
+        "\nrepeat=1 per call, a fresh 5-tuple per call, %d calls per round, %d interleaved rounds, median\n",
+        kCalls, kRounds);
+  } catch (const Failure& f) {
+    std::fprintf(stderr, "bitvec_bench: %s\n", f.what.c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,31 @@
+// The classifier fixtures write rules as the daemon does: each entry into `rules` (its actions), and
+// the bit-vector tables compiled from the whole list (policy/rule_tables.h) into the inactive table
+// set, flipped to (datapath/rule_table_maps.h).
+#pragma once
+
+#include <bpf/libbpf.h>
+
+#include <vector>
+
+#include "datapath/rule_table_maps.h"
+#include "lan_ingress.skel.h"
+#include "maps/uplinkd_maps.h"
+#include "policy/rule_tables.h"
+
+namespace uplinkd::testing {
+
+inline datapath::RuleTableFds rule_table_fds(const lan_ingress* skel) {
+  return {bpf_map__fd(skel->maps.rule_tbl_sel), bpf_map__fd(skel->maps.rule_tbl),
+          bpf_map__fd(skel->maps.rule_tbl_ports), bpf_map__fd(skel->maps.rule_tbl_addr),
+          bpf_map__fd(skel->maps.rule_tbl_iface)};
+}
+
+// Writes every entry of `rules` into the `rules` map, then their tables. 0 or -errno.
+inline int write_rules_and_tables(const lan_ingress* skel, const std::vector<rule_entry>& rules) {
+  for (uint32_t i = 0; i < rules.size(); ++i) {
+    if (bpf_map_update_elem(bpf_map__fd(skel->maps.rules), &i, &rules[i], BPF_ANY) != 0) return -errno;
+  }
+  return datapath::write_rule_tables(rule_table_fds(skel), policy::compile_rule_tables(rules));
+}
+
+}  // namespace uplinkd::testing
