@@ -528,6 +528,26 @@ std::optional<GeneralIds> general_ids(uint32_t mmx_mask) {
   return GeneralIds{static_cast<uint32_t>(mmdefault - 2), static_cast<uint32_t>(mmdefault - 1)};
 }
 
+// Whether the dumped rules hold `r` (a FromLookup rule) without any fwmark condition.
+bool has_unconditional_rule(nl_cache* rules, const Rule& r) {
+  AddrPtr source = to_nl_addr(r.source, static_cast<int>(address_size(r.family)) * 8);
+  if (!source) {
+    return false;
+  }
+  for (nl_object* o = nl_cache_get_first(rules); o != nullptr; o = nl_cache_get_next(o)) {
+    auto* rule = reinterpret_cast<rtnl_rule*>(o);
+    nl_addr* src = rtnl_rule_get_src(rule);
+    const uint32_t mark = rtnl_rule_get_mark(rule);
+    const uint32_t mask = rtnl_rule_get_mask(rule);
+    const bool unmarked = (mark == 0 || mark == UINT32_MAX) && (mask == 0 || mask == UINT32_MAX);
+    if (rtnl_rule_get_prio(rule) == r.pref && rtnl_rule_get_table(rule) == r.table && unmarked &&
+        src != nullptr && nl_addr_cmp(src, source.get()) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 // ---- RoutePrefix ------------------------------------------------------------------------------
@@ -735,23 +755,40 @@ int PolicyRules::sync_source_rules(uint32_t id, int ifindex, int family, std::st
 
 // The source rules of a daemon that ran without the output table (`from <address> lookup id`, no
 // fwmark) at the pref uplinkd keeps for its own: beside the output table they would send the router's
-// own packets that a rule marked for another uplink back by their source address's uplink. Removed
-// once, after the fwmark form is in place, so an address is never without its rule.
+// own packets that a rule marked for another uplink back by their source address's uplink. Looked
+// for once per address, after the fwmark form is in place (an address is never without its rule),
+// and removed only when found: a delete request treats an absent fwmark as "any", so it must not be
+// sent blind or it could take the fwmark form instead. The kernel deletes the first rule that
+// matches, and a predecessor's rule precedes ours (equal prefs keep their order of insertion).
 void PolicyRules::retire_unconditional_source_rules(uint32_t id, int family,
                                                     const std::vector<IpAddress>& addresses) {
+  std::vector<Rule> pending;
   for (const IpAddress& address : addresses) {
     Rule legacy{RuleKind::FromLookup, family, kSourceRulePrefBase + id, "", id, 0, 0};
     legacy.source = address;
-    if (std::find(retired_.begin(), retired_.end(), legacy) != retired_.end()) {
+    if (std::find(retired_.begin(), retired_.end(), legacy) == retired_.end()) {
+      pending.push_back(legacy);
+    }
+  }
+  if (pending.empty()) {
+    return;
+  }
+  nl_cache* cache = nullptr;
+  if (rtnl_rule_alloc_cache(sock_, family, &cache) < 0) {
+    return;  // looked for again at the next sync
+  }
+  for (const Rule& legacy : pending) {
+    retired_.push_back(legacy);
+    if (!has_unconditional_rule(cache, legacy)) {
       continue;
     }
-    retired_.push_back(legacy);
     RulePtr rule = build_rule(legacy);
     if (rule && delete_rule(sock_, rule.get()) == 0) {
       log::notice("removed " + describe_rule(legacy) +
                   ", left by an uplinkd without the output table (the fwmark form replaces it)");
     }
   }
+  nl_cache_free(cache);
 }
 
 void PolicyRules::remove_source_rules(uint32_t id, int family) {

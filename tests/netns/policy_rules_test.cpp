@@ -570,6 +570,18 @@ TEST_F(PolicyRulesTest, UnconditionalSourceRuleOfAnEarlierDaemonGivesWayToTheFwm
   router_ip("rule del pref 1600 from 198.51.100.2 lookup 2");
 }
 
+// Without an earlier daemon's rule nothing is deleted: a delete request without a fwmark would match
+// the fwmark form too (the kernel treats an absent fwmark as any), so it is sent only for a rule found.
+TEST_F(PolicyRulesTest, FwmarkSourceRuleStaysWhenNoEarlierRuleWasThere) {
+  PolicyRules rules;
+  std::string error;
+  for (int round = 0; round < 2; ++round) {
+    ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error, nullptr, kMask), 0) << error;
+    EXPECT_EQ(source_rule_lines(show("-4 rule show")), "1502:\tfrom 198.51.100.2 fwmark 0/0x3f00 lookup 2\n")
+        << "round " << round;
+  }
+}
+
 TEST_F(PolicyRulesTest, SourceRulesRefuseBadArgumentsWithASentence) {
   PolicyRules rules;
   std::string error;
