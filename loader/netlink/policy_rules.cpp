@@ -773,8 +773,11 @@ void PolicyRules::retire_unconditional_source_rules(uint32_t id, int family,
   if (pending.empty()) {
     return;
   }
+  // A socket of its own: libnl's cache fill on sock_, whose callbacks the dumps above have set and
+  // put back, came back without the rules (netns test). Once per address, so the cost is nothing.
+  SocketPtr dump_sock = connect_route_socket();
   nl_cache* cache = nullptr;
-  if (rtnl_rule_alloc_cache(sock_, family, &cache) < 0) {
+  if (!dump_sock || rtnl_rule_alloc_cache(dump_sock.get(), family, &cache) < 0) {
     return;  // looked for again at the next sync
   }
   for (const Rule& legacy : pending) {

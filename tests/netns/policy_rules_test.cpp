@@ -555,6 +555,10 @@ TEST_F(PolicyRulesTest, UnconditionalSourceRuleOfAnEarlierDaemonGivesWayToTheFwm
   router_ip("rule add pref 1600 from 198.51.100.2 lookup 2");
   PolicyRules rules;
   std::string error;
+  // What the daemon does on the same socket first (rules, a table copy: dumps and requests).
+  ASSERT_EQ(rules.install_general(AF_INET, kMask, &error), 0) << error;
+  ASSERT_EQ(rules.install_uplink(2, "wan2", AF_INET, 0x200, kMask, &error), 0) << error;
+  ASSERT_EQ(rules.sync_table(2, ifindex("wan2"), AF_INET, {ifindex("wan1")}, &error), 0) << error;
   ASSERT_EQ(rules.sync_source_rules(2, ifindex("wan2"), AF_INET, &error, nullptr, kMask), 0) << error;
   EXPECT_EQ(source_rule_lines(show("-4 rule show")),
             "1502:\tfrom 198.51.100.9 lookup 2\n"  // added before the fwmark form, so listed first
