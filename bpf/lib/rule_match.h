@@ -155,9 +155,9 @@ static __always_inline const struct rule_bitmap *port_bitmap(const struct rule_t
 	for (int step = UPLINKD_PORT_SEARCH_STEPS - 1; step >= 0; step--) {
 		__u32 probe = lo + (1U << step);
 
-		/* The mask is what bounds the index for the verifier; clang can prove it redundant and
-		 * drop it, and 6.1's verifier then loses the bound (it does not follow the OR clang
-		 * turns the add into). */
+		/* The mask is what bounds the index for the verifier; clang can prove it redundant
+		 * and drop it, and 6.1's verifier then loses the bound (it does not follow the OR
+		 * clang turns the add into). */
 		asm volatile("" : "+r"(probe));
 		probe &= UPLINKD_PORT_SEARCH_SLOTS - 1;
 

@@ -42,12 +42,10 @@ constexpr uint32_t kTcPriority = 0x7570;
 
 // Every map shared between programs and the daemon: the same pin path in every object that uses it.
 const char* const kPinnedMaps[] = {
-    UPLINKD_MAP_UPLINKS,      UPLINKD_MAP_PROBES,        UPLINKD_MAP_PROBE_EVENTS,
-    UPLINKD_MAP_COUNTERS,     UPLINKD_MAP_ICMP_LIMITER,  UPLINKD_MAP_CLASSIFIER_CFG,
-    UPLINKD_MAP_RULES,        UPLINKD_MAP_RULE_COUNTERS, UPLINKD_MAP_POLICIES,
-    UPLINKD_MAP_FLOWS,        UPLINKD_MAP_STICKY,        UPLINKD_MAP_INBOUND,
-    UPLINKD_MAP_CONNECTED,    UPLINKD_MAP_SETS,          UPLINKD_MAP_TCP_SEEN,
-    UPLINKD_MAP_FLOW_COUNTERS,
+    UPLINKD_MAP_UPLINKS, UPLINKD_MAP_PROBES, UPLINKD_MAP_PROBE_EVENTS, UPLINKD_MAP_COUNTERS,
+    UPLINKD_MAP_ICMP_LIMITER, UPLINKD_MAP_CLASSIFIER_CFG, UPLINKD_MAP_RULES, UPLINKD_MAP_RULE_COUNTERS,
+    UPLINKD_MAP_POLICIES, UPLINKD_MAP_FLOWS, UPLINKD_MAP_STICKY, UPLINKD_MAP_INBOUND, UPLINKD_MAP_CONNECTED,
+    UPLINKD_MAP_SETS, UPLINKD_MAP_TCP_SEEN, UPLINKD_MAP_FLOW_COUNTERS,
     // The bit-vector classifier's tables (newer than the maps above: a daemon started over a
     // predecessor's pins without them creates them here, and PolicyRuntime fills them before any
     // LAN device gets the new classifier).
