@@ -6,6 +6,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <linux/pkt_cls.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -30,6 +31,19 @@ inline void check(int err, const std::string& what) {
   if (err != 0) {
     throw Failure{what + ": " + std::strerror(errno != 0 ? errno : -err)};
   }
+}
+
+// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier: the floor of the hook, the "empty program"
+// every tc bench states its figures above.
+inline int load_empty_tc() {
+  const bpf_insn insns[] = {
+      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
+      {.code = BPF_JMP | BPF_EXIT},
+  };
+  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
+  if (fd < 0)
+    throw Failure{std::string("loading the empty tc program: ") + std::strerror(errno) + " (run as root)"};
+  return fd;
 }
 
 inline double median(std::vector<double> v) {

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/classifier_rules.h"
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
 #include "tests/bpf/packet_builder.h"
@@ -37,40 +38,8 @@ namespace {
 using namespace uplinkd::bpftest;
 using namespace uplinkd::bench;
 
-constexpr uint16_t kWan = 1, kLte = 3;
-constexpr uint32_t kPolicyWan = 0, kPolicyLte = 1;
-constexpr uint32_t kMmxMask = 0x3f00;
 constexpr int kCalls = 10000;
 constexpr int kRounds = 5;
-
-addr_match v4_cidr(const std::string& addr, uint8_t prefixlen) {
-  addr_match m{};
-  if (inet_pton(AF_INET, addr.c_str(), m.addr) != 1) throw Failure{"bad address " + addr};
-  m.prefixlen = prefixlen;
-  m.family = 4;
-  return m;
-}
-
-rule_entry full_rule(bool matches) {
-  rule_entry r{};
-  r.family = 4;
-  r.proto = IPPROTO_TCP;
-  r.policy_id = matches ? kPolicyLte : kPolicyWan;
-  r.n_src = r.n_dst = r.n_sport = r.n_dport = 8;
-  for (int i = 0; i < 8; i++) {
-    r.src[i] = v4_cidr("10." + std::to_string(i) + ".0.0", i == 0 ? 8 : 16);
-    r.dst[i] = v4_cidr("192.0.2." + std::to_string(16 * i), 28);
-    r.sport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
-    r.dport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
-  }
-  r.sport[7] = port_range{1024, 65535};
-  r.dport[7] = port_range{443, 443};
-  if (matches) {
-    r.n_dst = 1;
-    r.dst[0] = v4_cidr("203.0.113.0", 24);
-  }
-  return r;
-}
 
 // A fresh 5-tuple per call: 60000 source ports per source address.
 Bytes syn_of_call(int call) {
@@ -94,11 +63,7 @@ class Classifier {
       check(bpf_map_update_elem(bpf_map__fd(skel_->maps.uplinks), &key, &u, BPF_ANY), "uplinks");
     }
     for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
-      policy_entry p{};
-      p.n_members = 1;
-      p.threshold[0] = 0xffffffffU;
-      p.mark[0] = static_cast<uint32_t>(uplink) << 8;
-      p.uplink_id[0] = uplink;
+      const policy_entry p = one_member(uplink);
       for (uint8_t family : {4, 6}) {
         uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
         check(bpf_map_update_elem(bpf_map__fd(skel_->maps.policies), &slot, &p, BPF_ANY), "policies");
@@ -133,17 +98,10 @@ class Classifier {
   uint32_t n_rules_;
 };
 
-// r0 = TC_ACT_OK (0); exit: the floor of a tc test run.
+// The floor of a tc test run (bench_util.h's empty program).
 class EmptyTc {
  public:
-  EmptyTc() {
-    const bpf_insn insns[] = {
-        {BPF_ALU64 | BPF_MOV | BPF_K, 0, 0, 0, 0},
-        {BPF_JMP | BPF_EXIT, 0, 0, 0, 0},
-    };
-    fd_ = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
-    if (fd_ < 0) throw Failure{std::string("loading the empty tc program: ") + std::strerror(errno)};
-  }
+  EmptyTc() : fd_(load_empty_tc()) {}
   ~EmptyTc() { close(fd_); }
   EmptyTc(const EmptyTc&) = delete;
   EmptyTc& operator=(const EmptyTc&) = delete;

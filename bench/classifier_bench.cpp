@@ -46,6 +46,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/classifier_rules.h"
 #include "datapath/rule_table_maps.h"
 #include "lan_egress.skel.h"
 #include "lan_ingress.skel.h"
@@ -58,59 +59,12 @@ namespace {
 using namespace uplinkd::bpftest;
 using namespace uplinkd::bench;
 
-constexpr uint16_t kWan = 1, kLte = 3;
-constexpr uint32_t kPolicyWan = 0, kPolicyLte = 1;
-constexpr uint32_t kMmxMask = 0x3f00;
-
-addr_match v4_cidr(const char* addr, uint8_t prefixlen) {
-  addr_match m{};
-  if (inet_pton(AF_INET, addr, m.addr) != 1) {
-    throw Failure{std::string("bad address ") + addr};
-  }
-  m.prefixlen = prefixlen;
-  m.family = 4;
-  return m;
-}
-
-rule_entry full_rule(bool matches) {
-  rule_entry r{};
-  r.family = 4;
-  r.proto = IPPROTO_TCP;
-  r.policy_id = matches ? kPolicyLte : kPolicyWan;
-  r.sticky_timeout_s = 600;
-  r.n_src = r.n_dst = r.n_sport = r.n_dport = 8;
-  for (int i = 0; i < 8; i++) {
-    const std::string src = "10." + std::to_string(i) + ".0.0";
-    r.src[i] = v4_cidr(src.c_str(), i == 0 ? 8 : 16);
-    const std::string dst = "192.0.2." + std::to_string(16 * i);
-    r.dst[i] = v4_cidr(dst.c_str(), 28);
-    r.sport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
-    r.dport[i] = port_range{static_cast<uint16_t>(i + 1), static_cast<uint16_t>(i + 1)};
-  }
-  r.sport[7] = port_range{1024, 65535};
-  r.dport[7] = port_range{443, 443};
-  if (matches) {
-    r.n_dst = 1;
-    r.dst[0] = v4_cidr("203.0.113.0", 24);
-  }
-  return r;
-}
-
 // mwan3's `default_rule`: every IPv4 packet, any protocol, to the one-member policy of lte.
 rule_entry match_all_rule() {
   rule_entry r{};
   r.family = 4;
   r.policy_id = kPolicyLte;
   return r;
-}
-
-policy_entry one_member(uint16_t uplink) {
-  policy_entry p{};
-  p.n_members = 1;
-  p.threshold[0] = 0xffffffffu;
-  p.mark[0] = static_cast<uint32_t>(uplink) << 8;
-  p.uplink_id[0] = uplink;
-  return p;
 }
 
 // An object to time: the built-in skeleton's, or one read from a file (--object).
@@ -160,17 +114,6 @@ class Object {
 
 std::string g_ingress_object;  // --object
 std::string g_egress_object;   // --object-egress
-
-// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier: the floor of the hook.
-int load_empty_tc() {
-  const bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
-  if (fd < 0) throw Failure{"loading the empty tc program (run as root)"};
-  return fd;
-}
 
 class Classifier {
  public:

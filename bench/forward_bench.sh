@@ -22,6 +22,7 @@ STREAMS=${2:-8}
 UL_NO_RESULT=1
 UPLINKD_LOG_LEVEL=${UPLINKD_LOG_LEVEL:-info}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/forward_lab.sh"
 ul_init forward_bench daemon
 command -v iperf3 >/dev/null || skip "needs iperf3"
 command -v jq >/dev/null || skip "needs jq"
@@ -32,13 +33,8 @@ P=$UL_PREFIX
 ul_lab_up
 RTR=$P-rtr
 
-# The iperf3 server on the core; lab_down ends it with the namespace's other processes.
-ip netns exec "$P-core" iperf3 -s -B 203.0.113.1 </dev/null >"$UL_TMP/iperf3-server.log" 2>&1 &
-ul_bg_add $!
-for _ in $(seq 1 50); do
-  ip netns exec "$P-core" ss -Hltn 'sport = :5201' | grep -q . && break
-  sleep 0.1
-done
+# shellcheck disable=SC2119 # no prefix: the server runs on any CPU
+fl_start_iperf_server
 
 # run_iperf <label>: one run from the LAN client; prints Gbit/s (receiver side), fails on error.
 run_iperf() {
@@ -59,49 +55,7 @@ GBPS_A=$(run_iperf plain) || exit 1
 
 # ---- b) uplinkd, balanced policy --------------------------------------------------------------
 CFG=$UL_TMP/uplinkd.conf
-cat >"$CFG" <<'EOF'
-config globals 'globals'
-	option mmx_mask '0x3F00'
-
-config interface 'wan1'
-	option enabled '1'
-	option device 'wan1'
-	option gateway '192.0.2.1'
-	list track_ip '203.0.113.2'
-	option interval '1'
-	option timeout '1'
-	option down '3'
-	option up '2'
-
-config interface 'wan2'
-	option enabled '1'
-	option device 'wan2'
-	option gateway '198.51.100.1'
-	list track_ip '203.0.113.2'
-	option interval '1'
-	option timeout '1'
-	option down '3'
-	option up '2'
-
-config member 'wan1_m1_w1'
-	option interface 'wan1'
-	option metric '1'
-	option weight '1'
-
-config member 'wan2_m1_w1'
-	option interface 'wan2'
-	option metric '1'
-	option weight '1'
-
-config policy 'balanced'
-	list use_member 'wan1_m1_w1'
-	list use_member 'wan2_m1_w1'
-	option last_resort 'unreachable'
-
-config rule 'default_rule'
-	option dest_ip '0.0.0.0/0'
-	option use_policy 'balanced'
-EOF
+fl_uplinkd_config "$CFG"
 start_uplinkd "$P" "$CFG" --no-hook
 wait_uplinkd_ready 15 || fail "uplinkd did not start"
 wait_iface_state wan1 online 15 || fail "wan1 not online"
@@ -113,20 +67,7 @@ SPLIT_B="wan1 $(($(oif_packets wan1) - w1)) / wan2 $(($(oif_packets wan2) - w2))
 stop_uplinkd || fail "uplinkd did not stop"
 
 # ---- c) mwan3's mangle chain in nft -----------------------------------------------------------
-# mwan3's ip rules and tables for ids 1 and 2 (mark 0x100, 0x200 under 0x3F00); tables hold the
-# uplink's default route and the connected routes, as mwan3rtmon copies them.
-ip -n "$RTR" route add default via 192.0.2.1 dev wan1 table 1
-ip -n "$RTR" route add 192.0.2.0/24 dev wan1 table 1
-ip -n "$RTR" route add 10.10.0.0/24 dev lan0 table 1
-ip -n "$RTR" route add default via 198.51.100.1 dev wan2 table 2
-ip -n "$RTR" route add 198.51.100.0/24 dev wan2 table 2
-ip -n "$RTR" route add 10.10.0.0/24 dev lan0 table 2
-ip -n "$RTR" rule add pref 1001 iif wan1 lookup 1
-ip -n "$RTR" rule add pref 1002 iif wan2 lookup 2
-ip -n "$RTR" rule add pref 2001 fwmark 0x100/0x3f00 lookup 1
-ip -n "$RTR" rule add pref 2002 fwmark 0x200/0x3f00 lookup 2
-ip -n "$RTR" rule add pref 2061 fwmark 0x3d00/0x3f00 blackhole
-ip -n "$RTR" rule add pref 2062 fwmark 0x3e00/0x3f00 unreachable
+fl_mwan3_routing add
 ip netns exec "$RTR" nft -f - <<'EOF' || fail "loading the mwan3-like nft ruleset"
 table ip mwan3_bench {
   set connected {

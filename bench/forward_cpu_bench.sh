@@ -44,6 +44,7 @@ FLOOD_PPS=${FLOOD_PPS:-20000}
 UL_NO_RESULT=1
 UPLINKD_LOG_LEVEL=${UPLINKD_LOG_LEVEL:-warn}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/forward_lab.sh"
 ul_init forward_cpu_bench daemon
 command -v iperf3 >/dev/null || skip "needs iperf3"
 command -v conntrack >/dev/null || skip "needs conntrack"
@@ -61,13 +62,8 @@ ul_lab_up
 RTR=$P-rtr
 ON_CPU=(taskset -c "$CPU")
 
-# The iperf3 server on the core, on the measured CPU; lab_down ends it with the namespace.
-ip netns exec "$P-core" "${ON_CPU[@]}" iperf3 -s -B 203.0.113.1 </dev/null >"$UL_TMP/iperf3-server.log" 2>&1 &
-ul_bg_add $!
-for _ in $(seq 1 50); do
-  ip netns exec "$P-core" ss -Hltn 'sport = :5201' | grep -q . && break
-  sleep 0.1
-done
+# The iperf3 server on the core, on the measured CPU.
+fl_start_iperf_server "${ON_CPU[@]}"
 # The flood's datagrams end at the core without an ICMP answer (which would be a second, reverse
 # workload rate-limited differently in each case).
 ip netns exec "$P-core" nft -f - <<'EOF' || fail "core: the flood's drop rule"
@@ -128,78 +124,6 @@ measure() {
 }
 
 # ---- the cases ------------------------------------------------------------------------------------
-# rule_dest <i>: the /32 of non-matching rule i (10.200.0.0/16 is never the flood's destination).
-rule_dest() { echo "10.200.$(($1 / 256)).$(($1 % 256))"; }
-
-write_uplinkd_config() {
-  local f=$1 n=$2 i
-  cat >"$f" <<'EOF'
-config globals 'globals'
-	option mmx_mask '0x3F00'
-	option local_rules '0'
-
-config interface 'wan1'
-	option enabled '1'
-	option device 'wan1'
-	option gateway '192.0.2.1'
-	list track_ip '203.0.113.2'
-	option interval '1'
-	option timeout '1'
-	option down '3'
-	option up '2'
-
-config interface 'wan2'
-	option enabled '1'
-	option device 'wan2'
-	option gateway '198.51.100.1'
-	list track_ip '203.0.113.2'
-	option interval '1'
-	option timeout '1'
-	option down '3'
-	option up '2'
-
-config member 'wan1_m1_w1'
-	option interface 'wan1'
-	option metric '1'
-	option weight '1'
-
-config member 'wan2_m1_w1'
-	option interface 'wan2'
-	option metric '1'
-	option weight '1'
-
-config policy 'wan1_only'
-	list use_member 'wan1_m1_w1'
-
-config policy 'balanced'
-	list use_member 'wan1_m1_w1'
-	list use_member 'wan2_m1_w1'
-	option last_resort 'unreachable'
-EOF
-  for ((i = 1; i < n; i++)); do
-    printf "\nconfig rule 'r%d'\n\toption dest_ip '%s/32'\n\toption proto 'udp'\n\toption dest_port '5000:5100'\n\toption use_policy 'wan1_only'\n" \
-      "$i" "$(rule_dest "$i")" >>"$f"
-  done
-  printf "\nconfig rule 'default_rule'\n\toption dest_ip '0.0.0.0/0'\n\toption use_policy 'balanced'\n" >>"$f"
-}
-
-# mwan3's ip rules and tables for ids 1 and 2 (mark 0x100, 0x200 under 0x3F00), as mwan3rtmon
-# copies them; the nft cases route by them.
-mwan3_routing() {
-  local op=$1
-  ip -n "$RTR" route "$op" default via 192.0.2.1 dev wan1 table 1
-  ip -n "$RTR" route "$op" 192.0.2.0/24 dev wan1 table 1
-  ip -n "$RTR" route "$op" 10.10.0.0/24 dev lan0 table 1
-  ip -n "$RTR" route "$op" default via 198.51.100.1 dev wan2 table 2
-  ip -n "$RTR" route "$op" 198.51.100.0/24 dev wan2 table 2
-  ip -n "$RTR" route "$op" 10.10.0.0/24 dev lan0 table 2
-  ip -n "$RTR" rule "$op" pref 1001 iif wan1 lookup 1
-  ip -n "$RTR" rule "$op" pref 1002 iif wan2 lookup 2
-  ip -n "$RTR" rule "$op" pref 2001 fwmark 0x100/0x3f00 lookup 1
-  ip -n "$RTR" rule "$op" pref 2002 fwmark 0x200/0x3f00 lookup 2
-  ip -n "$RTR" rule "$op" pref 2062 fwmark 0x3e00/0x3f00 unreachable
-}
-
 # nft_ruleset <linear|vmap> <n>: mwan3's mangle chain (restore the ct mark, interfaces in, connected
 # networks, the rules, save the mark) with n rules.
 nft_ruleset() {
@@ -226,12 +150,12 @@ table ip mwan3_bench {
 EOF
   if [[ $style == linear ]]; then
     for ((i = 1; i < n; i++)); do
-      echo "    ip daddr $(rule_dest "$i") meta l4proto udp udp dport 5000-5100 goto policy_wan1_only"
+      echo "    ip daddr $(fl_rule_dest "$i") meta l4proto udp udp dport 5000-5100 goto policy_wan1_only"
     done
   elif ((n > 1)); then
     printf '    ip daddr . meta l4proto . th dport vmap {'
     for ((i = 1; i < n; i++)); do
-      printf '%s %s . udp . 5000-5100 : goto policy_wan1_only' "$sep" "$(rule_dest "$i")"
+      printf '%s %s . udp . 5000-5100 : goto policy_wan1_only' "$sep" "$(fl_rule_dest "$i")"
       sep=","
     done
     printf ' }\n'
@@ -249,7 +173,7 @@ case_up() {
     plain) ;;
     uplinkd-*)
       n=${c#uplinkd-}
-      write_uplinkd_config "$UL_TMP/uplinkd-$n.conf" "$n"
+      fl_uplinkd_config "$UL_TMP/uplinkd-$n.conf" "$n" "option local_rules '0'"
       start_uplinkd "$P" "$UL_TMP/uplinkd-$n.conf" --no-hook
       wait_uplinkd_ready 15 || fail "uplinkd did not start ($c)"
       wait_iface_state wan1 online 15 || fail "wan1 not online ($c)"
@@ -259,7 +183,7 @@ case_up() {
       n=${c##*-}
       local style=${c#nft-}
       style=${style%-*}
-      mwan3_routing add
+      fl_mwan3_routing add
       nft_ruleset "$style" "$n" >"$UL_TMP/nft-$style-$n.nft"
       ip netns exec "$RTR" nft -f "$UL_TMP/nft-$style-$n.nft" || fail "loading $UL_TMP/nft-$style-$n.nft"
       ;;
@@ -273,7 +197,7 @@ case_down() {
     uplinkd-*) stop_uplinkd || fail "uplinkd did not stop ($c)" ;;
     nft-*)
       ip netns exec "$RTR" nft delete table ip mwan3_bench
-      mwan3_routing del
+      fl_mwan3_routing del
       ;;
   esac
 }

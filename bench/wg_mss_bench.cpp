@@ -36,17 +36,6 @@ using namespace uplinkd::bench;
 
 constexpr uint32_t kLoopbackIfindex = 1;  // a test run with ctx ifindex 0 runs on loopback
 
-// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier.
-int load_empty_tc() {
-  const bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
-  if (fd < 0) throw Failure{"loading the empty tc program (run as root)"};
-  return fd;
-}
-
 Bytes syn(uint16_t mss, uint8_t flags = kTcpSyn) {
   const Bytes options =
       concat(concat(tcp_mss_option(mss), Bytes{4, 2}), concat(tcp_timestamps(1000, 0), Bytes{1, 3, 3, 7}));

@@ -77,17 +77,6 @@ void make_uplink_devices() {
   if (std::system(script) != 0) throw Failure{"setting up the bench's veths (ip, sysctl)"};
 }
 
-// `r0 = TC_ACT_UNSPEC; exit`, loaded as a tc classifier.
-int load_empty_tc() {
-  const bpf_insn insns[] = {
-      {.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = TC_ACT_UNSPEC},
-      {.code = BPF_JMP | BPF_EXIT},
-  };
-  const int fd = bpf_prog_load(BPF_PROG_TYPE_SCHED_CLS, "empty_tc", "GPL", insns, 2, nullptr);
-  if (fd < 0) throw Failure{"loading the empty tc program (run as root)"};
-  return fd;
-}
-
 template <size_t N>
 void put_v4(const char* text, uint8_t (&out)[N]) {
   if (inet_pton(AF_INET, text, out) != 1) {
