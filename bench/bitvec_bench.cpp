@@ -54,21 +54,7 @@ class Classifier {
     skel_ = lan_ingress__open_and_load();
     if (skel_ == nullptr)
       throw Failure{std::string("loading lan_ingress: ") + std::strerror(errno) + " (run as root)"};
-    for (uint16_t id : {kWan, kLte}) {
-      uint32_t key = id;
-      uplink_record u{};
-      u.state = UPLINK_STATE_ONLINE;
-      u.generation = 1;
-      u.mark = static_cast<uint32_t>(id) << 8;
-      check(bpf_map_update_elem(bpf_map__fd(skel_->maps.uplinks), &key, &u, BPF_ANY), "uplinks");
-    }
-    for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
-      const policy_entry p = one_member(uplink);
-      for (uint8_t family : {4, 6}) {
-        uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
-        check(bpf_map_update_elem(bpf_map__fd(skel_->maps.policies), &slot, &p, BPF_ANY), "policies");
-      }
-    }
+    write_uplinks_and_policies(bpf_map__fd(skel_->maps.uplinks), bpf_map__fd(skel_->maps.policies));
     std::vector<rule_entry> rules;
     rules.reserve(n_rules);
     for (uint32_t i = 0; i < n_rules; i++) rules.push_back(full_rule(i + 1 == n_rules));

@@ -123,21 +123,7 @@ class Classifier {
             g_ingress_object,
             [this] { return (skel_ = lan_ingress__open_and_load()) ? skel_->obj : nullptr; },
             [this] { lan_ingress__destroy(skel_); }, "lan_ingress") {
-    for (uint16_t id : {kWan, kLte}) {
-      uint32_t key = id;
-      uplink_record u{};
-      u.state = UPLINK_STATE_ONLINE;
-      u.generation = 1;
-      u.mark = static_cast<uint32_t>(id) << 8;
-      check(bpf_map_update_elem(obj_.map("uplinks"), &key, &u, BPF_ANY), "uplinks");
-    }
-    for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
-      const policy_entry p = one_member(uplink);
-      for (uint8_t family : {4, 6}) {
-        uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
-        check(bpf_map_update_elem(obj_.map("policies"), &slot, &p, BPF_ANY), "policies");
-      }
-    }
+    write_uplinks_and_policies(obj_.map("uplinks"), obj_.map("policies"));
     std::vector<rule_entry> rules;
     for (uint32_t i = 0; i < n_rules; i++) {
       rules.push_back(default_rule ? match_all_rule() : full_rule(i + 1 == n_rules));

@@ -5,10 +5,12 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <bpf/bpf.h>
 #include <netinet/in.h>
 
 #include <cstdint>
 #include <string>
+#include <utility>
 
 #include "bench/bench_util.h"
 #include "maps/uplinkd_maps.h"
@@ -59,6 +61,26 @@ inline policy_entry one_member(uint16_t uplink) {
   p.mark[0] = static_cast<uint32_t>(uplink) << 8;
   p.uplink_id[0] = uplink;
   return p;
+}
+
+// Both uplinks online (generation 1, mark id << 8) and each policy's IPv4 and IPv6 slots holding its
+// one member: what every classifier bench starts from.
+inline void write_uplinks_and_policies(int uplinks_fd, int policies_fd) {
+  for (uint16_t id : {kWan, kLte}) {
+    uint32_t key = id;
+    uplink_record u{};
+    u.state = UPLINK_STATE_ONLINE;
+    u.generation = 1;
+    u.mark = static_cast<uint32_t>(id) << 8;
+    check(bpf_map_update_elem(uplinks_fd, &key, &u, BPF_ANY), "uplinks");
+  }
+  for (auto [id, uplink] : {std::pair{kPolicyWan, kWan}, std::pair{kPolicyLte, kLte}}) {
+    const policy_entry p = one_member(uplink);
+    for (uint8_t family : {4, 6}) {
+      uint32_t slot = UPLINKD_POLICY_SLOT(id, family);
+      check(bpf_map_update_elem(policies_fd, &slot, &p, BPF_ANY), "policies");
+    }
+  }
 }
 
 }  // namespace uplinkd::bench

@@ -76,6 +76,20 @@ rs_setup() {
   UPLINKD=$RS_BIN
 }
 
+# rs_upgrade_in_place <binary>: replaces $RS_BIN by <binary> as a package manager does (a rename over
+# the running file) and runs `uplinkctl restart`; fails unless the daemon answers afterwards with the
+# same pid. Then waits 3 s (scaled) for the new datapath to settle.
+rs_upgrade_in_place() {
+  local pid_before=$UPLINKD_PID
+  cp "$1" "$UL_TMP/bin/.uplinkd.new"
+  mv -f "$UL_TMP/bin/.uplinkd.new" "$RS_BIN"
+  ctl restart || fail "uplinkctl restart failed: $(tail -20 "$UPLINKD_LOG")"
+  uplinkd_alive || fail "uplinkd is gone after the restart in place"
+  [[ $(ctl status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])') == "$pid_before" ]] ||
+    fail "the restart in place changed the daemon's pid"
+  sleep "$(ul_scaled 3)"
+}
+
 # rs_start: the daemon from $RS_BIN; waits until it answers (bounded by 15 s).
 rs_start() {
   start_uplinkd "$UL_PREFIX" "$RS_CFG" --hook "$UL_HOOK"

@@ -133,13 +133,7 @@ sleep "$(ul_scaled 2)"
 
 # ---- 4. upgrade under traffic: programs that differ, restart in place ------------------------------
 PID_BEFORE=$UPLINKD_PID
-cp "$VARIANT" "$UL_TMP/bin/.uplinkd.new"
-mv -f "$UL_TMP/bin/.uplinkd.new" "$RS_BIN" # as a package manager replaces a running binary
-ctl restart || fail "uplinkctl restart failed: $(tail -20 "$UPLINKD_LOG")"
-uplinkd_alive || fail "uplinkd is gone after restart"
-[[ $(ctl status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["daemon"]["pid"])') == "$PID_BEFORE" ]] ||
-  fail "restart changed the daemon's pid"
-sleep "$(ul_scaled 3)"
+rs_upgrade_in_place "$VARIANT"
 TAGS1=$(rs_tags wan1 wan2 lan0)
 info "program tags before: $(tr '\n' ';' <<<"$TAGS0")"
 info "program tags after:  $(tr '\n' ';' <<<"$TAGS1")"
