@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
@@ -112,6 +113,7 @@ class PolicyRuntime {
   policy::MarkSpace marks_;
   std::map<std::string, uint32_t> policy_ids_;
   policy::CompiledRules rules_;
+  std::optional<std::vector<rule_entry>> written_rules_;  // what write_rules() last wrote
   policy::PolicyTable table_;
   netlink::PolicyRules kernel_;
   std::set<std::string> uplink_devices_;  // every interface's device, enabled or not: never LAN

@@ -51,6 +51,12 @@ table inet ulcount {
 }
 NFT
 count() { ip netns exec "$P-rtr" nft list counter inet ulcount "$1" | awk '/packets/ { print $2 }'; }
+# table_flips: how many times the classifier's rule tables were rewritten and flipped
+# (rule_tbl_sel.generation, maps/uplinkd_maps.h), read from the pin with bpftool.
+table_flips() {
+  rtr_exec bpftool -j map lookup pinned "/sys/fs/bpf/uplinkd/$UPLINKD_INSTANCE/rule_tbl_sel" key 0 0 0 0 |
+    python3 -c 'import json, sys; v = json.load(sys.stdin)["value"]; print(int.from_bytes(bytes(int(b, 16) for b in v[4:8]), "little"))'
+}
 # rule_packets <name>: the rule's new-flow packet counter from `uplinkctl rules --json`, -1 if absent.
 rule_packets() {
   ctl rules --json | python3 -c '
@@ -152,9 +158,11 @@ rest = [b for b in blocks if not b.startswith("config rule 'to_core3'")]
 i = next(k for k, b in enumerate(rest) if b.startswith("config rule 'default_rule'"))
 open(sys.argv[1], "w").write("\n".join(rest[:i] + rule + rest[i:]) + "\n")
 PY
+flips=$(table_flips)
 out=$(ctl reload 2>&1) || fail "uplinkctl reload failed: $out"
 info "uplinkctl reload: $out"
 grep -q "kept wan1,wan2" <<<"$out" || fail "reload summary does not say both uplinks were kept: $out"
+(($(table_flips) == flips + 1)) || fail "a reload that added a rule flipped the rule tables $(($(table_flips) - flips)) times, not once"
 flow_alive "after a reload that changed weights and added a rule"
 [[ $(transitions wan1) == "$t1" && $(transitions wan2) == "$t2" ]] ||
   fail "reload caused tracker transitions (wan1 $t1 -> $(transitions wan1), wan2 $t2 -> $(transitions wan2))"
@@ -204,6 +212,7 @@ pass "a bad config is refused naming $CFG:$line and use_policy; the running one 
 
 # ---- wan1 probed differently (same id and mark): re-tracked, its flows keep going ---------------
 sed -e "/config interface 'wan1'/,/^\$/ s/option timeout '1'/option timeout '2'/" "$CFG.good" >"$CFG"
+flips=$(table_flips)
 out=$(ctl reload 2>&1) || fail "reload with wan1's timeout changed failed: $out"
 info "uplinkctl reload: $out"
 grep -q "kept wan2, retracked wan1" <<<"$out" || fail "reload summary does not say wan1 was re-tracked: $out"
@@ -211,6 +220,8 @@ wait_iface_state wan1 online 10 || fail "wan1 not online after it was re-tracked
 flow_alive "after wan1 was re-tracked with another timeout"
 ((count_w2 = $(count tcp_wan2), count_w2 == 0)) || fail "the connection moved to wan2 after wan1 was re-tracked"
 pass "wan1 re-tracked with new settings (same id and mark): its TCP connection kept going on wan1"
+(($(table_flips) == flips)) || fail "a reload that left every rule as it was rewrote the rule tables ($flips -> $(table_flips) flips)"
+pass "a reload that changes no rule leaves the classifier's tables alone; one that adds a rule flips them once"
 
 # ---- SIGHUP ----------------------------------------------------------------------------------------
 # A good config that disables wan2 (and drops the rule): wan2's ip rules and tracking go.
