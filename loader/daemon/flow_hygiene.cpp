@@ -209,6 +209,13 @@ std::vector<netlink::UplinkMark> FlowHygiene::enabled_uplinks() const {
 }
 
 void FlowHygiene::reconfigure() {
+  // A move's rules are the old config's (rule ids, policies): a reload ends it where it is.
+  for (const FailbackMove& m : moves_) {
+    log::notice("interface " + name_of(m.uplink_id) + ": failback 'move' ended by the reload after " +
+                std::to_string(m.moved) + " flow(s)");
+    finish_move(m);
+  }
+  moves_.clear();
   if (!ct_marks_) return;
   try {
     // A changed mmx_mask needs a new table: the rules' mask is fixed at construction.
@@ -327,7 +334,16 @@ void FlowHygiene::continue_scans(int64_t now_ns, int64_t budget_ns) {
       finish_scan(scan, t1);
       scans_.pop_front();
     }
-    if (spent >= budget_ns) break;
+    if (spent >= budget_ns) return;
+  }
+  // Resets of stale flows first (their clients wait on a dead uplink); moves only improve routing.
+  while (!moves_.empty()) {
+    const bool done = move_until(moves_.front(), now_ns, start + budget_ns);
+    if (done) {
+      finish_move(moves_.front());
+      moves_.pop_front();
+    }
+    if (health::monotonic_ns() - start >= budget_ns) return;
   }
 }
 
@@ -353,6 +369,10 @@ void FlowHygiene::on_disconnected(uint32_t id, uint32_t mark, uint32_t generatio
                                             : "idle TCP clients left alone (reset_stale_tcp 0), ") +
               (queued ? "conntrack entries with mark " + hex(mark) + " being deleted in the background"
                       : std::string("conntrack left alone (conntrack_by_mark 0)")));
+  // A move to it that has not ended would send flows to an uplink that is down again.
+  moves_.erase(
+      std::remove_if(moves_.begin(), moves_.end(), [&](const FailbackMove& m) { return m.uplink_id == id; }),
+      moves_.end());
   if (!cfg_.globals.reset_stale_tcp || id == 0) return;
   start_scan(id, generation, now_ns);
   // The first slice now: a small table is done before the next probe; a large one goes on in the
@@ -380,60 +400,94 @@ void FlowHygiene::on_event(uint32_t id, uint32_t mark, std::string_view event) {
 void FlowHygiene::on_connected(uint32_t id, const policy::OnlineInterfaces& online, int64_t now_ns) {
   const policy::PolicyTable table = policy::resolve_policies(cfg_, online);
   // Per move policy: the uplinks that carry its new flows now, per family, when `id` is one of them.
-  std::map<std::string, std::pair<std::set<uint32_t>, std::set<uint32_t>>> moving;
+  std::map<std::string, FailbackMove::Members> moving;
   for (const auto& p : cfg_.policies) {
     if (!p.failback_move) continue;
     const policy::PolicyState* state = table.find(p.name);
     if (state == nullptr) continue;
-    std::set<uint32_t> v4, v6;
-    for (const auto& m : state->ipv4.members) v4.insert(m.id);
-    for (const auto& m : state->ipv6.members) v6.insert(m.id);
-    if (v4.count(id) != 0 || v6.count(id) != 0) moving[p.name] = {v4, v6};
+    FailbackMove::Members members;
+    for (const auto& m : state->ipv4.members) members.ipv4.insert(m.id);
+    for (const auto& m : state->ipv6.members) members.ipv6.insert(m.id);
+    if (members.ipv4.count(id) != 0 || members.ipv6.count(id) != 0) moving[p.name] = members;
   }
   if (moving.empty()) return;
+  FailbackMove move;
+  move.uplink_id = id;
   // rules[i] is cfg.rules[i] (rule_id = i + 1).
-  std::vector<const std::pair<std::set<uint32_t>, std::set<uint32_t>>*> by_rule(cfg_.rules.size(), nullptr);
+  move.by_rule.resize(cfg_.rules.size());
   for (size_t i = 0; i < cfg_.rules.size(); ++i) {
     auto it = moving.find(cfg_.rules[i].use_policy);
-    if (it != moving.end()) by_rule[i] = &it->second;
+    if (it != moving.end()) move.by_rule[i] = it->second;
   }
-  std::vector<std::pair<flow_key, flow_value>> moved;
-  dp_.for_each_flow([&](const flow_key& key, const flow_value& value) {
-    if (value.origin != FLOW_ORIGIN_RULE || value.rule_id == 0 || value.rule_id > by_rule.size() ||
-        value.uplink_id == 0) {
+  // Back again before an earlier move to it ended: one move, from the start, for today's members.
+  moves_.erase(
+      std::remove_if(moves_.begin(), moves_.end(), [&](const FailbackMove& m) { return m.uplink_id == id; }),
+      moves_.end());
+  moves_.push_back(std::move(move));
+  // The first slice now, as for a stale-flow scan: a small table is done before the next probe, a
+  // million flows go on in the loop's next turns (about a second of work in one go otherwise).
+  continue_scans(now_ns, kScanSliceNs);
+}
+
+bool FlowHygiene::moves_away(const FailbackMove& move, const flow_key& key, const flow_value& value) const {
+  if (value.origin != FLOW_ORIGIN_RULE || value.rule_id == 0 || value.rule_id > move.by_rule.size() ||
+      value.uplink_id == 0) {
+    return false;
+  }
+  const auto& members = move.by_rule[value.rule_id - 1];
+  if (!members) return false;
+  const auto& ids = key.family == 6 ? members->ipv6 : members->ipv4;
+  // Only flows of the family the returning uplink serves move; others stay where they are.
+  return ids.count(move.uplink_id) != 0 && ids.count(value.uplink_id) == 0;
+}
+
+void FlowHygiene::move_one(FailbackMove& move, const flow_key& key, const flow_value& value, int64_t now_ns) {
+  // A generation from the past never becomes current again (generations only grow).
+  dp_.set_flow_generation(key, value.generation - 1);
+  if (key.proto == IPPROTO_TCP && cfg_.globals.reset_stale_tcp && reset_one(key, now_ns)) ++move.resets;
+  try {
+    // Masquerade keeps the original tuple: it is the LAN-side key.
+    const int family = key.family == 6 ? AF_INET6 : AF_INET;
+    if (netlink::conntrack_delete_tuple(family, key.proto, key.saddr, key.daddr, key.sport, key.dport))
+      ++move.conntrack_deleted;
+  } catch (const std::invalid_argument&) {
+    // ICMP and other protocols without ports: nothing to delete by tuple.
+  } catch (const std::exception& e) {
+    log::debug(std::string("failback conntrack delete: ") + e.what());
+  }
+  ++move.moved;
+  ++per_uplink_[value.uplink_id].failback_moved;
+}
+
+bool FlowHygiene::move_until(FailbackMove& move, int64_t now_ns, int64_t deadline_ns) {
+  do {
+    // A move costs a map write, maybe a reset, and a conntrack delete (a netlink round trip): the
+    // clock is checked after each one.
+    if (move.next < move.pending.size()) {
+      const auto& [key, value] = move.pending[move.next++];
+      move_one(move, key, value, now_ns);
+      continue;
+    }
+    if (move.cursor.done) return true;
+    move.pending.clear();
+    move.next = 0;
+    dp_.walk_flows(move.cursor, kScanBatch, [&](const flow_key& key, const flow_value& value) {
+      if (moves_away(move, key, value)) move.pending.emplace_back(key, value);
       return true;
-    }
-    const auto* active = by_rule[value.rule_id - 1];
-    if (active == nullptr) return true;
-    const auto& ids = key.family == 6 ? active->second : active->first;
-    // Only flows of the family the returning uplink serves move; others stay where they are.
-    if (ids.count(id) != 0 && ids.count(value.uplink_id) == 0) moved.emplace_back(key, value);
-    return true;
-  });
-  size_t resets = 0, ct = 0;
-  for (const auto& [key, value] : moved) {
-    // A generation from the past never becomes current again (generations only grow).
-    dp_.set_flow_generation(key, value.generation - 1);
-    if (key.proto == IPPROTO_TCP && cfg_.globals.reset_stale_tcp && reset_one(key, now_ns)) ++resets;
-    try {
-      // Masquerade keeps the original tuple: it is the LAN-side key.
-      const int family = key.family == 6 ? AF_INET6 : AF_INET;
-      if (netlink::conntrack_delete_tuple(family, key.proto, key.saddr, key.daddr, key.sport, key.dport))
-        ++ct;
-    } catch (const std::invalid_argument&) {
-      // ICMP and other protocols without ports: nothing to delete by tuple.
-    } catch (const std::exception& e) {
-      log::debug(std::string("failback conntrack delete: ") + e.what());
-    }
-    ++per_uplink_[value.uplink_id].failback_moved;
-  }
-  failback_moved_ += moved.size();
-  proactive_resets_ += resets;
-  per_uplink_[id].proactive_resets += resets;
-  conntrack_deleted_ += ct;
-  log::notice("interface " + name_of(id) + " online: failback 'move': " + std::to_string(moved.size()) +
-              " flow(s) moved back, " + std::to_string(resets) + " TCP client(s) reset, " +
-              std::to_string(ct) + " conntrack entries deleted");
+    });
+  } while (health::monotonic_ns() < deadline_ns);
+  return move.cursor.done && move.next >= move.pending.size();
+}
+
+void FlowHygiene::finish_move(const FailbackMove& move) {
+  failback_moved_ += move.moved;
+  proactive_resets_ += move.resets;
+  per_uplink_[move.uplink_id].proactive_resets += move.resets;
+  conntrack_deleted_ += move.conntrack_deleted;
+  log::notice("interface " + name_of(move.uplink_id) +
+              " online: failback 'move': " + std::to_string(move.moved) + " flow(s) moved back, " +
+              std::to_string(move.resets) + " TCP client(s) reset, " +
+              std::to_string(move.conntrack_deleted) + " conntrack entries deleted");
 }
 
 bool FlowHygiene::sweep(int64_t now_ns, int64_t budget_ns) {

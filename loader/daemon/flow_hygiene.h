@@ -22,6 +22,8 @@
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -120,11 +122,12 @@ class FlowHygiene {
   // held up, with room for the loop's other work.
   static constexpr int64_t kScanSliceNs = 3 * 1000000LL;
 
-  // Whether a stale-flow scan begun by on_disconnected() has flows left to read.
-  [[nodiscard]] bool scanning() const { return !scans_.empty(); }
-  // Continues the pending scans until `budget_ns` has passed: the clock is read after each reset
-  // and each batch of `flows` read, so a slice overruns its budget by at most one of those. Call
-  // from the loop while scanning().
+  // Whether a stale-flow scan begun by on_disconnected(), or a failback move begun by
+  // on_connected(), has flows left to read.
+  [[nodiscard]] bool scanning() const { return !scans_.empty() || !moves_.empty(); }
+  // Continues the pending scans, then the pending moves, until `budget_ns` has passed: the clock is
+  // read after each reset or move and each batch of `flows` read, so a slice overruns its budget by
+  // at most one of those. Call from the loop while scanning().
   void continue_scans(int64_t now_ns, int64_t budget_ns);
   // For tests and benchmarks, which have no loop: the pending scans to their end, slice by slice as
   // the loop would (each slice reads or resets something, so this ends).
@@ -157,6 +160,29 @@ class FlowHygiene {
   // Resets the scan's pending flows and reads further batches until `deadline_ns` (monotonic) has
   // passed, checking after every reset and batch; true when the scan is done.
   bool scan_until(StaleScan& scan, int64_t now_ns, int64_t deadline_ns);
+
+  // A failback 'move' to uplink `uplink_id`: `flows` read a batch per step, each flow of a moving
+  // policy's rule that is on an uplink no longer among that policy's members made stale (its TCP
+  // client reset, its conntrack entry deleted by tuple), so its next packet is classified again.
+  struct FailbackMove {
+    struct Members {
+      std::set<uint32_t> ipv4, ipv6;  // the policy's members now, per family
+    };
+    uint32_t uplink_id = 0;
+    std::vector<std::optional<Members>> by_rule;  // [rule_id - 1]: set when that rule's policy moves
+    datapath::MapCursor cursor;
+    std::vector<std::pair<flow_key, flow_value>> pending;  // of the last batch read, moved from `next` on
+    size_t next = 0;
+    size_t moved = 0;
+    size_t resets = 0;
+    size_t conntrack_deleted = 0;
+  };
+  // The move's flows of the batch just read, then further batches, until `deadline_ns` has passed;
+  // true when the move is done.
+  bool move_until(FailbackMove& move, int64_t now_ns, int64_t deadline_ns);
+  [[nodiscard]] bool moves_away(const FailbackMove& move, const flow_key& key, const flow_value& value) const;
+  void move_one(FailbackMove& move, const flow_key& key, const flow_value& value, int64_t now_ns);
+  void finish_move(const FailbackMove& move);
   void finish_scan(const StaleScan& scan, int64_t now_ns);
   void start_scan(uint32_t uplink_id, uint32_t generation, int64_t now_ns);
 
@@ -186,7 +212,8 @@ class FlowHygiene {
   std::map<uint32_t, PerUplink> per_uplink_;
   ConntrackWorker ct_worker_;  // last: destroyed first, finishing its deletes while the rest exists
 
-  std::deque<StaleScan> scans_;  // oldest first; one per uplink
+  std::deque<StaleScan> scans_;     // oldest first; one per uplink
+  std::deque<FailbackMove> moves_;  // oldest first; one per uplink
 
   // The sweep: one pass over each map, a batch per call.
   datapath::MapCursor flow_cursor_;

@@ -272,6 +272,90 @@ TEST_F(FlowHygieneTest, FailbackMoveResetsTheBackupsFlows) {
   EXPECT_EQ(hygiene_->counters_json()["failback_moved"], 1U);
 }
 
+// A failback 'move' over many flows goes on in the loop's slices like the stale-flow scan: the
+// backup (wan2) carries 20,000 UDP flows of the moving policy's rule; wan comes back. on_connected()
+// does one slice and returns, continue_scans() does the rest, and every flow is made stale once.
+TEST_F(FlowHygieneTest, FailbackMoveOfManyFlowsGoesOnInSlices) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  const int fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_FLOWS).c_str());
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kFlows = 20000;
+  constexpr uint32_t kBackupGeneration = 7;
+  std::vector<flow_key> keys;
+  keys.reserve(kFlows);
+  for (uint32_t i = 0; i < kFlows; ++i) {
+    flow_key k{};
+    k.saddr[0] = 10;
+    k.saddr[1] = 1;
+    std::memcpy(&k.saddr[2], &i, 2);
+    k.daddr[0] = 10;
+    k.daddr[1] = 2;
+    k.sport = static_cast<uint16_t>(1024 + i % 60000);
+    k.dport = htons(53);
+    k.proto = IPPROTO_UDP;
+    k.family = 4;
+    flow_value v{};
+    v.last_seen_ns = static_cast<uint64_t>(health::monotonic_ns());
+    v.uplink_id = 2;
+    v.generation = kBackupGeneration;
+    v.origin = FLOW_ORIGIN_RULE;
+    v.rule_id = 1;
+    ASSERT_EQ(bpf_map_update_elem(fd, &k, &v, BPF_ANY), 0);
+    keys.push_back(k);
+  }
+  close(fd);
+  write_uplink(UPLINK_STATE_ONLINE, 0, kUplink);  // wan is back
+  hygiene_->on_connected(kUplink, {"wan", "wan2"}, health::monotonic_ns());
+  ASSERT_TRUE(hygiene_->scanning()) << "20,000 moves are more than one slice does";
+  EXPECT_EQ(hygiene_->counters_json()["failback_moved"], 0U) << "counted when the move ends";
+  int slices = 1;
+  while (hygiene_->scanning() && slices < 100000) {
+    hygiene_->continue_scans(health::monotonic_ns(), FlowHygiene::kScanSliceNs);
+    ++slices;
+  }
+  EXPECT_FALSE(hygiene_->scanning());
+  std::printf("[          ] %u flows moved back in %d slices\n", kFlows, slices);
+  EXPECT_EQ(hygiene_->counters_json()["failback_moved"], kFlows);
+  size_t stale = 0;
+  for (const auto& k : keys) {
+    const auto v = dp_->lookup_flow(k);
+    if (v && v->generation == kBackupGeneration - 1) ++stale;
+  }
+  EXPECT_EQ(stale, kFlows) << "every flow's generation is one its uplink never has again";
+}
+
+// wan goes down again before its failback move has ended: the move stops (its flows stay on wan2).
+TEST_F(FlowHygieneTest, FailbackMoveEndsWhenTheUplinkGoesDownAgain) {
+  ASSERT_NO_FATAL_FAILURE(make_hygiene());
+  const int fd = bpf_obj_get((dp_->pin_dir() + "/" UPLINKD_MAP_FLOWS).c_str());
+  ASSERT_GE(fd, 0);
+  constexpr uint32_t kFlows = 20000;
+  for (uint32_t i = 0; i < kFlows; ++i) {
+    flow_key k{};
+    k.saddr[0] = 10;
+    k.saddr[1] = 1;
+    std::memcpy(&k.saddr[2], &i, 2);
+    k.dport = htons(53);
+    k.proto = IPPROTO_UDP;
+    k.family = 4;
+    flow_value v{};
+    v.uplink_id = 2;
+    v.generation = 7;
+    v.origin = FLOW_ORIGIN_RULE;
+    v.rule_id = 1;
+    ASSERT_EQ(bpf_map_update_elem(fd, &k, &v, BPF_ANY), 0);
+  }
+  close(fd);
+  write_uplink(UPLINK_STATE_ONLINE, 0, kUplink);
+  hygiene_->on_connected(kUplink, {"wan", "wan2"}, health::monotonic_ns());
+  ASSERT_TRUE(hygiene_->scanning());
+  write_uplink(UPLINK_STATE_OFFLINE, 1);
+  hygiene_->on_disconnected(kUplink, kMark, 1, health::monotonic_ns());
+  hygiene_->finish_scans(health::monotonic_ns());
+  EXPECT_FALSE(hygiene_->scanning());
+  EXPECT_LT(hygiene_->counters_json()["failback_moved"].get<uint64_t>(), kFlows);
+}
+
 // At `disconnected` the stale-flow scan reads `flows` a batch at a time: on_disconnected() does one
 // slice and returns, the loop's continue_scans() does the rest, and every idle client is reset once.
 TEST_F(FlowHygieneTest, StaleScanOfManyFlowsGoesOnInSlicesUntilEveryClientIsReset) {
