@@ -296,11 +296,17 @@ Bytes syn_from_port(uint16_t sport) {
 // A lan_ingress with one flow filed, ready to time its established packet.
 class EstablishedFlow {
  public:
-  explicit EstablishedFlow(const std::string& object) : c_(8, false, object), frame_(syn_from_port(40000)) {
+  // `compared`: --compare-object's, which may be a variant cut short to time a part of the path
+  // (it need not mark): a wrong mark is reported, not fatal.
+  EstablishedFlow(const std::string& object, bool compared)
+      : c_(8, false, object), frame_(syn_from_port(40000)) {
     uint32_t mark = 0;
     c_.run(frame_, 1, &mark);  // files the flow
     if (mark != (static_cast<uint32_t>(kLte) << 8)) {
-      throw Failure{"established flow: unexpected mark " + std::to_string(mark)};
+      const std::string what = "established flow" + std::string(compared ? " (--compare-object)" : "") +
+                               ": unexpected mark " + std::to_string(mark);
+      if (!compared) throw Failure{what};
+      std::fprintf(stderr, "%s\n", what.c_str());
     }
   }
   double timed_round() { return c_.run(frame_, kRepeat); }
@@ -460,11 +466,11 @@ const std::string kSingleHow =
 
 // The empty program and the established flow (and --compare-object's), interleaved round by round.
 void established_rows(Table& table, int empty) {
-  EstablishedFlow current(g_ingress_object);
+  EstablishedFlow current(g_ingress_object, false);
   std::vector<std::function<double()>> cases{[&] { return current.timed_round(); }};
   std::unique_ptr<EstablishedFlow> compare;
   if (!g_compare_object.empty()) {
-    compare = std::make_unique<EstablishedFlow>(g_compare_object);
+    compare = std::make_unique<EstablishedFlow>(g_compare_object, true);
     cases.emplace_back([&] { return compare->timed_round(); });
   }
   const Interleaved run = interleave(empty, cases);
