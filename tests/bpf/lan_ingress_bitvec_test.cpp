@@ -285,6 +285,7 @@ class Classifier {
     const int trie = bpf_map_create(BPF_MAP_TYPE_LPM_TRIE, "set", sizeof(lpm_key), 1, 1024, &opts);
     if (trie < 0) return trie;
     std::vector<netlink::SetPrefix> set;
+    set.reserve(prefixes.size());
     for (const addr_match& m : prefixes) set.push_back(set_prefix_of(m));
     int err = 0;
     for (const lpm_key& key : datapath::lpm_keys_of(set)) {
