@@ -9,7 +9,9 @@
 // rule N-1 matches. The tables are written as the daemon writes them (policy/rule_tables.h,
 // datapath/rule_table_maps.h). The cost includes the `flows` insert and the policy pick.
 //
-// Run as root: sudo ./bitvec_bench. Pinned to one CPU; numbers vary with the CPU and kernel.
+// Run as root: sudo ./bitvec_bench [--rounds N] [--object lan_ingress.bpf.o]... Pinned to one CPU; numbers
+// vary with the CPU and kernel. Each --object (a variant of lan_ingress, e.g. an experiment) is timed beside
+// the built-in one, interleaved in the same rounds, so their rows compare on equal terms.
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
@@ -17,9 +19,11 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -28,10 +32,11 @@
 
 #include "bench/bench_util.h"
 #include "bench/classifier_rules.h"
+#include "datapath/rule_table_maps.h"
 #include "lan_ingress.skel.h"
 #include "maps/uplinkd_maps.h"
+#include "policy/rule_tables.h"
 #include "tests/bpf/packet_builder.h"
-#include "tests/bpf/rule_tables_helper.h"
 
 namespace {
 
@@ -39,7 +44,7 @@ using namespace uplinkd::bpftest;
 using namespace uplinkd::bench;
 
 constexpr int kCalls = 10000;
-constexpr int kRounds = 5;
+int g_rounds = 5;  // --rounds
 
 // A fresh 5-tuple per call: 60000 source ports per source address.
 Bytes syn_of_call(int call) {
@@ -48,40 +53,89 @@ Bytes syn_of_call(int call) {
   return ethernet(ETH_P_IP, ipv4(src.c_str(), "203.0.113.80", IPPROTO_TCP, tcp(sport, 443, 1, 0, kTcpSyn)));
 }
 
+// A lan_ingress object: the built-in skeleton's, or one read from a file (--object).
+class Object {
+ public:
+  explicit Object(const std::string& path) : path_(path) {
+    if (path.empty()) {
+      skel_ = lan_ingress__open_and_load();
+      obj_ = skel_ != nullptr ? skel_->obj : nullptr;
+    } else {
+      obj_ = bpf_object__open_file(path.c_str(), nullptr);
+      if (obj_ != nullptr && bpf_object__load(obj_) != 0) {
+        bpf_object__close(obj_);
+        obj_ = nullptr;
+      }
+    }
+    if (obj_ == nullptr)
+      throw Failure{"loading lan_ingress" + (path.empty() ? "" : " from " + path) + ": " +
+                    std::strerror(errno) + " (run as root)"};
+  }
+  ~Object() {
+    if (skel_ != nullptr)
+      lan_ingress__destroy(skel_);
+    else
+      bpf_object__close(obj_);
+  }
+  Object(const Object&) = delete;
+  Object& operator=(const Object&) = delete;
+
+  // -1 when the object has no such map (an older variant).
+  int map_or_none(const char* name) const { return bpf_object__find_map_fd_by_name(obj_, name); }
+  int map(const char* name) const {
+    const int fd = map_or_none(name);
+    if (fd < 0) throw Failure{std::string("no map ") + name};
+    return fd;
+  }
+  int prog(const char* name) const {
+    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
+    if (p == nullptr) throw Failure{std::string("no program ") + name};
+    return bpf_program__fd(p);
+  }
+  const std::string& label() const { return path_; }
+
+ private:
+  std::string path_;
+  lan_ingress* skel_ = nullptr;
+  bpf_object* obj_ = nullptr;
+};
+
 class Classifier {
  public:
-  explicit Classifier(uint32_t n_rules) : n_rules_(n_rules) {
-    skel_ = lan_ingress__open_and_load();
-    if (skel_ == nullptr)
-      throw Failure{std::string("loading lan_ingress: ") + std::strerror(errno) + " (run as root)"};
-    write_uplinks_and_policies(bpf_map__fd(skel_->maps.uplinks), bpf_map__fd(skel_->maps.policies));
+  Classifier(const std::string& object, uint32_t n_rules) : obj_(object), n_rules_(n_rules) {
+    write_uplinks_and_policies(obj_.map("uplinks"), obj_.map("policies"));
     std::vector<rule_entry> rules;
     rules.reserve(n_rules);
-    for (uint32_t i = 0; i < n_rules; i++) rules.push_back(full_rule(i + 1 == n_rules));
-    check(uplinkd::testing::write_rules_and_tables(skel_, rules), "rules and tables");
+    for (uint32_t i = 0; i < n_rules; i++) {
+      rules.push_back(full_rule(i + 1 == n_rules));
+      check(bpf_map_update_elem(obj_.map("rules"), &i, &rules.back(), BPF_ANY), "rules");
+    }
+    const uplinkd::datapath::RuleTableFds fds{obj_.map("rule_tbl_sel"),   obj_.map("rule_tbl"),
+                                              obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
+                                              obj_.map("rule_tbl_iface"), obj_.map_or_none("rule_tbl_ext")};
+    check(uplinkd::datapath::write_rule_tables(fds, uplinkd::policy::compile_rule_tables(rules)), "tables");
     const classifier_cfg cfg{kMmxMask, n_rules, kMmxMask, 600, 600, 600, UPLINKD_CFG_RESET_STALE_TCP, 0};
     uint32_t zero = 0;
-    check(bpf_map_update_elem(bpf_map__fd(skel_->maps.classifier_cfg), &zero, &cfg, BPF_ANY),
-          "classifier_cfg");
+    check(bpf_map_update_elem(obj_.map("classifier_cfg"), &zero, &cfg, BPF_ANY), "classifier_cfg");
+    prog_fd_ = obj_.prog("lan_ingress");
   }
-  ~Classifier() { lan_ingress__destroy(skel_); }
-  Classifier(const Classifier&) = delete;
-  Classifier& operator=(const Classifier&) = delete;
 
   uint32_t run_new_flow(int call) {
     __sk_buff ctx_in{};
     ctx_in.ingress_ifindex = 11;
-    const TcRunResult r =
-        tc_test_run(bpf_program__fd(skel_->progs.lan_ingress), syn_of_call(call), 1, ctx_in);
+    const TcRunResult r = tc_test_run(prog_fd_, syn_of_call(call), 1, ctx_in);
     const uint32_t want = n_rules_ == 0 ? 0 : static_cast<uint32_t>(kLte) << 8;
     if (r.mark != want)
       throw Failure{"new flow: the last rule did not decide (mark " + std::to_string(r.mark) + ")"};
     return r.ns_per_run;
   }
+  uint32_t n_rules() const { return n_rules_; }
+  const std::string& label() const { return obj_.label(); }
 
  private:
-  lan_ingress* skel_ = nullptr;
+  Object obj_;
   uint32_t n_rules_;
+  int prog_fd_ = -1;
 };
 
 // The floor of a tc test run (bench_util.h's empty program).
@@ -110,35 +164,55 @@ double mean_of_calls(int first_call, const std::function<uint32_t(int)>& one_cal
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
   quiet_libbpf_and_pin_to_cpu0();
+  std::vector<std::string> objects = {""};  // "": the built-in object
+  for (int i = 1; i < argc; i++) {
+    const std::string arg = argv[i];
+    if (arg == "--object" && i + 1 < argc) {
+      objects.emplace_back(argv[++i]);
+    } else if (arg == "--rounds" && i + 1 < argc) {
+      g_rounds = std::max(1, std::atoi(argv[++i]));
+    } else {
+      std::fprintf(stderr, "usage: bitvec_bench [--rounds N] [--object lan_ingress.bpf.o]...\n");
+      return 2;
+    }
+  }
   try {
     const std::vector<uint32_t> counts = {0, 8, 64, 256};
     EmptyTc empty;
     std::vector<std::unique_ptr<Classifier>> classifiers;
-    classifiers.reserve(counts.size());
-    for (uint32_t n : counts) classifiers.push_back(std::make_unique<Classifier>(n));
+    for (const std::string& object : objects) {
+      for (uint32_t n : counts) classifiers.push_back(std::make_unique<Classifier>(object, n));
+    }
     std::vector<double> empty_rounds;
-    std::vector<std::vector<double>> rounds(counts.size());
-    for (int round = 0; round < kRounds; round++) {
+    std::vector<std::vector<double>> rounds(classifiers.size());
+    for (int round = 0; round < g_rounds; round++) {
       const int first = round * kCalls;  // every call of a classifier a new 5-tuple
       empty_rounds.push_back(mean_of_calls(first, [&](int call) { return empty.run(call); }));
-      for (size_t k = 0; k < counts.size(); k++) {
+      for (size_t k = 0; k < classifiers.size(); k++) {
         rounds[k].push_back(
             mean_of_calls(first, [&](int call) { return classifiers[k]->run_new_flow(call); }));
       }
     }
     const double floor = median(empty_rounds);
-    std::printf("| case | ns/packet | above the empty tc program |\n|---|---|---|\n");
-    std::printf("| empty tc program | %.0f | - |\n", floor);
-    for (size_t k = 0; k < counts.size(); k++) {
+    std::printf("| case | ns/packet | above the empty tc program | spread of rounds |\n|---|---|---|---|\n");
+    std::printf("| empty tc program | %.0f | - | %.0f-%.0f |\n", floor,
+                *std::min_element(empty_rounds.begin(), empty_rounds.end()),
+                *std::max_element(empty_rounds.begin(), empty_rounds.end()));
+    for (size_t k = 0; k < classifiers.size(); k++) {
+      const Classifier& c = *classifiers[k];
       const double ns = median(rounds[k]);
-      std::printf("| new flow, %u rules%s | %.0f | %.0f |\n", counts[k],
-                  counts[k] == 0 ? " (unmatched)" : ", last matches", ns, ns - floor);
+      const auto [lo, hi] = std::minmax_element(rounds[k].begin(), rounds[k].end());
+      std::printf("| %snew flow, %u rules%s | %.0f | %.0f | %.0f-%.0f |\n",
+                  c.label().empty() ? "" : (c.label() + ": ").c_str(), c.n_rules(),
+                  c.n_rules() == 0 ? " (unmatched)" : ", last matches", ns, ns - floor, *lo - floor,
+                  *hi - floor);
     }
     std::printf(
-        "\nrepeat=1 per call, a fresh 5-tuple per call, %d calls per round, %d interleaved rounds, median\n",
-        kCalls, kRounds);
+        "\nrepeat=1 per call, a fresh 5-tuple per call, %d calls per round, %d interleaved rounds, median;\n"
+        "spread: the rounds' lowest and highest, above the empty program's median\n",
+        kCalls, g_rounds);
   } catch (const Failure& f) {
     std::fprintf(stderr, "bitvec_bench: %s\n", f.what.c_str());
     return 1;

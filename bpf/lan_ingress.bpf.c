@@ -341,7 +341,7 @@ __noinline int classify_flow(const struct flow_packet *pkt, struct decision *d, 
 	n_rules = cfg->n_rules;
 	if (n_rules > UPLINKD_MAX_RULES)
 		n_rules = UPLINKD_MAX_RULES;
-	index = first_matching_rule(pkt, n_rules);
+	index = n_rules ? first_matching_rule(pkt, n_rules) : -1;
 	if (index >= 0 && index < UPLINKD_MAX_RULES) {
 		apply_rule(pkt, (__u32)index, bytes, now, d);
 		return 0;

@@ -327,6 +327,29 @@ struct rule_iface_key {
 	__u32 ifindex;
 };
 
+/* rule_tbl_ext[set]: what came after rule_tbl was pinned (a new map rather than fields of it, so
+ * its layout stays), written with its table set before the flip. An entry left zero (a set written
+ * by an older daemon) changes nothing: every lookup is made, the full port search used.
+ * - any_addr, any_port: the rules that accept every value of a field, so a new flow skips that
+ *   field's lookup when every rule still in the running accepts anything there (no rule constrains
+ *   the field, or those that do were already ruled out by family or protocol): the lookup could
+ *   not remove a rule. The interface's is rule_tbl.any_iface.
+ * - port_start_small: rule_tbl.port_start[dir] in 64 slots when its boundaries fit (small_ports
+ *   1), searched in 6 steps over 4 cache lines instead of 13 steps over 13; the interval index is
+ *   the same. */
+#define UPLINKD_MAP_RULE_TBL_EXT "rule_tbl_ext"
+#define UPLINKD_PORT_SMALL_STEPS 6
+#define UPLINKD_PORT_SMALL_SLOTS (1 << UPLINKD_PORT_SMALL_STEPS)
+
+struct rule_tbl_ext {
+	/* [UPLINKD_RULE_DIR_*][0 IPv4, 1 IPv6]: rules whose address list is empty or holds a /0 of
+	 * the family (the root entry of rule_tbl_addr) */
+	struct rule_bitmap any_addr[2][2];
+	struct rule_bitmap any_port[2]; /* [UPLINKD_RULE_DIR_*]: rules without a port list there */
+	__u32 small_ports[2];		/* [UPLINKD_RULE_DIR_*]: 1 when port_start_small is that dir's */
+	__u32 port_start_small[2][UPLINKD_PORT_SMALL_SLOTS]; /* padded with UPLINKD_PORT_PAST */
+};
+
 /* policies[UPLINKD_POLICY_SLOT(id, family)]: what policy `id` resolves to now for one address
  * family. mwan3 resolves every policy per family (a member counts only for its interface's
  * family), and a rule of family `any` uses both, so each id has an IPv4 slot and an IPv6 slot.
@@ -584,5 +607,7 @@ UPLINKD_STATIC_ASSERT(sizeof(struct wg_counters) == 32, "wg_counters layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct uplink_egress) == 48, "uplink_egress layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct mss_clamp_value) == 8, "mss_clamp_value layout");
 UPLINKD_STATIC_ASSERT(sizeof(struct mss_clamp_counters) == 16, "mss_clamp_counters layout");
+UPLINKD_STATIC_ASSERT(sizeof(struct rule_tbl_ext) == 6 * 32 + 8 + 2 * 4 * UPLINKD_PORT_SMALL_SLOTS,
+		      "rule_tbl_ext layout");
 
 #endif /* UPLINKD_MAPS_H */

@@ -121,6 +121,14 @@ struct {
 	__type(value, struct rule_bitmap);
 } rule_tbl_iface SEC(".maps");
 
+/* rule_tbl_ext[set]: the rules each field's lookup cannot remove (maps/uplinkd_maps.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, UPLINKD_RULE_TABLE_SETS);
+	__type(key, __u32);
+	__type(value, struct rule_tbl_ext);
+} rule_tbl_ext SEC(".maps");
+
 /* mwan3 keeps routing over an uplink until the tracker calls it offline: disconnecting counts. */
 static __always_inline int uplink_usable(const struct uplink_record *u)
 {

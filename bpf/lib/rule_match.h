@@ -17,8 +17,10 @@
  *
  * The cost is a fixed number of lookups whatever the rule count: the table set, one LPM lookup per
  * address, one hash lookup for the interface, two 13-step branch-free binary searches for the
- * ports, then an
- * AND of four words per field and a De Bruijn multiply per word for the first set bit. ipset
+ * ports, then an AND of four words per field and a De Bruijn multiply per word for the first set
+ * bit. A field's lookup is skipped when every rule still in the running accepts any value there
+ * (rule_tbl_ext, rule_tbl.any_iface): a default rule, or a rule set without port or interface
+ * rules, costs the array reads only. ipset
  * membership stays a lookup in the set's own trie, made only for a candidate that has a set: a
  * per-set bitmap in the tables would have to be recompiled whenever a set's contents change (nft
  * sets change at run time without a reload), so the first candidate's set is checked, and a miss
@@ -142,27 +144,42 @@ static __always_inline __u32 at_or_above(__u32 port, __u32 start)
 	return (diff >> 31) ^ 1;
 }
 
-/* The bitmap of the elementary port interval holding port (host order): the last boundary at or
- * below it, found by a branch-free binary search (probe lo + 2^step for step 12 .. 0) over the
- * set's sorted boundaries, padded with UPLINKD_PORT_PAST. */
-static __always_inline const struct rule_bitmap *port_bitmap(const struct rule_tbl *t, __u32 set,
-							     __u32 dir, __u16 port)
+/* The last of the sorted boundaries start[0 .. 2^steps - 1] at or below port (start[0] is 0):
+ * a branch-free binary search, probing lo + 2^step for step steps - 1 .. 0. */
+static __always_inline __u32 port_interval(const __u32 *start, __u32 steps, __u16 port)
 {
-	const __u32 *start = t->port_start[dir & 1];
-	__u32 lo = 0, slot;
+	__u32 lo = 0;
 
 #pragma unroll
 	for (int step = UPLINKD_PORT_SEARCH_STEPS - 1; step >= 0; step--) {
 		__u32 probe = lo + (1U << step);
 
+		if (step >= steps)
+			continue; /* resolved at compile time: steps is a constant at each call */
 		/* The mask is what bounds the index for the verifier; clang can prove it redundant
 		 * and drop it, and 6.1's verifier then loses the bound (it does not follow the OR
 		 * clang turns the add into). */
 		asm volatile("" : "+r"(probe));
-		probe &= UPLINKD_PORT_SEARCH_SLOTS - 1;
+		probe &= (1U << steps) - 1;
 
 		lo += at_or_above(port, start[probe]) << step;
 	}
+	return lo;
+}
+
+/* The bitmap of the elementary port interval holding port (host order): the last boundary at or
+ * below it, searched in the set's sorted boundaries (padded with UPLINKD_PORT_PAST): the 64-slot
+ * copy in rule_tbl_ext when they fit there (6 steps), else rule_tbl's (13 steps). */
+static __always_inline const struct rule_bitmap *port_bitmap(const struct rule_tbl *t,
+							     const struct rule_tbl_ext *ext, __u32 set,
+							     __u32 dir, __u16 port)
+{
+	__u32 lo, slot;
+
+	if (ext && ext->small_ports[dir & 1])
+		lo = port_interval(ext->port_start_small[dir & 1], UPLINKD_PORT_SMALL_STEPS, port);
+	else
+		lo = port_interval(t->port_start[dir & 1], UPLINKD_PORT_SEARCH_STEPS, port);
 	if (lo >= UPLINKD_PORT_INTERVALS)
 		return 0;
 	slot = UPLINKD_RULE_PORT_SLOT(set, dir & 1, lo);
@@ -215,11 +232,68 @@ static __always_inline int first_rule_in_sets(const struct rule_tbl *t, struct r
 	return -1;
 }
 
-/* The index of the first of rules[0 .. n_rules-1] that matches pkt, or -1. */
+/* 1 when every rule left in acc is in b: a lookup whose bitmap always holds b removes none. */
+static __always_inline int bitmap_within(const struct rule_bitmap *acc, const struct rule_bitmap *b)
+{
+	__u64 outside = 0;
+
+#pragma unroll
+	for (int w = 0; w < UPLINKD_RULE_WORDS; w++)
+		outside |= acc->w[w] & ~b->w[w];
+	return outside == 0;
+}
+
+/* ANDs the address fields into acc; 0 when the tables were never written. A direction's LPM
+ * lookup is made only when a rule left constrains it (rule_tbl_ext; a NULL `ext` skips none). */
+static __always_inline int and_addresses(struct rule_bitmap *acc, const struct rule_tbl_ext *ext,
+					 __u32 set, const struct flow_packet *pkt)
+{
+	__u32 fam = pkt->key.family == 6 ? 1 : 0;
+	const struct rule_bitmap *b;
+
+	if (!ext || !bitmap_within(acc, &ext->any_addr[UPLINKD_RULE_DIR_SRC][fam])) {
+		b = addr_bitmap(set, UPLINKD_RULE_DIR_SRC, pkt->key.saddr, pkt->key.family);
+		if (!b)
+			return 0;
+		bitmap_and(acc, b);
+	}
+	if (!ext || !bitmap_within(acc, &ext->any_addr[UPLINKD_RULE_DIR_DST][fam])) {
+		b = addr_bitmap(set, UPLINKD_RULE_DIR_DST, pkt->key.daddr, pkt->key.family);
+		if (!b)
+			return 0;
+		bitmap_and(acc, b);
+	}
+	return 1;
+}
+
+/* The same for the port fields of a packet whose ports are known. */
+static __always_inline int and_ports(struct rule_bitmap *acc, const struct rule_tbl_ext *ext,
+				     const struct rule_tbl *t, __u32 set,
+				     const struct flow_packet *pkt)
+{
+	const struct rule_bitmap *b;
+
+	if (!ext || !bitmap_within(acc, &ext->any_port[UPLINKD_RULE_DIR_SRC])) {
+		b = port_bitmap(t, ext, set, UPLINKD_RULE_DIR_SRC, bpf_ntohs(pkt->key.sport));
+		if (!b)
+			return 0;
+		bitmap_and(acc, b);
+	}
+	if (!ext || !bitmap_within(acc, &ext->any_port[UPLINKD_RULE_DIR_DST])) {
+		b = port_bitmap(t, ext, set, UPLINKD_RULE_DIR_DST, bpf_ntohs(pkt->key.dport));
+		if (!b)
+			return 0;
+		bitmap_and(acc, b);
+	}
+	return 1;
+}
+
+/* The index of the first of rules[0 .. n_rules-1] that matches pkt, or -1. The plain arrays
+ * first (family, protocol, live rules): what they rule out needs no lookup in the other tables. */
 __noinline int first_matching_rule(const struct flow_packet *pkt, __u32 n_rules)
 {
-	const struct rule_bitmap *src, *dst, *iface;
 	const struct rule_tbl_select *sel;
+	const struct rule_tbl_ext *ext;
 	const struct rule_tbl *t;
 	struct rule_bitmap acc;
 	__u32 zero = 0, set;
@@ -233,29 +307,19 @@ __noinline int first_matching_rule(const struct flow_packet *pkt, __u32 n_rules)
 	t = bpf_map_lookup_elem(&rule_tbl, &set);
 	if (!t)
 		return -1;
-	src = addr_bitmap(set, UPLINKD_RULE_DIR_SRC, pkt->key.saddr, pkt->key.family);
-	dst = addr_bitmap(set, UPLINKD_RULE_DIR_DST, pkt->key.daddr, pkt->key.family);
-	if (!src || !dst)
-		return -1;
+	ext = bpf_map_lookup_elem(&rule_tbl_ext, &set);
 	acc = t->family[pkt->key.family == 6 ? 1 : 0];
 	bitmap_and(&acc, &t->proto[pkt->key.proto]);
-	bitmap_and(&acc, src);
-	bitmap_and(&acc, dst);
-	iface = iface_bitmap(t, set, pkt->ifindex);
-	bitmap_and(&acc, iface);
-	if (pkt->ports_known) {
-		const struct rule_bitmap *sport, *dport;
-
-		sport = port_bitmap(t, set, UPLINKD_RULE_DIR_SRC, bpf_ntohs(pkt->key.sport));
-		dport = port_bitmap(t, set, UPLINKD_RULE_DIR_DST, bpf_ntohs(pkt->key.dport));
-		if (!sport || !dport)
-			return -1;
-		bitmap_and(&acc, sport);
-		bitmap_and(&acc, dport);
-	} else {
-		bitmap_and(&acc, &t->no_ports); /* mwan3 matches ports only for tcp and udp */
-	}
 	bitmap_limit(&acc, n_rules);
+	if (!pkt->ports_known)
+		bitmap_and(&acc, &t->no_ports); /* mwan3 matches ports only for tcp and udp */
+	/* A rule_tbl_iface entry is that interface's rules ORed with any_iface. */
+	if (!bitmap_within(&acc, &t->any_iface))
+		bitmap_and(&acc, iface_bitmap(t, set, pkt->ifindex));
+	if (pkt->ports_known && !and_ports(&acc, ext, t, set, pkt))
+		return -1;
+	if (!and_addresses(&acc, ext, set, pkt))
+		return -1;
 	return first_rule_in_sets(t, &acc, pkt);
 }
 

@@ -50,7 +50,7 @@ const char* const kPinnedMaps[] = {
     // predecessor's pins without them creates them here, and PolicyRuntime fills them before any
     // LAN device gets the new classifier).
     UPLINKD_MAP_RULE_TBL_SEL, UPLINKD_MAP_RULE_TBL, UPLINKD_MAP_RULE_TBL_PORTS, UPLINKD_MAP_RULE_TBL_ADDR,
-    UPLINKD_MAP_RULE_TBL_IFACE};
+    UPLINKD_MAP_RULE_TBL_IFACE, UPLINKD_MAP_RULE_TBL_EXT};
 
 // Maps WgSteering and MssClamp pin beside them (their own objects, loaded later): known here so a
 // survey of the pin directory does not call them foreign.
@@ -481,6 +481,7 @@ void Datapath::load_maps() {
   rule_tbl_ports_fd_ = bpf_map__fd(lan->maps.rule_tbl_ports);
   rule_tbl_addr_fd_ = bpf_map__fd(lan->maps.rule_tbl_addr);
   rule_tbl_iface_fd_ = bpf_map__fd(lan->maps.rule_tbl_iface);
+  rule_tbl_ext_fd_ = bpf_map__fd(lan->maps.rule_tbl_ext);
   rule_counters_fd_ = bpf_map__fd(lan->maps.rule_counters);
   policies_fd_ = bpf_map__fd(lan->maps.policies);
   connected_fd_ = bpf_map__fd(lan->maps.connected);
@@ -929,8 +930,8 @@ void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
 }
 
 void Datapath::write_rule_tables(const policy::RuleTables& tables) {
-  const RuleTableFds fds{rule_tbl_sel_fd_, rule_tbl_fd_, rule_tbl_ports_fd_, rule_tbl_addr_fd_,
-                         rule_tbl_iface_fd_};
+  const RuleTableFds fds{rule_tbl_sel_fd_,  rule_tbl_fd_,       rule_tbl_ports_fd_,
+                         rule_tbl_addr_fd_, rule_tbl_iface_fd_, rule_tbl_ext_fd_};
   if (int rc = datapath::write_rule_tables(fds, tables); rc != 0) {
     throw DatapathError("writing the classifier's rule tables: " + errno_text(rc) +
                         " (the previous rules stay in force)");

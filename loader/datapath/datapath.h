@@ -190,7 +190,7 @@ class Datapath {
   ::lan_egress* lan_egress_l3_ = nullptr;
   int flows_fd_ = -1, tcp_seen_fd_ = -1, flow_counters_fd_ = -1;
   int rule_tbl_sel_fd_ = -1, rule_tbl_fd_ = -1, rule_tbl_ports_fd_ = -1, rule_tbl_addr_fd_ = -1,
-      rule_tbl_iface_fd_ = -1;
+      rule_tbl_iface_fd_ = -1, rule_tbl_ext_fd_ = -1;
   int cfg_fd_ = -1, rules_fd_ = -1, rule_counters_fd_ = -1, policies_fd_ = -1, connected_fd_ = -1;
   std::vector<lpm_key> connected_;
   struct ring_buffer* ring_ = nullptr;

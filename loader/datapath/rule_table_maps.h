@@ -21,6 +21,7 @@ namespace uplinkd::datapath {
 
 struct RuleTableFds {
   int sel = -1, tbl = -1, ports = -1, addr = -1, iface = -1;
+  int ext = -1;  // rule_tbl_ext; -1 (an object without it) writes none
 };
 
 namespace rule_table_detail {
@@ -97,6 +98,7 @@ inline int write_inactive_rule_tables(const RuleTableFds& fds, const policy::Rul
   if (rc == 0) rc = write_ports(fds.ports, next, t);
   if (rc == 0) rc = write_prefixes(fds.addr, next, t);
   if (rc == 0) rc = write_ifaces(fds.iface, next, t);
+  if (rc == 0 && fds.ext >= 0) rc = err_or_zero(bpf_map_update_elem(fds.ext, &next, &t.ext, BPF_ANY));
   if (rc == 0) rc = err_or_zero(bpf_map_update_elem(fds.tbl, &next, t.arrays.get(), BPF_ANY));
   return rc != 0 ? rc : static_cast<int>(next);
 }

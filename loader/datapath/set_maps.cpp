@@ -54,27 +54,6 @@ bool worth_patching(size_t changes, size_t size) { return changes <= std::max<si
 
 }  // namespace
 
-std::vector<lpm_key> lpm_keys_of(const std::vector<netlink::SetPrefix>& prefixes) {
-  std::vector<lpm_key> keys;
-  keys.reserve(prefixes.size());
-  for (const auto& p : prefixes) {
-    lpm_key k{};
-    if (p.address.is_v4()) {
-      k.addr[10] = 0xff;
-      k.addr[11] = 0xff;
-      std::memcpy(k.addr + 12, p.address.bytes.data(), 4);
-      k.prefixlen = p.len + 96u;
-    } else {
-      std::memcpy(k.addr, p.address.bytes.data(), 16);
-      k.prefixlen = p.len;
-    }
-    keys.push_back(k);
-  }
-  std::sort(keys.begin(), keys.end(), key_less);
-  keys.erase(std::unique(keys.begin(), keys.end(), key_equal), keys.end());
-  return keys;
-}
-
 uint32_t set_trie_capacity(size_t n) {
   const size_t wanted = std::max<size_t>(256, n + n / 2);
   return static_cast<uint32_t>(std::min<size_t>(wanted, UPLINKD_MAX_SET_ENTRIES));
@@ -148,6 +127,7 @@ int SetMaps::refresh(bool force) {
       continue;
     }
     std::vector<lpm_key> keys;
+    std::vector<netlink::SetPrefix> prefixes;
     if (found == netlink::SetLookup::kMissing) {
       warn_once(slot, "ipset " + slot.name +
                           ": no nft set of that name in any table yet; its rule matches "
@@ -162,12 +142,14 @@ int SetMaps::refresh(bool force) {
         keys.resize(UPLINKD_MAX_SET_ENTRIES);
       } else if (!slot.problem.empty()) {
         log::info("ipset " + slot.name + ": found in table " + set.where() + " with " +
-                  std::to_string(keys.size()) + " prefixes");
+                  std::to_string(set.prefixes.size()) + " prefixes");
         slot.problem.clear();
       }
       slot.where = set.where();
+      prefixes = std::move(set.prefixes);
     }
     if (apply(i, slot, keys)) ++changed;
+    if (same_keys(slot.keys, keys)) slot.prefixes = std::move(prefixes);  // else the trie kept the old
   }
   return changed;
 }
@@ -176,7 +158,7 @@ std::vector<SetStatus> SetMaps::status() const {
   std::vector<SetStatus> out;
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];
-    out.push_back(SetStatus{static_cast<uint8_t>(i + 1), s.name, s.where, s.keys.size(), s.problem});
+    out.push_back(SetStatus{static_cast<uint8_t>(i + 1), s.name, s.where, s.prefixes.size(), s.problem});
   }
   return out;
 }
@@ -230,6 +212,7 @@ void SetMaps::empty_slot(uint32_t index, Slot& slot) {
   slot.trie_fd = -1;
   slot.capacity = 0;
   slot.keys.clear();
+  slot.prefixes.clear();
 }
 
 void SetMaps::warn_once(Slot& slot, const std::string& problem) {
@@ -239,24 +222,8 @@ void SetMaps::warn_once(Slot& slot, const std::string& problem) {
 }
 
 std::vector<netlink::SetPrefix> SetMaps::prefixes(uint8_t id) const {
-  std::vector<netlink::SetPrefix> out;
-  if (id == 0 || id > slots_.size()) return out;
-  for (const lpm_key& k : slots_[id - 1].keys) {
-    netlink::SetPrefix p;
-    const bool v4 = k.prefixlen >= 96 && std::all_of(k.addr, k.addr + 10, [](uint8_t b) { return b == 0; }) &&
-                    k.addr[10] == 0xff && k.addr[11] == 0xff;
-    if (v4) {
-      p.address.family = AF_INET;
-      std::memcpy(p.address.bytes.data(), &k.addr[12], 4);
-      p.len = static_cast<uint8_t>(k.prefixlen - 96);
-    } else {
-      p.address.family = AF_INET6;
-      std::memcpy(p.address.bytes.data(), k.addr, 16);
-      p.len = static_cast<uint8_t>(k.prefixlen);
-    }
-    out.push_back(p);
-  }
-  return out;
+  if (id == 0 || id > slots_.size()) return {};
+  return slots_[id - 1].prefixes;
 }
 
 }  // namespace uplinkd::datapath

@@ -25,14 +25,11 @@
 #include <string>
 #include <vector>
 
+#include "datapath/set_keys.h"  // lpm_keys_of: a set's prefixes as trie keys
 #include "maps/uplinkd_maps.h"
 #include "netlink/nft_sets.h"
 
 namespace uplinkd::datapath {
-
-// The trie keys of a set's prefixes: IPv4 as IPv4-mapped IPv6 with len + 96 (struct lpm_key),
-// sorted and without duplicates.
-std::vector<lpm_key> lpm_keys_of(const std::vector<netlink::SetPrefix>& prefixes);
 
 // max_entries for a trie that holds `n` keys: room to grow (a set filled by dnsmasq grows between
 // refreshes) without building a new trie, at most UPLINKD_MAX_SET_ENTRIES.
@@ -83,7 +80,9 @@ class SetMaps {
     int trie_fd = -1;           // ours; -1: sets[id - 1] is empty
     uint32_t capacity = 0;      // the trie's max_entries
     std::vector<lpm_key> keys;  // what the trie holds, sorted
-    std::string problem;        // the last warning given, so it is given once
+    // The set's prefixes those keys stand for (an IPv6 prefix over ::ffff:0:0/96 is several keys).
+    std::vector<netlink::SetPrefix> prefixes;
+    std::string problem;  // the last warning given, so it is given once
   };
   bool apply(uint32_t index, Slot& slot, const std::vector<lpm_key>& keys);
   bool patch_in_place(Slot& slot, const std::vector<lpm_key>& keys);

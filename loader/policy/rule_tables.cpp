@@ -182,6 +182,49 @@ void compile_addresses(const std::vector<rule_entry>& rules, int dir, int family
 
 }  // namespace
 
+namespace {
+
+// What every port interval of a direction includes: the rules without a port list there.
+rule_bitmap rules_any_port(const std::vector<rule_bitmap>& intervals) {
+  rule_bitmap all{};
+  if (intervals.empty()) return all;
+  all = intervals.front();
+  for (const rule_bitmap& b : intervals) {
+    for (int w = 0; w < UPLINKD_RULE_WORDS; ++w) all.w[w] &= b.w[w];
+  }
+  return all;
+}
+
+// The root entry (/0) of a direction and family: the rules accepting every address of it.
+rule_bitmap rules_any_address(const std::vector<RuleTables::Prefix>& prefixes, int dir, int family) {
+  for (const auto& p : prefixes) {
+    if (p.dir == dir && p.family == family && p.prefixlen == 0) return p.rules;
+  }
+  return rule_bitmap{};
+}
+
+// A direction's port boundaries in the 64-slot table when they fit there.
+void compile_small_ports(const rule_tbl& arrays, int dir, rule_tbl_ext& ext) {
+  const uint32_t n = arrays.n_port_starts[dir];
+  if (n == 0 || n > UPLINKD_PORT_SMALL_SLOTS) return;
+  for (uint32_t k = 0; k < UPLINKD_PORT_SMALL_SLOTS; ++k)
+    ext.port_start_small[dir][k] = k < n ? arrays.port_start[dir][k] : UPLINKD_PORT_PAST;
+  ext.small_ports[dir] = 1;
+}
+
+rule_tbl_ext compile_ext(const RuleTables& t) {
+  rule_tbl_ext ext{};
+  for (int dir : {UPLINKD_RULE_DIR_SRC, UPLINKD_RULE_DIR_DST}) {
+    ext.any_port[dir] = rules_any_port(t.ports[dir]);
+    ext.any_addr[dir][0] = rules_any_address(t.prefixes, dir, 4);
+    ext.any_addr[dir][1] = rules_any_address(t.prefixes, dir, 6);
+    compile_small_ports(*t.arrays, dir, ext);
+  }
+  return ext;
+}
+
+}  // namespace
+
 RuleTables compile_rule_tables(const std::vector<rule_entry>& rules) {
   if (rules.size() > UPLINKD_MAX_RULES) {
     throw std::invalid_argument(std::to_string(rules.size()) + " rules; the classifier holds " +
@@ -197,6 +240,7 @@ RuleTables compile_rule_tables(const std::vector<rule_entry>& rules) {
     compile_ports(rules, dir, *t.arrays, t.ports[dir]);
     for (int family : kFamilies) compile_addresses(rules, dir, family, t.prefixes);
   }
+  t.ext = compile_ext(t);
   return t;
 }
 

@@ -36,6 +36,11 @@ struct RuleTables {
     rule_bitmap rules{};
   };
   std::vector<Prefix> prefixes;
+
+  // rule_tbl_ext: per field, the rules that accept any value of it (what the classifier may skip a
+  // lookup for): the intersection of a direction's port intervals, the root prefix of each direction
+  // and family; and the port boundaries in the small search table when they fit.
+  rule_tbl_ext ext{};
 };
 
 // Throws std::invalid_argument when there are more than UPLINKD_MAX_RULES rules. Entries the compiler

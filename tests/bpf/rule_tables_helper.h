@@ -15,9 +15,9 @@
 namespace uplinkd::testing {
 
 inline datapath::RuleTableFds rule_table_fds(const lan_ingress* skel) {
-  return {bpf_map__fd(skel->maps.rule_tbl_sel), bpf_map__fd(skel->maps.rule_tbl),
+  return {bpf_map__fd(skel->maps.rule_tbl_sel),   bpf_map__fd(skel->maps.rule_tbl),
           bpf_map__fd(skel->maps.rule_tbl_ports), bpf_map__fd(skel->maps.rule_tbl_addr),
-          bpf_map__fd(skel->maps.rule_tbl_iface)};
+          bpf_map__fd(skel->maps.rule_tbl_iface), bpf_map__fd(skel->maps.rule_tbl_ext)};
 }
 
 // Writes every entry of `rules` into the `rules` map, then their tables. 0 or -errno.

@@ -106,6 +106,45 @@ TEST(RuleTables, FamilyProtocolInterfaceAndSets) {
   EXPECT_EQ(t.arrays->rule_set[2], 2);
 }
 
+// rule_tbl_ext: what the classifier may skip a field's lookup for. A /0 of one family accepts every
+// address of that family only; a port list of one direction constrains that direction only.
+TEST(RuleTables, RulesAcceptingAnyValueOfAField) {
+  std::vector<rule_entry> rules(4);
+  rules[0].n_src = 1;
+  rules[0].src[0] = v4("10.0.0.0", 8);
+  rules[1].n_src = 1;
+  rules[1].src[0] = v4("0.0.0.0", 0);
+  rules[2].n_dport = 1;
+  rules[2].dport[0] = port_range{443, 443};
+  // rules[3]: no lists at all
+  const RuleTables t = compile_rule_tables(rules);
+  EXPECT_TRUE(same(t.ext.any_addr[UPLINKD_RULE_DIR_SRC][0], bits({1, 2, 3})));
+  EXPECT_TRUE(same(t.ext.any_addr[UPLINKD_RULE_DIR_SRC][1], bits({2, 3})));
+  EXPECT_TRUE(same(t.ext.any_addr[UPLINKD_RULE_DIR_DST][0], bits({0, 1, 2, 3})));
+  EXPECT_TRUE(same(t.ext.any_addr[UPLINKD_RULE_DIR_DST][1], bits({0, 1, 2, 3})));
+  EXPECT_TRUE(same(t.ext.any_port[UPLINKD_RULE_DIR_SRC], bits({0, 1, 2, 3})));
+  EXPECT_TRUE(same(t.ext.any_port[UPLINKD_RULE_DIR_DST], bits({0, 1, 3})));
+}
+
+// The 64-slot copy of a direction's port boundaries: the same boundaries, padded, while they fit.
+TEST(RuleTables, SmallPortSearchTableWhileTheBoundariesFit) {
+  std::vector<rule_entry> rules(40);
+  for (uint16_t i = 0; i < rules.size(); ++i) {
+    rules[i].n_dport = 1;
+    rules[i].dport[0] = port_range{static_cast<uint16_t>(100 + 10 * i), static_cast<uint16_t>(100 + 10 * i)};
+    rules[i].n_sport = i < 20 ? 1 : 0;  // 1 + 2 x 20 = 41 source boundaries
+    rules[i].sport[0] = rules[i].dport[0];
+  }
+  const RuleTables t = compile_rule_tables(rules);
+  ASSERT_EQ(t.arrays->n_port_starts[UPLINKD_RULE_DIR_SRC], 41U);
+  ASSERT_EQ(t.arrays->n_port_starts[UPLINKD_RULE_DIR_DST], 81U);
+  EXPECT_EQ(t.ext.small_ports[UPLINKD_RULE_DIR_SRC], 1U);
+  EXPECT_EQ(t.ext.small_ports[UPLINKD_RULE_DIR_DST], 0U);  // 81 boundaries: the full search
+  for (uint32_t k = 0; k < UPLINKD_PORT_SMALL_SLOTS; ++k)
+    EXPECT_EQ(t.ext.port_start_small[UPLINKD_RULE_DIR_SRC][k], t.arrays->port_start[UPLINKD_RULE_DIR_SRC][k]);
+  EXPECT_EQ(t.ext.port_start_small[UPLINKD_RULE_DIR_SRC][UPLINKD_PORT_SMALL_SLOTS - 1], UPLINKD_PORT_PAST);
+}
+
 TEST(RuleTables, RefusesMoreRulesThanTheClassifierHolds) {
   EXPECT_NO_THROW(compile_rule_tables(std::vector<rule_entry>(UPLINKD_MAX_RULES)));
   EXPECT_THROW(compile_rule_tables(std::vector<rule_entry>(UPLINKD_MAX_RULES + 1)), std::invalid_argument);
