@@ -144,9 +144,10 @@ class Classifier {
     // The bit-vector tables, as the daemon compiles and writes them. An object of a build from before
     // them (--object) walks the `rules` map instead and has no such maps.
     if (obj_.has_map("rule_tbl_sel")) {
-      const uplinkd::datapath::RuleTableFds fds{obj_.map("rule_tbl_sel"), obj_.map("rule_tbl"),
-                                                obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
-                                                obj_.map("rule_tbl_iface")};
+      const uplinkd::datapath::RuleTableFds fds{
+          obj_.map("rule_tbl_sel"),   obj_.map("rule_tbl"),
+          obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
+          obj_.map("rule_tbl_iface"), obj_.has_map("rule_tbl_ext") ? obj_.map("rule_tbl_ext") : -1};
       const int err = uplinkd::datapath::write_rule_tables(fds, uplinkd::policy::compile_rule_tables(rules));
       if (err != 0) throw Failure{std::string("writing the rule tables: ") + std::strerror(-err)};
     }
