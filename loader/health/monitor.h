@@ -6,7 +6,8 @@
 // recovery_interval, measured from the previous cycle's start), so a verdict is never later than
 // `timeout` after its cycle starts and an outage is declared within down x interval + timeout.
 // A cycle's probes go out one after another, spread over the first quarter of min(interval,
-// timeout): never all targets at once, and each probe still gets its full timeout.
+// timeout) (a sixteenth of min(interval, timeout_min) with timeout 'auto': cycle_spread_s): never
+// all targets at once, and each probe still gets its full timeout.
 #pragma once
 
 #include <cstdint>
@@ -34,6 +35,10 @@ class Datapath;
 namespace uplinkd::health {
 
 int64_t monotonic_ns();
+
+// Over how long a cycle's probes leave, one after another: a quarter of min(interval, timeout)
+// (mwan3's fixed timeouts); with timeout 'auto' a sixteenth of min(interval, timeout_min).
+[[nodiscard]] double cycle_spread_s(const config::InterfaceConfig& c);
 
 struct TargetStatus {
   IpAddress ip;

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "health/monitor.h"
+
 namespace uplinkd::health {
 namespace {
 
@@ -164,6 +166,31 @@ TEST(AdaptiveTimeout, FloorAboveCapMeansTheFloor) {
   AdaptiveTimeout t({0.2, 0.1});
   for (int i = 0; i < 5; ++i) t.on_result(0.001);
   EXPECT_DOUBLE_EQ(t.timeout_s(), 0.2);
+}
+
+// A failed cycle lasts its spread plus its last probe's timeout, so an outage's detection pays the
+// spread `down` times: with timeout 'auto' it is a sixteenth of min(interval, timeout_min); fixed
+// timeouts keep a quarter of min(interval, timeout).
+TEST(CycleSpread, FixedTimeoutsKeepAQuarter) {
+  config::InterfaceConfig c;
+  c.interval_s = 0.05;
+  c.timeout_s = 0.05;
+  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.0125);
+  c.interval_s = 10;
+  c.timeout_s = 4;
+  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 1.0);
+}
+
+TEST(CycleSpread, AutoTimeoutSpreadsOverASixteenthOfTheFloor) {
+  config::InterfaceConfig c;
+  c.interval_s = 0.05;
+  c.timeout_s = 1.0;  // timeout_max
+  c.timeout_auto = config::AutoTimeout{0.05, 1.0};
+  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.003125);
+  c.interval_s = 10;  // a slow interval: the floor bounds it
+  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.003125);
+  c.timeout_auto = config::AutoTimeout{0.2, 1.0};
+  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.0125);
 }
 
 }  // namespace
