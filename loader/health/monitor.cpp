@@ -78,14 +78,6 @@ observability::PointState point_state(State s) {
 
 }  // namespace
 
-double cycle_spread_s(const config::InterfaceConfig& c) {
-  if (!c.timeout_auto) return std::min(c.interval_s, c.timeout_s) / 4.0;
-  // With timeout 'auto' a probe may get as little as timeout_min, and in an outage every failed
-  // cycle lasts its spread plus the last probe's timeout: a sixteenth keeps the probes apart
-  // (a 50 ms interval: 3 ms) without adding a quarter of the floor to each failed cycle.
-  return std::min(c.interval_s, c.timeout_auto->min_s) / 16.0;
-}
-
 int64_t monotonic_ns() {
   struct timespec ts {};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -226,7 +218,8 @@ void UplinkMonitor::begin_cycle(int64_t now) {
   cycle_.samples.assign(targets, TargetSample{});
   cycle_.unresolved.assign(targets, cfg_.count);
   cycle_.verdicts.assign(targets, std::nullopt);
-  const int64_t gap = probes > 0 ? seconds_to_ns(cycle_spread_s(cfg_)) / static_cast<int64_t>(probes) : 0;
+  const double spread_s = cycle_spread_s(cfg_.interval_s, cfg_.timeout_s, adaptive_bounds(cfg_));
+  const int64_t gap = probes > 0 ? seconds_to_ns(spread_s) / static_cast<int64_t>(probes) : 0;
   int64_t at = due;
   // mwan3 probes its targets in list order, `count` probes each.
   for (size_t t = 0; t < targets; ++t) {

@@ -36,10 +36,6 @@ namespace uplinkd::health {
 
 int64_t monotonic_ns();
 
-// Over how long a cycle's probes leave, one after another: a quarter of min(interval, timeout)
-// (mwan3's fixed timeouts); with timeout 'auto' a sixteenth of min(interval, timeout_min).
-[[nodiscard]] double cycle_spread_s(const config::InterfaceConfig& c);
-
 struct TargetStatus {
   IpAddress ip;
   std::string state = "unknown";  // up | down | skipped | unknown

@@ -19,20 +19,24 @@
 #            goal, worst <= 0.25 s, and the median are printed as the benchmark figure
 #            ("adaptive timeout: detection worst ... median ..."), with every outage's figures and
 #            the daemon's probe send lateness (how late its loop woke).
-# The daemon runs at nice -10 (UL_NICE), as the shipped systemd unit (Nice=-10) and OpenWrt init
-# script (procd nice -10) start it: its loop sends the probes and expires their timeouts, and at
-# nice 0 on this shared machine it wakes tens of ms late. UL_NICE=0 measures the difference.
+# The daemon runs as the shipped systemd unit (Nice=-10) and OpenWrt init script (procd nice -10)
+# start it: at nice -10 (UL_NICE; UL_NICE=0 measures the difference), in a session of its own as
+# a service is. Its loop sends the probes and expires their timeouts; at nice 0 in this script's
+# session on this shared machine it woke tens of ms late. With the kernel's autogroup scheduling
+# (sched_autogroup_enabled, this machine and Debian's kernels) a nice value weighs only against the
+# same session's tasks, so the session of its own matters as much as the nice value.
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ul_init adaptive_timeout daemon
 command -v iperf3 >/dev/null 2>&1 || skip "needs 'iperf3' (Debian package iperf3)"
 
 P=$UL_PREFIX
-# The daemon at the shipped units' priority: a wrapper that lib.sh's start_uplinkd executes in
-# place of the binary (nice's adjustment is relative, so from this shell's own niceness).
+# The daemon as a service: a wrapper that lib.sh's start_uplinkd executes in place of the binary
+# (nice's adjustment is relative, so from this shell's own niceness; setsid does not fork, as the
+# wrapper is no process group leader, so the daemon keeps start_uplinkd's pid).
 UL_NICE=${UL_NICE:--10}
 NICE_WRAPPER=$UL_TMP/uplinkd-nice
-printf '#!/bin/sh\nexec nice -n %d %q "$@"\n' "$((UL_NICE - $(nice)))" "$UPLINKD" >"$NICE_WRAPPER"
+printf '#!/bin/sh\nexec setsid nice -n %d %q "$@"\n' "$((UL_NICE - $(nice)))" "$UPLINKD" >"$NICE_WRAPPER"
 chmod +x "$NICE_WRAPPER"
 UPLINKD=$NICE_WRAPPER
 INTERVAL=0.05 DOWN=3 UP=3
@@ -103,7 +107,9 @@ CFG_AUTO=$UL_TMP/auto.conf
 ul_write_config "$CFG_AUTO" "$INTERVAL" auto "$DOWN" "$UP"
 start_uplinkd "$P" "$CFG_AUTO" --hook "$UL_HOOK"
 ul_wait_tracking wan1 wan2
-info "uplinkd runs at nice $(ps -o ni= -p "$UPLINKD_PID" | tr -d ' ') (UL_NICE $UL_NICE)"
+read -r ni sid comm <<<"$(ps -o ni=,sid=,comm= -p "$UPLINKD_PID")"
+info "uplinkd (pid $UPLINKD_PID, $comm) runs at nice $ni (UL_NICE $UL_NICE) in session $sid (this script's: $(ps -o sid= -p $$ | tr -d ' '))"
+[[ $comm == uplinkd ]] || fail "start_uplinkd's pid $UPLINKD_PID is $comm, not uplinkd (the wrapper forked)"
 sleep 1
 info "idle: $(wan1_line)"
 read -r idle_rtt idle_timeout <<<"$(wan1_max)"

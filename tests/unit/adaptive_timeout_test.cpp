@@ -13,8 +13,6 @@
 #include <string>
 #include <vector>
 
-#include "health/monitor.h"
-
 namespace uplinkd::health {
 namespace {
 
@@ -172,25 +170,19 @@ TEST(AdaptiveTimeout, FloorAboveCapMeansTheFloor) {
 // spread `down` times: with timeout 'auto' it is a sixteenth of min(interval, timeout_min); fixed
 // timeouts keep a quarter of min(interval, timeout).
 TEST(CycleSpread, FixedTimeoutsKeepAQuarter) {
-  config::InterfaceConfig c;
-  c.interval_s = 0.05;
-  c.timeout_s = 0.05;
-  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.0125);
-  c.interval_s = 10;
-  c.timeout_s = 4;
-  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 1.0);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 0.05, std::nullopt), 0.0125);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(10, 4, std::nullopt), 1.0);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1, std::nullopt), 0.0125);
 }
 
 TEST(CycleSpread, AutoTimeoutSpreadsOverASixteenthOfTheFloor) {
-  config::InterfaceConfig c;
-  c.interval_s = 0.05;
-  c.timeout_s = 1.0;  // timeout_max
-  c.timeout_auto = config::AutoTimeout{0.05, 1.0};
-  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.003125);
-  c.interval_s = 10;  // a slow interval: the floor bounds it
-  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.003125);
-  c.timeout_auto = config::AutoTimeout{0.2, 1.0};
-  EXPECT_DOUBLE_EQ(cycle_spread_s(c), 0.0125);
+  // timeout 'auto' at the defaults; the fixed timeout (timeout_max) plays no part.
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1.0, AdaptiveTimeoutBounds{0.05, 1.0}), 0.003125);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(10, 1.0, AdaptiveTimeoutBounds{0.05, 1.0}),
+                   0.003125);  // the floor bounds it
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1.0, AdaptiveTimeoutBounds{0.2, 1.0}),
+                   0.003125);  // the interval does
+  EXPECT_DOUBLE_EQ(cycle_spread_s(1, 1.0, AdaptiveTimeoutBounds{0.2, 1.0}), 0.0125);
 }
 
 }  // namespace
