@@ -92,6 +92,15 @@ std::string path_mtu_line(const nlohmann::json& p) {
   return line + "\n";
 }
 
+// timeout 'auto': the timeout the target's next probe gets (shown for skipped targets too: it
+// is what their probes get when an outage of the earlier targets needs them).
+std::string adaptive_timeout_text(const nlohmann::json& target) {
+  if (!target.contains("timeout_ms") || !target["timeout_ms"].is_number()) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, ", timeout %.1f ms (auto)", target["timeout_ms"].get<double>());
+  return buf;
+}
+
 }  // namespace
 
 std::string format_status(const nlohmann::json& status) {
@@ -122,12 +131,12 @@ std::string format_status(const nlohmann::json& status) {
       // A skipped target was not needed by recent cycles (reliability was reached before it), so
       // its figures are from whenever it was last probed: show only the state, as mwan3 does.
       if (state == "skipped" || state == "unknown") {
-        std::snprintf(buf, sizeof buf, "  %-40s %s\n", t.value("ip", "?").c_str(), state.c_str());
+        std::snprintf(buf, sizeof buf, "  %-40s %s", t.value("ip", "?").c_str(), state.c_str());
       } else {
-        std::snprintf(buf, sizeof buf, "  %-40s %-8s rtt %.2f ms, loss %.1f%%\n", t.value("ip", "?").c_str(),
+        std::snprintf(buf, sizeof buf, "  %-40s %-8s rtt %.2f ms, loss %.1f%%", t.value("ip", "?").c_str(),
                       state.c_str(), t.value("rtt_ms", 0.0), t.value("loss_pct", 0.0));
       }
-      out << buf;
+      out << buf << adaptive_timeout_text(t) << "\n";
     }
   }
   out << "\n" << format_metrics_listener(status);

@@ -32,4 +32,10 @@ double AdaptiveTimeout::timeout_s() const {
   return std::clamp(srtt_s_ + kK * rttvar_s_, bounds_.floor_s, std::max(bounds_.floor_s, bounds_.cap_s));
 }
 
+double cycle_spread_s(double interval_s, double fixed_timeout_s,
+                      const std::optional<AdaptiveTimeoutBounds>& bounds) {
+  if (!bounds) return std::min(interval_s, fixed_timeout_s) / 4.0;
+  return std::min(interval_s, bounds->floor_s) / 16.0;
+}
+
 }  // namespace uplinkd::health

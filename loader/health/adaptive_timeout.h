@@ -49,4 +49,12 @@ class AdaptiveTimeout {
   uint64_t samples_ = 0;
 };
 
+// Over how long a cycle's probes leave, one after another (never all targets at once): a quarter
+// of min(interval, timeout) with a fixed timeout; with timeout 'auto' (`bounds`) a sixteenth of
+// min(interval, timeout_min). In an outage each failed cycle lasts until its last probe's timeout
+// ends, so the last probe's delay is paid `down` times: a quarter of a 50 ms floor would be 6.25 ms
+// per cycle with two targets, a sixteenth is 1.6 ms.
+[[nodiscard]] double cycle_spread_s(double interval_s, double fixed_timeout_s,
+                                    const std::optional<AdaptiveTimeoutBounds>& bounds);
+
 }  // namespace uplinkd::health

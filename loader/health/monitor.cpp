@@ -218,9 +218,7 @@ void UplinkMonitor::begin_cycle(int64_t now) {
   cycle_.samples.assign(targets, TargetSample{});
   cycle_.unresolved.assign(targets, cfg_.count);
   cycle_.verdicts.assign(targets, std::nullopt);
-  // With timeout 'auto' a probe may get as little as timeout_min.
-  const double shortest_timeout_s = cfg_.timeout_auto ? cfg_.timeout_auto->min_s : cfg_.timeout_s;
-  const double spread_s = std::min(cfg_.interval_s, shortest_timeout_s) / 4.0;
+  const double spread_s = cycle_spread_s(cfg_.interval_s, cfg_.timeout_s, adaptive_bounds(cfg_));
   const int64_t gap = probes > 0 ? seconds_to_ns(spread_s) / static_cast<int64_t>(probes) : 0;
   int64_t at = due;
   // mwan3 probes its targets in list order, `count` probes each.

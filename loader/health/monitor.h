@@ -6,7 +6,8 @@
 // recovery_interval, measured from the previous cycle's start), so a verdict is never later than
 // `timeout` after its cycle starts and an outage is declared within down x interval + timeout.
 // A cycle's probes go out one after another, spread over the first quarter of min(interval,
-// timeout): never all targets at once, and each probe still gets its full timeout.
+// timeout) (a sixteenth of min(interval, timeout_min) with timeout 'auto': cycle_spread_s): never
+// all targets at once, and each probe still gets its full timeout.
 #pragma once
 
 #include <cstdint>

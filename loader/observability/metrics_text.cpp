@@ -159,6 +159,11 @@ void add_targets(Exposition& e, const std::string& name, const json& targets) {
           "Share of the target's probes lost over the tracker's window.", l, num(t, "loss_pct") / 100.0);
     e.add("uplinkd_target_up", "gauge", "1 when the target's last verdict was up.", l,
           t.value("state", "") == "up" ? 1 : 0);
+    if (t.contains("timeout_ms") && t["timeout_ms"].is_number()) {
+      e.add("uplinkd_target_timeout_seconds", "gauge",
+            "timeout 'auto': how long the target's next probe waits for its reply (learnt from its RTT).", l,
+            num(t, "timeout_ms") / 1000.0);
+    }
     if (t.contains("rtt_histogram"))
       e.histogram("uplinkd_probe_rtt_seconds", "RTT of the target's replies.", l, t["rtt_histogram"]);
   }

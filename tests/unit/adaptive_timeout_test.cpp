@@ -166,5 +166,24 @@ TEST(AdaptiveTimeout, FloorAboveCapMeansTheFloor) {
   EXPECT_DOUBLE_EQ(t.timeout_s(), 0.2);
 }
 
+// A failed cycle lasts its spread plus its last probe's timeout, so an outage's detection pays the
+// spread `down` times: with timeout 'auto' it is a sixteenth of min(interval, timeout_min); fixed
+// timeouts keep a quarter of min(interval, timeout).
+TEST(CycleSpread, FixedTimeoutsKeepAQuarter) {
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 0.05, std::nullopt), 0.0125);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(10, 4, std::nullopt), 1.0);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1, std::nullopt), 0.0125);
+}
+
+TEST(CycleSpread, AutoTimeoutSpreadsOverASixteenthOfTheFloor) {
+  // timeout 'auto' at the defaults; the fixed timeout (timeout_max) plays no part.
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1.0, AdaptiveTimeoutBounds{0.05, 1.0}), 0.003125);
+  EXPECT_DOUBLE_EQ(cycle_spread_s(10, 1.0, AdaptiveTimeoutBounds{0.05, 1.0}),
+                   0.003125);  // the floor bounds it
+  EXPECT_DOUBLE_EQ(cycle_spread_s(0.05, 1.0, AdaptiveTimeoutBounds{0.2, 1.0}),
+                   0.003125);  // the interval does
+  EXPECT_DOUBLE_EQ(cycle_spread_s(1, 1.0, AdaptiveTimeoutBounds{0.2, 1.0}), 0.0125);
+}
+
 }  // namespace
 }  // namespace uplinkd::health

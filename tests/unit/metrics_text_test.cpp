@@ -229,5 +229,17 @@ TEST(MetricsListenConfig, ABadAddressNamesFileLineOptionAndTheWord) {
                config::ConfigError);
 }
 
+// timeout 'auto' (issue 14 item 8): the target's learnt timeout as a gauge in seconds, beside
+// its RTT; absent with a fixed timeout (status --json has no timeout_ms then).
+TEST(MetricsText, AdaptiveTimeoutGaugePerTarget) {
+  json snap = snapshot();
+  EXPECT_EQ(render_metrics(snap).find("uplinkd_target_timeout_seconds"), std::string::npos);
+  snap["status"]["interfaces"][0]["targets"][0]["timeout_ms"] = 62.5;
+  const std::string text = render_metrics(snap);
+  EXPECT_EQ(line_of(text, "uplinkd_target_timeout_seconds{"),
+            "uplinkd_target_timeout_seconds{interface=\"wan\",target=\"203.0.113.1\"} 0.0625");
+  EXPECT_NE(text.find("# TYPE uplinkd_target_timeout_seconds gauge\n"), std::string::npos) << text;
+}
+
 }  // namespace
 }  // namespace uplinkd::observability

@@ -75,3 +75,25 @@ TEST(StatusText, PathMtuLineSaysFigureAgeAndWhyNot) {
 }
 
 }  // namespace
+
+namespace {
+
+// timeout 'auto' (issue 14 item 8): each target's line ends with the timeout its next probe gets,
+// skipped targets included (their probes get it when an outage needs them); fixed timeouts show none.
+TEST(StatusText, AdaptiveTimeoutPerTarget) {
+  nlohmann::json status = sample();
+  auto& targets = status["interfaces"][0]["targets"];
+  targets[0]["timeout_ms"] = 61.25;
+  targets[1]["timeout_ms"] = 50.0;
+  const std::string text = uplinkd::control::format_status(status);
+  EXPECT_NE(text.find("  203.0.113.1                              up       rtt 12.50 ms, loss 2.5%, "
+                      "timeout 61.2 ms (auto)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("  203.0.113.2                              skipped, timeout 50.0 ms (auto)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(uplinkd::control::format_status(sample()).find("(auto)"), std::string::npos);
+}
+
+}  // namespace
