@@ -1,6 +1,7 @@
 #include "daemon/hook_runner.h"
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -90,6 +91,10 @@ void HookRunner::start_next(int64_t now_ns) {
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
     setpgid(0, 0);
+    // The shipped units raise uplinkd's priority (nice -10) for its probes' sake; a hook is the
+    // user's script, as mwan3's hotplug runs it: back to the default priority (never above it).
+    errno = 0;
+    if (getpriority(PRIO_PROCESS, 0) < 0 && errno == 0) setpriority(PRIO_PROCESS, 0, 0);
     execve(path.c_str(), argv, envp.data());
     dprintf(STDERR_FILENO, "uplinkd: hook %s: %s\n", path.c_str(), strerror(errno));
     _exit(127);

@@ -3,6 +3,7 @@
 #include "daemon/hook_runner.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +66,19 @@ TEST_F(HookRunnerTest, EnvironmentIsCleanLikeEnvDashI) {
   EXPECT_EQ(
       output(),
       "ACTION=connected\nDEVICE=eth2\nFIRSTCONNECT=1\nINTERFACE=wanb\nPATH=/usr/sbin:/usr/bin:/sbin:/bin\n");
+}
+
+// The shipped units run uplinkd at nice -10 (for its probes); a hook is the user's script and runs
+// at the default priority, as mwan3's hotplug would run it.
+TEST_F(HookRunnerTest, HookRunsAtTheDefaultPriorityWhenTheDaemonsIsRaised) {
+  errno = 0;
+  const int before = getpriority(PRIO_PROCESS, 0);
+  if (setpriority(PRIO_PROCESS, 0, -10) != 0) GTEST_SKIP() << "raising the priority needs CAP_SYS_NICE";
+  uplinkd::HookRunner hooks(write_hook("cut -d' ' -f19 /proc/$$/stat >> " + out_ + "\n"));
+  hooks.enqueue("connected", "wan", "eth1", false);
+  hooks.drain(now_ns() + 5000000000LL);
+  setpriority(PRIO_PROCESS, 0, before);
+  EXPECT_EQ(output(), "0\n") << "the hook's nice value";
 }
 
 TEST_F(HookRunnerTest, AHangingHookIsKilledAtItsTimeLimit) {
