@@ -75,6 +75,7 @@ void HookRunner::start_next(int64_t now_ns) {
                                   "PATH=/usr/sbin:/usr/bin:/sbin:/bin"};
   if (e.first) env.push_back("FIRSTCONNECT=1");
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (auto& s : env) envp.push_back(s.data());
   envp.push_back(nullptr);
   std::string path = path_;
