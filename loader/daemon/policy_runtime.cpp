@@ -291,16 +291,14 @@ std::vector<PolicyRuntime::RouteMember> PolicyRuntime::default_route_members(int
   return {};
 }
 
-// The entries first (their actions: policy, sticky), then the classifier's tables of them, which
-// flip in one update: a new flow is matched against the old rule set or the new one, never a mix.
+// The entries (their actions: policy, sticky) and the classifier's tables of them, which flip in one
+// update (Datapath::write_rules says in which order, and why).
 // Entries equal to those last written are left as they are: the tables are a function of the
 // entries alone, and writing them runs on the event loop (tens of ms at 256 rules with full lists:
 // README, `rule_reload_bench`), which a reload that changed only, say, a track_ip should not cost.
 void PolicyRuntime::write_rules() {
   if (written_rules_ && same_entries(*written_rules_, rules_.entries)) return;
-  for (size_t i = 0; i < rules_.entries.size(); ++i)
-    dp_.write_rule(static_cast<uint32_t>(i), rules_.entries[i]);
-  dp_.write_rule_tables(policy::compile_rule_tables(rules_.entries));
+  dp_.write_rules(rules_.entries, policy::compile_rule_tables(rules_.entries));
   written_rules_ = rules_.entries;
 }
 

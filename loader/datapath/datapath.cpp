@@ -929,12 +929,17 @@ void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
   bpf_map_update_elem(rules_fd_, &index, &rule, BPF_ANY);
 }
 
-void Datapath::write_rule_tables(const policy::RuleTables& tables) {
+void Datapath::write_rules(const std::vector<rule_entry>& rules, const policy::RuleTables& tables) {
   const RuleTableFds fds{rule_tbl_sel_fd_,  rule_tbl_fd_,       rule_tbl_ports_fd_,
                          rule_tbl_addr_fd_, rule_tbl_iface_fd_, rule_tbl_ext_fd_};
-  if (int rc = datapath::write_rule_tables(fds, tables); rc != 0) {
-    throw DatapathError("writing the classifier's rule tables: " + errno_text(rc) +
+  const int set = datapath::write_inactive_rule_tables(fds, tables);
+  if (set < 0) {
+    throw DatapathError("writing the classifier's rule tables: " + errno_text(set) +
                         " (the previous rules stay in force)");
+  }
+  for (uint32_t i = 0; i < rules.size(); ++i) write_rule(i, rules[i]);
+  if (int rc = datapath::flip_rule_tables(fds, static_cast<uint32_t>(set)); rc != 0) {
+    throw DatapathError("switching the classifier to the new rule tables: " + errno_text(rc));
   }
 }
 

@@ -106,9 +106,13 @@ class Datapath {
   void write_uplink(uint32_t uplink_id, const uplink_record& record);
   void write_classifier_cfg(const classifier_cfg& cfg);
   void write_rule(uint32_t index, const rule_entry& rule);
-  // The bit-vector classifier's tables of the rules just written (rule_table_maps.h): written into the
-  // inactive table set, then flipped to. Throws DatapathError (the active set stays as it was).
-  void write_rule_tables(const policy::RuleTables& tables);
+  // A rule set: its bit-vector tables (rule_table_maps.h) written into the inactive table set, then
+  // each rule's entry (its actions: policy, sticky) into `rules`, then the flip. The entries are
+  // written last, just before the flip, because the active tables' rule i reads entry i: the instant
+  // in which a new flow can meet an old rule's tables with a new rule's actions is the few hundred
+  // microseconds of those writes, not the tens of ms of the tables'. Throws DatapathError before any
+  // entry is written when the tables cannot be (the previous rules stay in force).
+  void write_rules(const std::vector<rule_entry>& rules, const policy::RuleTables& tables);
   void write_policy(uint32_t slot, const policy_entry& entry);
   // Makes the connected-networks trie hold exactly `prefixes`.
   void set_connected(const std::vector<lpm_key>& prefixes);

@@ -167,8 +167,7 @@ class FlowRouterTest : public ::testing::Test {
     dp_->write_classifier_cfg(c);
     rule_entry rule{};
     rule.policy_id = kFlowPolicy;
-    dp_->write_rule(0, rule);
-    dp_->write_rule_tables(policy::compile_rule_tables({rule}));
+    dp_->write_rules({rule}, policy::compile_rule_tables({rule}));
     policy_entry p{};
     p.n_members = 1;
     p.threshold[0] = 0xFFFFFFFF;
