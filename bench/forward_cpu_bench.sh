@@ -37,11 +37,13 @@
 #                  (nft's best: one lookup for all of them), then the catch-all.
 # Per case: median ns per packet over the rounds (min..max), and "above plain": the median over the
 # rounds of (case − plain of the same round), with that difference's min..max, so a drift between
-# rounds cancels. Checks printed per case: the packets sent, received on lan0 and forwarded (they
-# must match: every case forwards the same packets), the conntrack entries the router holds after a
-# `new` run (one per packet: every packet was a new flow), and wan2's share of the packets forwarded
+# rounds cancels. Checks printed per case: the packets sent, received on lan0, forwarded and timed
+# (they must match: every case forwards the same packets), the conntrack entries the router holds
+# after a `new` run (one per packet: every packet was a new flow), wan2's share of the packets
+# forwarded
 # (the catch-all, the last of the N rules, sends new flows to the balanced policy: about half on
-# wan2; a rule that matched early would send them all to wan1, as plain does).
+# wan2; a rule that matched early would send them all to wan1, as plain does), and the daemon's
+# CPU time per second of the run (its work happens outside the packets' path).
 #
 #   sudo bench/forward_cpu_bench.sh [reps=5] [seconds=4]
 # Environment: UPLINKD_BUILD (default ./build; needs uplinkd and udp_flood), RULES (default
@@ -327,7 +329,7 @@ for w in $WORKLOADS; do
   if [[ $w == one ]]; then echo "workload one: one 5-tuple (established)"; else echo "workload new: every packet a new 5-tuple"; fi
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' case "median ns/packet" "above plain" \
     "mean ns/packet" "mean above plain" "trimmed above plain" "sent/received/forwarded/timed" "wan2" \
-    "ct entries after; daemon ns/packet"
+    "ct entries after; daemon CPU ms/s"
   printf '|---|---|---|---|---|---|---|---|---|\n'
   for c in "${CASES[@]}"; do
     read -r m lo hi < <(column "$c" "$w" 4 | med_min_max)
@@ -342,8 +344,7 @@ for w in $WORKLOADS; do
     read -r w2 _ _ < <(paste <(column "$c" "$w" 10) <(column "$c" "$w" 9) |
       awk '$2 > 0 { printf "%.1f\n", 100 * $1 / $2 }' | med_min_max)
     read -r ct _ _ < <(column "$c" "$w" 11 | med_min_max)
-    read -r d _ _ < <(paste <(column "$c" "$w" 12) <(column "$c" "$w" 9) |
-      awk '$2 > 0 { printf "%.0f\n", $1 / $2 }' | med_min_max)
+    read -r d _ _ < <(column "$c" "$w" 12 | awk -v s="$SECS" '{ printf "%.2f\n", $1 / s / 1e6 }' | med_min_max)
     printf '| %s | %.0f (%.0f..%.0f) | %s | %.0f (%.0f..%.0f) | %s | %s | %s | %s %% | %s; %s |\n' "$c" \
       "$m" "$lo" "$hi" "$(above_text "$c" "$w" 4)" "$mm" "$mlo" "$mhi" "$(above_text "$c" "$w" 5)" \
       "$(above_text "$c" "$w" 6)" "$counts" "$w2" "$ct" "$d"
