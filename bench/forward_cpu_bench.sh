@@ -29,27 +29,33 @@
 # Cases, interleaved (a b c ... a b c ...) REPS times so slow drifts in the machine fall on every
 # case alike:
 #   plain          no marking, uplinkd not running (every flow by the main table's wan1);
+#   plain-tc       plain, plus an empty tc program (bench/empty_tc.bpf.c) on lan0's ingress and
+#                  wan1's and wan2's egress, where uplinkd attaches its two programs: the hooks' cost;
+#   plain-rules    plain, plus mwan3's fwmark ip rules and uplink tables (no marking): the policy
+#                  routing that uplinkd and nft both add (these two are EXTRA, default both);
 #   uplinkd-N      uplinkd, N rules: N-1 that do not match (dest_ip /32, proto udp, dest_port range),
 #                  then the catch-all to a balanced policy (wan1 and wan2, weight 1 each);
 #   nft-linear-N   uplinkd stopped; mwan3's mangle chain in nft with the same N rules as linear rules
 #                  (what mwan3 generates), plus mwan3's fwmark ip rules and tables;
 #   nft-vmap-N     the same rules as one verdict map over the concatenation daddr . l4proto . dport
 #                  (nft's best: one lookup for all of them), then the catch-all.
-# Per case: median ns per packet over the rounds (min..max), and "above plain": the median over the
-# rounds of (case − plain of the same round), with that difference's min..max, so a drift between
-# rounds cancels. Checks printed per case: the packets sent, received on lan0, forwarded and timed
-# (they must match: every case forwards the same packets), the conntrack entries the router holds
-# after a `new` run (one per packet: every packet was a new flow), wan2's share of the packets
-# forwarded
-# (the catch-all, the last of the N rules, sends new flows to the balanced policy: about half on
-# wan2; a rule that matched early would send them all to wan1, as plain does), and the daemon's
-# CPU time per second of the run (its work happens outside the packets' path).
+# Per run: the median over its packets (robust to the few packets a hardware interrupt lands in;
+# the mean and the mean without the slowest 1 % are printed too). Per case: the median of that over
+# the rounds (min..max), and "above plain": the median over the rounds of (case − plain of the same
+# round), with that difference's min..max, so a drift between rounds cancels. Checks printed per
+# case: the packets sent, received on lan0, forwarded and timed (they must match: every case
+# forwards the same packets), the conntrack entries the router holds after a `new` run (one per
+# packet: every packet was a new flow), wan2's share of the packets forwarded (the catch-all, the
+# last of the N rules, sends new flows to the balanced policy: about half on wan2; a rule that
+# matched early would send them all to wan1, as plain does), and the daemon's CPU time per second
+# of the run (its work happens outside the packets' path).
 #
 #   sudo bench/forward_cpu_bench.sh [reps=5] [seconds=4]
 # Environment: UPLINKD_BUILD (default ./build; needs uplinkd and udp_flood), RULES (default
 # "8 64 256"), PPS (default 5000, both workloads; the conntrack table must hold PPS × seconds
-# entries: nf_conntrack_max), WORKLOADS (default "one new"). Needs bpftrace. About 10 minutes by
-# default (10 cases × 2 workloads × (seconds + 2 s), plus uplinkd's starts, per round).
+# entries: nf_conntrack_max), WORKLOADS (default "one new"), EXTRA (default "plain-tc plain-rules";
+# "" for none). Needs bpftrace, and clang for plain-tc. About 10 minutes by
+# default (12 cases × 2 workloads × (seconds + 1.5 s), plus uplinkd's starts, per round).
 # shellcheck source-path=SCRIPTDIR
 set -uo pipefail
 REPS=${1:-5}
@@ -57,6 +63,7 @@ SECS=${2:-4}
 RULES=${RULES:-8 64 256}
 PPS=${PPS:-5000}
 WORKLOADS=${WORKLOADS:-one new}
+EXTRA=${EXTRA-plain-tc plain-rules}
 UL_NO_RESULT=1
 UPLINKD_LOG_LEVEL=${UPLINKD_LOG_LEVEL:-warn}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/integration/lib.sh"
@@ -72,6 +79,10 @@ for n in $RULES; do
   [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 256 ]] || skip "RULES: numbers 1..256"
 done
 for w in $WORKLOADS; do [[ $w == one || $w == new ]] || skip "WORKLOADS: one, new"; done
+for c in $EXTRA; do [[ $c == plain-tc || $c == plain-rules ]] || skip "EXTRA: plain-tc, plain-rules"; done
+if [[ " $EXTRA " == *" plain-tc "* ]]; then
+  command -v clang >/dev/null || skip "plain-tc needs clang (or EXTRA=plain-rules)"
+fi
 CT_MAX=$(cat /proc/sys/net/netfilter/nf_conntrack_max 2>/dev/null || echo 0)
 ((PPS * SECS < CT_MAX)) || skip "PPS × seconds ($((PPS * SECS))) must stay below nf_conntrack_max ($CT_MAX)"
 
@@ -88,6 +99,11 @@ table ip flood_sink {
   }
 }
 EOF
+
+if [[ " $EXTRA " == *" plain-tc "* ]]; then
+  clang -O2 -target bpf -I"/usr/include/$(gcc -dumpmachine)" -c "$(dirname "${BASH_SOURCE[0]}")/empty_tc.bpf.c" \
+    -o "$UL_TMP/empty_tc.bpf.o" || fail "compiling bench/empty_tc.bpf.c"
+fi
 
 # ---- the timer ------------------------------------------------------------------------------------
 # One bpftrace for the whole run, printing its running totals every 100 ms:
@@ -249,6 +265,15 @@ case_up() {
   local c=$1 n
   case $c in
     plain) ;;
+    plain-tc)
+      local d
+      for d in lan0:ingress wan1:egress wan2:egress; do
+        ip netns exec "$RTR" tc qdisc add dev "${d%%:*}" clsact || fail "clsact on ${d%%:*}"
+        ip netns exec "$RTR" tc filter add dev "${d%%:*}" "${d#*:}" bpf direct-action \
+          obj "$UL_TMP/empty_tc.bpf.o" sec tc || fail "the empty tc program on ${d%%:*} ${d#*:}"
+      done
+      ;;
+    plain-rules) fl_mwan3_routing add ;;
     uplinkd-*)
       n=${c#uplinkd-}
       fl_uplinkd_config "$UL_TMP/uplinkd-$n.conf" "$n" "option local_rules '0'"
@@ -272,6 +297,11 @@ case_down() {
   local c=$1
   case $c in
     plain) ;;
+    plain-tc)
+      local d
+      for d in lan0 wan1 wan2; do ip netns exec "$RTR" tc qdisc del dev "$d" clsact; done
+      ;;
+    plain-rules) fl_mwan3_routing del ;;
     uplinkd-*) stop_uplinkd || fail "uplinkd did not stop ($c)" ;;
     nft-*)
       ip netns exec "$RTR" nft delete table ip mwan3_bench
@@ -281,6 +311,7 @@ case_down() {
 }
 
 CASES=(plain)
+for c in $EXTRA; do CASES+=("$c"); done
 for n in $RULES; do CASES+=("uplinkd-$n" "nft-linear-$n" "nft-vmap-$n"); done
 
 RESULTS=$UL_TMP/results
