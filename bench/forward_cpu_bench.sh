@@ -54,7 +54,7 @@
 # Environment: UPLINKD_BUILD (default ./build; needs uplinkd and udp_flood), RULES (default
 # "8 64 256"), PPS (default 5000, both workloads; the conntrack table must hold PPS × seconds
 # entries: nf_conntrack_max), WORKLOADS (default "one new"), EXTRA (default "plain-tc plain-rules";
-# "" for none). Needs bpftrace, and clang for plain-tc. About 10 minutes by
+# "" for none). Needs bpftrace, and clang for plain-tc. About 11 minutes by
 # default (12 cases × 2 workloads × (seconds + 1.5 s), plus uplinkd's starts, per round).
 # shellcheck source-path=SCRIPTDIR
 set -uo pipefail
