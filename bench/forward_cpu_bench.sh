@@ -8,22 +8,23 @@
 # router's namespace, before tc ingress, netfilter, routing) and again when the router has handed it
 # to an uplink's veth (net:net_dev_xmit of the same skb on wan1 or wan2, after the postrouting hooks,
 # NAT and the conntrack confirm). Everything between runs synchronously on one CPU with bottom
-# halves off (veth's receive is a softirq: it cannot be preempted), so the sum of those intervals
-# over the packets forwarded is exactly the router's forwarding CPU time, marking and conntrack
-# included, and nothing else: not the sender (iperf3's own ~33 µs a packet drowned the first version
-# of this bench), not the ISP and core hops, not other jobs on the machine. The alternatives measured
+# halves off (veth's receive is a softirq: it cannot be preempted), so each interval is exactly the
+# router's forwarding CPU time for that packet, marking and conntrack included, and nothing else: not the sender (iperf3's own ~33 µs a packet drowned the first version
+# of this bench), not the ISP and core hops, not other jobs on the machine. The alternatives are
 # worse here: this kernel has no IRQ_TIME_ACCOUNTING and HZ=250, so /proc/stat's softirq time is a
 # 4 ms tick sample; the senders' getrusage plus ksoftirqd's schedstat (the first version) carry the
 # sender's syscalls and timer wake-ups and every other job's ksoftirqd time; `perf stat -C` counts a
-# whole CPU that three other helpers share; kprobes and fentry cannot attach here (no tracefs).
+# whole CPU that three other helpers share; bpftrace cannot attach kprobes or fentry here (tracefs
+# is not readable), tracepoints it can.
 # Tracepoints fire with a BPF program in every case alike, so their cost (a constant in the "plain"
 # figure) cancels in "above plain". Work done later, outside the packet's path (conntrack's garbage
 # collection, uplinkd's daemon), is not in the figure; the daemon's CPU time is reported beside it.
 #
-# Workloads (bench/udp_flood), both paced at a fixed rate, 46-byte UDP datagrams:
+# Workloads (bench/udp_flood), both paced at a fixed rate, 46-byte IPv4/UDP packets:
 #   one    one 5-tuple (established: after the first packet a flow-table hit for uplinkd, a
-#          conntrack hit and a ct mark restore for nft). Replaces iperf3's TCP stream: that adds the
-#          ACK direction but nothing the established lookup does not already show, at 100× the noise;
+#          conntrack hit and a ct mark restore for nft). Replaces iperf3's TCP stream: its data
+#          packets take the same established path, and its ACKs come in on the uplinks, which this
+#          timer does not time;
 #   new    every datagram a new UDP 5-tuple (uplinkd's classifier or nft's chain, and a conntrack
 #          insert in every case, plain included: the lab's router masquerades).
 # Cases, interleaved (a b c ... a b c ...) REPS times so slow drifts in the machine fall on every
