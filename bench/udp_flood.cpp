@@ -1,8 +1,11 @@
-// A paced flood of UDP datagrams in which every packet is a new flow, for
-// bench/forward_cpu_bench.sh: the router sees a new 5-tuple on every packet, so each one pays the
-// classifier's (or nft's) new-flow path and a conntrack insert, never a flow-table hit.
+// A paced stream of UDP datagrams for bench/forward_cpu_bench.sh, in one of two shapes:
+//   new  every packet a new flow: the router sees a new 5-tuple on every packet, so each one pays
+//        the classifier's (or nft's) new-flow path and a conntrack insert, never a flow-table hit;
+//   one  every packet on one 5-tuple (source port 40000, destination port 10000): after the first
+//        packet each one is a flow-table hit for uplinkd and a conntrack hit with a ct mark to
+//        restore for nft (the established path), at a sender cost far below a TCP sender's.
 //
-//   udp_flood <source IPv4> <destination IPv4> <packets per second> <seconds>
+//   udp_flood <source IPv4> <destination IPv4> <packets per second> <seconds> [new|one]
 //
 // The source port walks 1024..65535 and the destination port moves on each time it wraps, so a run
 // of up to 64,512 × 50,000 packets repeats no tuple. A raw socket (IP_HDRINCL) writes the headers,
@@ -48,12 +51,13 @@ struct Options {
   in_addr destination{};
   uint64_t rate_pps = 0;
   uint64_t seconds = 0;
+  bool one_flow = false;
 };
 
 [[noreturn]] void usage(const char* why) {
   std::fprintf(stderr,
                "udp_flood: %s\nusage: udp_flood <source IPv4> <destination IPv4> <packets per second "
-               "1..2000000> <seconds 1..120>\n",
+               "1..2000000> <seconds 1..120> [new|one]\n",
                why);
   std::exit(2);
 }
@@ -67,12 +71,17 @@ uint64_t parse_bounded(const char* text, uint64_t lo, uint64_t hi, const char* w
 }
 
 Options parse(int argc, char** argv) {
-  if (argc != 5) usage("four arguments expected");
+  if (argc != 5 && argc != 6) usage("four or five arguments expected");
   Options o;
   if (inet_pton(AF_INET, argv[1], &o.source) != 1) usage("the source is not an IPv4 address");
   if (inet_pton(AF_INET, argv[2], &o.destination) != 1) usage("the destination is not an IPv4 address");
   o.rate_pps = parse_bounded(argv[3], 1, 2000000, "packets per second out of range");
   o.seconds = parse_bounded(argv[4], 1, 120, "seconds out of range");
+  if (argc == 6) {
+    const std::string shape = argv[5];
+    if (shape != "new" && shape != "one") usage("the shape is new or one");
+    o.one_flow = shape == "one";
+  }
   return o;
 }
 
@@ -89,7 +98,7 @@ void sleep_until(uint64_t ns) {
 }
 
 // Packet number n's tuple: a new (source port, destination port) pair for every n in range.
-void set_ports(Datagram& d, uint64_t n) {
+void set_new_flow_ports(Datagram& d, uint64_t n) {
   d.udp.source = htons(static_cast<uint16_t>(1024 + n % kSourcePorts));
   d.udp.dest = htons(static_cast<uint16_t>(10000 + (n / kSourcePorts) % kDestinationPorts));
 }
@@ -104,7 +113,9 @@ Datagram make_template(const Options& o) {
   d.ip.saddr = o.source.s_addr;
   d.ip.daddr = o.destination.s_addr;  // the kernel fills id and the header checksum
   d.udp.len = htons(sizeof(udphdr) + kPayload);
-  d.udp.check = 0;  // no UDP checksum: allowed for IPv4, and nothing on the path verifies it
+  d.udp.check = 0;              // no UDP checksum: allowed for IPv4, and nothing on the path verifies it
+  d.udp.source = htons(40000);  // the one flow's ports (overwritten per packet for new flows)
+  d.udp.dest = htons(10000);
   return d;
 }
 
@@ -147,7 +158,9 @@ int main(int argc, char** argv) {
   uint64_t failed = 0;
   while (sent < total) {
     const unsigned n = static_cast<unsigned>(std::min<uint64_t>(kBatch, total - sent));
-    for (unsigned i = 0; i < n; ++i) set_ports(packets[i], sent + i);
+    if (!o.one_flow) {
+      for (unsigned i = 0; i < n; ++i) set_new_flow_ports(packets[i], sent + i);
+    }
     const int done = sendmmsg(fd, msgs.data(), n, 0);
     if (done <= 0) {
       // A full queue (ENOBUFS) is the router falling behind: count it, go on at the same pace.
