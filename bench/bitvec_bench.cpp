@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_object.h"
 #include "bench/bench_util.h"
 #include "bench/classifier_rules.h"
 #include "datapath/rule_table_maps.h"
@@ -53,56 +54,13 @@ Bytes syn_of_call(int call) {
   return ethernet(ETH_P_IP, ipv4(src.c_str(), "203.0.113.80", IPPROTO_TCP, tcp(sport, 443, 1, 0, kTcpSyn)));
 }
 
-// A lan_ingress object: the built-in skeleton's, or one read from a file (--object).
-class Object {
- public:
-  explicit Object(const std::string& path) : path_(path) {
-    if (path.empty()) {
-      skel_ = lan_ingress__open_and_load();
-      obj_ = skel_ != nullptr ? skel_->obj : nullptr;
-    } else {
-      obj_ = bpf_object__open_file(path.c_str(), nullptr);
-      if (obj_ != nullptr && bpf_object__load(obj_) != 0) {
-        bpf_object__close(obj_);
-        obj_ = nullptr;
-      }
-    }
-    if (obj_ == nullptr)
-      throw Failure{"loading lan_ingress" + (path.empty() ? "" : " from " + path) + ": " +
-                    std::strerror(errno) + " (run as root)"};
-  }
-  ~Object() {
-    if (skel_ != nullptr)
-      lan_ingress__destroy(skel_);
-    else
-      bpf_object__close(obj_);
-  }
-  Object(const Object&) = delete;
-  Object& operator=(const Object&) = delete;
-
-  // -1 when the object has no such map (an older variant).
-  int map_or_none(const char* name) const { return bpf_object__find_map_fd_by_name(obj_, name); }
-  int map(const char* name) const {
-    const int fd = map_or_none(name);
-    if (fd < 0) throw Failure{std::string("no map ") + name};
-    return fd;
-  }
-  int prog(const char* name) const {
-    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
-    if (p == nullptr) throw Failure{std::string("no program ") + name};
-    return bpf_program__fd(p);
-  }
-  const std::string& label() const { return path_; }
-
- private:
-  std::string path_;
-  lan_ingress* skel_ = nullptr;
-  bpf_object* obj_ = nullptr;
-};
-
 class Classifier {
  public:
-  Classifier(const std::string& object, uint32_t n_rules) : obj_(object), n_rules_(n_rules) {
+  Classifier(const std::string& object, uint32_t n_rules)
+      : obj_(
+            object, [this] { return (skel_ = lan_ingress__open_and_load()) ? skel_->obj : nullptr; },
+            [this] { lan_ingress__destroy(skel_); }, "lan_ingress"),
+        n_rules_(n_rules) {
     write_uplinks_and_policies(obj_.map("uplinks"), obj_.map("policies"));
     std::vector<rule_entry> rules;
     rules.reserve(n_rules);
@@ -133,6 +91,7 @@ class Classifier {
   const std::string& label() const { return obj_.label(); }
 
  private:
+  lan_ingress* skel_ = nullptr;  // before obj_, which sets it
   Object obj_;
   uint32_t n_rules_;
   int prog_fd_ = -1;

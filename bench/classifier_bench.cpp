@@ -55,6 +55,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_object.h"
 #include "bench/bench_util.h"
 #include "bench/classifier_rules.h"
 #include "datapath/rule_table_maps.h"
@@ -76,51 +77,6 @@ rule_entry match_all_rule() {
   r.policy_id = kPolicyLte;
   return r;
 }
-
-// An object to time: the built-in skeleton's, or one read from a file (--object).
-class Object {
- public:
-  // `path` empty: the skeleton's object; `open_skeleton()` returns it loaded, `destroy` frees it.
-  Object(const std::string& path, const std::function<bpf_object*()>& open_skeleton,
-         std::function<void()> destroy, const char* what) {
-    if (path.empty()) {
-      obj_ = open_skeleton();
-      destroy_ = std::move(destroy);
-    } else {
-      obj_ = bpf_object__open_file(path.c_str(), nullptr);
-      if (obj_ != nullptr && bpf_object__load(obj_) != 0) {
-        bpf_object__close(obj_);
-        obj_ = nullptr;
-      }
-      destroy_ = [this] { bpf_object__close(obj_); };
-    }
-    if (obj_ == nullptr) {
-      throw Failure{std::string("loading ") + what + (path.empty() ? "" : " from " + path) + ": " +
-                    std::strerror(errno) + " (run as root)"};
-    }
-  }
-  ~Object() { destroy_(); }
-  Object(const Object&) = delete;
-  Object& operator=(const Object&) = delete;
-
-  [[nodiscard]] bool has_map(const char* name) const {
-    return bpf_object__find_map_fd_by_name(obj_, name) >= 0;
-  }
-  int map(const char* name) const {
-    const int fd = bpf_object__find_map_fd_by_name(obj_, name);
-    if (fd < 0) throw Failure{std::string("no map ") + name};
-    return fd;
-  }
-  int prog(const char* name) const {
-    bpf_program* p = bpf_object__find_program_by_name(obj_, name);
-    if (p == nullptr) throw Failure{std::string("no program ") + name};
-    return bpf_program__fd(p);
-  }
-
- private:
-  bpf_object* obj_ = nullptr;
-  std::function<void()> destroy_;
-};
 
 std::string g_ingress_object;  // --object
 std::string g_egress_object;   // --object-egress
@@ -144,10 +100,9 @@ class Classifier {
     // The bit-vector tables, as the daemon compiles and writes them. An object of a build from before
     // them (--object) walks the `rules` map instead and has no such maps.
     if (obj_.has_map("rule_tbl_sel")) {
-      const uplinkd::datapath::RuleTableFds fds{
-          obj_.map("rule_tbl_sel"),   obj_.map("rule_tbl"),
-          obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
-          obj_.map("rule_tbl_iface"), obj_.has_map("rule_tbl_ext") ? obj_.map("rule_tbl_ext") : -1};
+      const uplinkd::datapath::RuleTableFds fds{obj_.map("rule_tbl_sel"),   obj_.map("rule_tbl"),
+                                                obj_.map("rule_tbl_ports"), obj_.map("rule_tbl_addr"),
+                                                obj_.map("rule_tbl_iface"), obj_.map_or_none("rule_tbl_ext")};
       const int err = uplinkd::datapath::write_rule_tables(fds, uplinkd::policy::compile_rule_tables(rules));
       if (err != 0) throw Failure{std::string("writing the rule tables: ") + std::strerror(-err)};
     }
