@@ -16,7 +16,9 @@
 namespace uplinkd::lifecycle {
 namespace {
 
-std::string errno_text(int err) { return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")"; }
+std::string errno_text(int err) {
+  return std::string(std::strerror(err)) + " (errno " + std::to_string(err) + ")";
+}
 
 // /proc/locks names a file as "MAJ:MIN:INODE" with the device in hex.
 std::string lock_id_of(const struct stat& st) {

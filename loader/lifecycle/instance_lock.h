@@ -4,9 +4,10 @@
 // /proc/locks.
 #pragma once
 
+#include <sys/types.h>
+
 #include <stdexcept>
 #include <string>
-#include <sys/types.h>
 
 namespace uplinkd::lifecycle {
 

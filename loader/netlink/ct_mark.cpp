@@ -1,7 +1,6 @@
 // CtMarkRules through libnftables: nft's own parser and transaction, so the rules read exactly as
 // `nft list table inet <table>` shows them and a whole change is one atomic commit.
 #include "netlink/ct_mark.h"
-#include "lifecycle/teardown.h"
 
 #include <nftables/libnftables.h>
 
@@ -11,6 +10,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "lifecycle/teardown.h"
 
 namespace uplinkd::netlink {
 namespace {

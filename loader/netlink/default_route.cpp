@@ -1,6 +1,5 @@
 // The main table's default route that uplinkd owns, through libnl-route-3 (see default_route.h).
 #include "netlink/default_route.h"
-#include "lifecycle/teardown.h"
 
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -11,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "lifecycle/teardown.h"
 #include "netlink/nl_util.h"
 
 namespace uplinkd::netlink {

@@ -100,13 +100,13 @@ TEST(FlowConfig, BadValuesNameFileLineAndOption) {
 
 TEST(FlowTableSize, SizedFromRamAsConntrackIs) {
   Globals g;
-  EXPECT_EQ(flow_table_entries(g, 0), 4096u);                     // unreadable: the smallest
-  EXPECT_EQ(flow_table_entries(g, 128ull << 20), 8192u);          // 128 MiB router
-  EXPECT_EQ(flow_table_entries(g, 256ull << 20), 16384u);         // 256 MiB router
-  EXPECT_EQ(flow_table_entries(g, 1ull << 30), 65536u);           // 1 GiB
-  EXPECT_EQ(flow_table_entries(g, 64ull << 30), 262144u);         // capped
+  EXPECT_EQ(flow_table_entries(g, 0), 4096u);              // unreadable: the smallest
+  EXPECT_EQ(flow_table_entries(g, 128ull << 20), 8192u);   // 128 MiB router
+  EXPECT_EQ(flow_table_entries(g, 256ull << 20), 16384u);  // 256 MiB router
+  EXPECT_EQ(flow_table_entries(g, 1ull << 30), 65536u);    // 1 GiB
+  EXPECT_EQ(flow_table_entries(g, 64ull << 30), 262144u);  // capped
   g.flow_table_size = 5000;
-  EXPECT_EQ(flow_table_entries(g, 1ull << 30), 5000u);            // explicit wins
+  EXPECT_EQ(flow_table_entries(g, 1ull << 30), 5000u);  // explicit wins
 }
 
 }  // namespace
