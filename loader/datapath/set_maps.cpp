@@ -13,8 +13,8 @@
 namespace uplinkd::datapath {
 namespace {
 
-bool key_less(const lpm_key& a, const lpm_key& b) { return std::memcmp(&a, &b, sizeof a) < 0; }
-bool key_equal(const lpm_key& a, const lpm_key& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
+using set_keys_detail::key_equal;  // set_keys.h: the order lpm_keys_of() sorts in
+using set_keys_detail::key_less;
 
 bool same_keys(const std::vector<lpm_key>& a, const std::vector<lpm_key>& b) {
   return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), key_equal);
