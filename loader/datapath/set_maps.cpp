@@ -136,9 +136,11 @@ int SetMaps::refresh(bool force) {
     } else {
       keys = lpm_keys_of(set.prefixes);
       if (keys.size() > UPLINKD_MAX_SET_ENTRIES) {
-        warn_once(slot, "ipset " + slot.name + " (" + set.where() + ") has " + std::to_string(keys.size()) +
-                            " prefixes; only the first " + std::to_string(UPLINKD_MAX_SET_ENTRIES) +
-                            " are used");
+        // An IPv6 prefix over ::ffff:0:0/96 becomes up to 96 trie entries, so both counts are named.
+        warn_once(slot, "ipset " + slot.name + " (" + set.where() + ") has " +
+                            std::to_string(set.prefixes.size()) + " prefixes, " + std::to_string(keys.size()) +
+                            " trie entries; only the first " + std::to_string(UPLINKD_MAX_SET_ENTRIES) +
+                            " entries are used");
         keys.resize(UPLINKD_MAX_SET_ENTRIES);
       } else if (!slot.problem.empty()) {
         log::info("ipset " + slot.name + ": found in table " + set.where() + " with " +

@@ -403,6 +403,34 @@ TEST_F(SetMapsTest, TheRulesetGenerationMovesWithEveryCommit) {
   EXPECT_TRUE(matched("198.51.100.2"));
 }
 
+// A set beyond the trie's capacity is cut, and the warning gives the set's own prefix count beside
+// the trie entries it became (an IPv6 prefix over ::ffff:0:0/96 is written as up to 96 entries).
+TEST_F(SetMapsTest, ASetOverTheLimitIsCutWithBothCountsNamed) {
+  const int count = UPLINKD_MAX_SET_ENTRIES + 1;
+  std::string script = "table inet fw4 { set huge { type ipv4_addr; elements = { ";
+  for (int i = 0; i < count; ++i) {
+    script += std::string(i == 0 ? "" : ", ") + "10." + std::to_string(i / 65536) + "." +
+              std::to_string(i / 256 % 256) + "." + std::to_string(i % 256);
+  }
+  script += " }; }; }";
+  const std::string file = "/tmp/uplinkd-set-maps-huge-" + std::to_string(getpid()) + ".nft";
+  FILE* f = std::fopen(file.c_str(), "w");
+  ASSERT_NE(f, nullptr);
+  std::fputs(script.c_str(), f);
+  std::fclose(f);
+  uplinkd::testing::must_run("ip netns exec " + router_ns_ + " nft -f " + file);
+  std::remove(file.c_str());
+  sets_->configure({"huge"});
+  sets_->refresh();
+  const std::string n = std::to_string(count);
+  EXPECT_NE(status_of_first().problem.find(n + " prefixes, " + n + " trie entries; only the first " +
+                                           std::to_string(UPLINKD_MAX_SET_ENTRIES) + " entries are used"),
+            std::string::npos)
+      << status_of_first().problem;
+  EXPECT_TRUE(matched("10.0.0.1"));
+  EXPECT_FALSE(matched("10.1.0.0")) << "the one prefix past the limit is not in the trie";
+}
+
 // Not a speed test (bench/ states speeds): prints what a refresh of a 20000-element set costs here,
 // changed and unchanged, so the figure quoted in set_maps.h can be checked.
 TEST_F(SetMapsTest, RefreshCostOfALargeSet) {
