@@ -34,6 +34,9 @@
 #                  wan1's and wan2's egress, where uplinkd attaches its two programs: the hooks' cost;
 #   plain-rules    plain, plus mwan3's fwmark ip rules and uplink tables (no marking): the policy
 #                  routing that uplinkd and nft both add (these two are EXTRA, default both);
+#   plain-ctmark   plain, plus uplinkd's own nft table (the ct mark save in postrouting and the
+#                  inbound marks in prerouting, as a running uplinkd wrote it; EXTRA, not default):
+#                  the part of uplinkd's cost that is nft's, not its BPF programs';
 #   uplinkd-N      uplinkd, N rules: N-1 that do not match (dest_ip /32, proto udp, dest_port range),
 #                  then the catch-all to a balanced policy (wan1 and wan2, weight 1 each);
 #   nft-linear-N   uplinkd stopped; mwan3's mangle chain in nft with the same N rules as linear rules
@@ -55,7 +58,10 @@
 # Environment: UPLINKD_BUILD (default ./build; needs uplinkd and udp_flood), RULES (default
 # "8 64 256"), PPS (default 5000, both workloads; the conntrack table must hold PPS × seconds
 # entries: nf_conntrack_max), WORKLOADS (default "one new"), EXTRA (default "plain-tc plain-rules";
-# "" for none). Needs bpftrace, and clang for plain-tc. About 11 minutes by
+# "" for none), BPF_STATS (1: also turn kernel.bpf_stats_enabled on for the run and print, per uplinkd
+# case, each of its programs' ns per run on lan0, wan1 and wan2 in the forwarding path; the stats'
+# two clock reads per program run are then in the uplinkd figures too, so rank with BPF_STATS=0).
+# Needs bpftrace, and clang for plain-tc. About 11 minutes by
 # default (12 cases × 2 workloads × (seconds + 1.5 s), plus uplinkd's starts, per round).
 # shellcheck source-path=SCRIPTDIR
 set -uo pipefail
@@ -80,7 +86,11 @@ for n in $RULES; do
   [[ $n =~ ^[0-9]+$ && $n -ge 1 && $n -le 256 ]] || skip "RULES: numbers 1..256"
 done
 for w in $WORKLOADS; do [[ $w == one || $w == new ]] || skip "WORKLOADS: one, new"; done
-for c in $EXTRA; do [[ $c == plain-tc || $c == plain-rules ]] || skip "EXTRA: plain-tc, plain-rules"; done
+for c in $EXTRA; do
+  [[ $c == plain-tc || $c == plain-rules || $c == plain-ctmark ]] || skip "EXTRA: plain-tc, plain-rules, plain-ctmark"
+done
+BPF_STATS=${BPF_STATS:-0}
+[[ $BPF_STATS == 0 || $BPF_STATS == 1 ]] || skip "BPF_STATS: 0 or 1"
 if [[ " $EXTRA " == *" plain-tc "* ]]; then
   command -v clang >/dev/null || skip "plain-tc needs clang (or EXTRA=plain-rules)"
 fi
@@ -201,8 +211,9 @@ flush_conntrack() {
 # measure <one|new>: one run; prints "median mean trimmed_mean sent received forwarded wan2
 # ct_entries daemon_ns timed" (the first three in ns per packet; timed: the per-packet lines read).
 measure() {
-  local workload=$1 t0 t1 d0 d1 out sent ct from st
+  local workload=$1 t0 t1 d0 d1 out sent ct from st s0=""
   flush_conntrack
+  if ((BPF_STATS)) && [[ -n $UPLINKD_PID ]]; then s0=$(stats_snapshot); fi
   read -r -a t0 < <(timer_totals)
   from=$(stat -c %s "$UL_TMP/timer.out")
   d0=$(daemon_ns)
@@ -210,6 +221,11 @@ measure() {
     "$UL_BUILD/udp_flood" 10.10.0.2 203.0.113.1 "$PPS" "$SECS" "$workload" 2>&1) || fail "udp_flood: $out"
   read -r -a t1 < <(timer_totals)
   d1=$(daemon_ns)
+  if [[ -n $s0 ]]; then
+    # "prog ns_per_run runs" for each program that ran, to the STATS file via the caller's fd 3.
+    join <(sort <<<"$s0") <(stats_snapshot | sort) |
+      awk '$5 > $3 { printf "%s %.1f %d\n", $1, ($4 - $2) / ($5 - $3), $5 - $3 }' >&3
+  fi
   ct=$(ip netns exec "$RTR" conntrack -C 2>/dev/null || echo 0)
   sent=$(awk '{ for (i = 1; i < NF; i++) if ($i == "sent") print $(i + 1) }' <<<"$out")
   [[ $sent =~ ^[0-9]+$ ]] || fail "udp_flood printed no packet count: $out"
@@ -217,6 +233,49 @@ measure() {
   read -r -a st < <(packet_stats "$from" $((w1 + w2)))
   echo "${st[0]} ${st[1]} ${st[2]} $sent $rx $((w1 + w2)) $w2 $ct $((d1 - d0)) ${st[3]}"
 }
+
+# ---- per-program split (BPF_STATS=1) ---------------------------------------------------------------
+# The kernel counts run_time_ns and run_cnt per program while kernel.bpf_stats_enabled is 1 (machine
+# wide: it is put back as it was at exit).
+STATS=$UL_TMP/bpf_stats
+: >"$STATS"
+if ((BPF_STATS)); then
+  STATS_WAS=$(sysctl -n kernel.bpf_stats_enabled) || skip "needs kernel.bpf_stats_enabled"
+  trap 'rc=$?; sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"; (exit $rc); ul_cleanup' EXIT
+  sysctl -qw kernel.bpf_stats_enabled=1 || skip "cannot turn kernel.bpf_stats_enabled on"
+fi
+# forward_progs: "device:direction:name:id" of each tc program on the forwarding path's devices.
+forward_progs() {
+  ip netns exec "$RTR" bpftool -j net show 2>/dev/null | jq -r '
+    .[] | (.tc // []) + (.tcx // []) | .[] | select(.devname == "lan0" or .devname == "wan1" or .devname == "wan2")
+    | "\(.devname):\(.kind):\(.name):\(.prog_id // .id)"'
+}
+# prog_runs <id>: "run_time_ns run_cnt".
+prog_runs() { bpftool -j prog show id "$1" 2>/dev/null | jq -r '"\(.run_time_ns // 0) \(.run_cnt // 0)"'; }
+# stats_snapshot: "device:direction:name:id run_time_ns run_cnt" per program.
+stats_snapshot() {
+  local p
+  for p in $(forward_progs); do echo "$p $(prog_runs "${p##*:}")"; done
+}
+
+# The ct mark table a running uplinkd writes, for plain-ctmark: taken once from uplinkd itself, so the
+# case carries exactly its rules.
+CTMARK_NFT=$UL_TMP/uplinkd-ctmark.nft
+take_ctmark_table() {
+  local t
+  fl_uplinkd_config "$UL_TMP/uplinkd-ctmark.conf" 8 "option local_rules '0'"
+  start_uplinkd "$P" "$UL_TMP/uplinkd-ctmark.conf" --no-hook
+  wait_uplinkd_ready 15 || fail "uplinkd did not start (to take its ct mark table)"
+  for t in $(ip netns exec "$RTR" nft list tables inet | awk '{ print $3 }'); do
+    ip netns exec "$RTR" nft list table inet "$t" >"$UL_TMP/table.nft"
+    grep -q 'hook postrouting' "$UL_TMP/table.nft" && grep -q 'ct mark set' "$UL_TMP/table.nft" &&
+      cp "$UL_TMP/table.nft" "$CTMARK_NFT"
+  done
+  stop_uplinkd || fail "uplinkd did not stop (after taking its ct mark table)"
+  [[ -s $CTMARK_NFT ]] || fail "no ct mark table found in the router while uplinkd ran"
+  CTMARK_TABLE=$(awk '/^table/ { print $3; exit }' "$CTMARK_NFT")
+}
+if [[ " $EXTRA " == *" plain-ctmark "* ]]; then take_ctmark_table; fi
 
 # ---- the cases ------------------------------------------------------------------------------------
 # nft_ruleset <linear|vmap> <n>: mwan3's mangle chain (restore the ct mark, interfaces in, connected
@@ -275,6 +334,7 @@ case_up() {
       done
       ;;
     plain-rules) fl_mwan3_routing add ;;
+    plain-ctmark) ip netns exec "$RTR" nft -f "$CTMARK_NFT" || fail "loading uplinkd's ct mark table" ;;
     uplinkd-*)
       n=${c#uplinkd-}
       fl_uplinkd_config "$UL_TMP/uplinkd-$n.conf" "$n" "option local_rules '0'"
@@ -303,6 +363,7 @@ case_down() {
       for d in lan0 wan1 wan2; do ip netns exec "$RTR" tc qdisc del dev "$d" clsact; done
       ;;
     plain-rules) fl_mwan3_routing del ;;
+    plain-ctmark) ip netns exec "$RTR" nft delete table inet "$CTMARK_TABLE" ;;
     uplinkd-*) stop_uplinkd || fail "uplinkd did not stop ($c)" ;;
     nft-*)
       ip netns exec "$RTR" nft delete table ip mwan3_bench
@@ -323,7 +384,7 @@ for ((r = 1; r <= REPS; r++)); do
   for c in "${CASES[@]}"; do
     case_up "$c"
     for w in $WORKLOADS; do
-      m=$(measure "$w") || fail "measuring $c $w"
+      m=$(measure "$w" 3> >(sed "s/^/$c $w $r /" >>"$STATS")) || fail "measuring $c $w"
       echo "$c $w $r $m" >>"$RESULTS"
       info "round $r: $c $w: $m (median mean trimmed sent received forwarded wan2 ct daemon_ns timed)"
     done
@@ -392,5 +453,14 @@ for w in $WORKLOADS; do
         w, n, r(l, u), r(v, u), u, l, v }'
   done
 done
+if [[ -s $STATS ]]; then
+  echo
+  echo "per program, with kernel.bpf_stats_enabled (ns per run: median over the rounds (min..max); runs per round):"
+  awk '{ print $1, $2, $4 }' "$STATS" | sort -u | while read -r c w prog; do
+    read -r m lo hi < <(awk -v c="$c" -v w="$w" -v p="$prog" '$1 == c && $2 == w && $4 == p { print $5 }' "$STATS" | med_min_max)
+    runs=$(awk -v c="$c" -v w="$w" -v p="$prog" '$1 == c && $2 == w && $4 == p { print $6 }' "$STATS" | med_min_max | cut -d' ' -f1)
+    printf '  %s %s %s: %.1f (%.1f..%.1f) ns, %s runs\n' "$c" "$w" "${prog%:*}" "$m" "$lo" "$hi" "$runs"
+  done
+fi
 echo "raw: $RESULTS (case workload round median mean trimmed sent received forwarded wan2 ct daemon_ns timed)"
 cp "$RESULTS" "${FORWARD_CPU_RESULTS:-/tmp/forward_cpu_bench.results}" 2>/dev/null || true

@@ -5,6 +5,7 @@
 #include <nftables/libnftables.h>
 
 #include <cstdio>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -17,8 +18,9 @@ namespace {
 
 constexpr const char* kChain = "postrouting";
 constexpr const char* kInboundChain = "prerouting";
-constexpr size_t kMaxDeviceName = 15;  // IFNAMSIZ less its terminating zero
-constexpr size_t kMaxTableName = 255;  // NFT_TABLE_MAXNAMELEN less its terminating zero
+constexpr const char* kAnswerChain = "answer";  // a reply from the LAN side to an inbound connection
+constexpr size_t kMaxDeviceName = 15;           // IFNAMSIZ less its terminating zero
+constexpr size_t kMaxTableName = 255;           // NFT_TABLE_MAXNAMELEN less its terminating zero
 
 std::string hex(uint32_t value) {
   char text[16];
@@ -91,6 +93,45 @@ std::string error_text(nft_ctx* nft) {
   return message.empty() ? "nft gave no message" : message;
 }
 
+// The prerouting chain for connections that come in on an uplink. A LAN flow's packet, the most
+// common by far, leaves it after two ct tests (neither new from an uplink nor a reply): a vmap keyed
+// by the arrival device picks the uplink, rather than one rule per uplink testing each name.
+std::string inbound_commands(const std::string& where, uint32_t mmx_mask,
+                             const std::vector<UplinkMark>& uplinks, const std::string& uplink_devices) {
+  const std::string mask = hex(mmx_mask);
+  const std::string keep = hex(~mmx_mask);
+  // Chains first: a rule may only jump to a chain that exists. One device may carry two uplinks
+  // (wan and wan6): the later one tags its new connections, as the rule written last did before.
+  std::map<std::string, std::string> chain_of_device;
+  std::string commands;
+  for (size_t i = 0; i < uplinks.size(); ++i) {
+    if (uplinks[i].device.empty()) continue;
+    const std::string chain = "inbound_" + std::to_string(i);
+    commands += "add chain " + where + " " + chain + "\n";
+    commands += "add rule " + where + " " + chain + " ct mark set ct mark & " + keep + " | " +
+                hex(uplinks[i].mark) + "\n";
+    chain_of_device[uplinks[i].device] = chain;
+  }
+  commands += "add chain " + where + " " + kAnswerChain + "\n";
+  commands += "add rule " + where + " " + kAnswerChain + " iifname " + uplink_devices + " return\n";
+  for (const UplinkMark& uplink : uplinks) {
+    if (uplink.device.empty()) continue;
+    const std::string m = hex(uplink.mark);
+    commands += "add rule " + where + " " + kAnswerChain + " ct mark & " + mask + " == " + m +
+                " meta mark set meta mark & " + keep + " | " + m + " return\n";
+  }
+  // dstnat + 1 (-99): after a port forward's DNAT, still before the routing decision.
+  commands += "add chain " + where + " " + kInboundChain +
+              " { type filter hook prerouting priority -99; policy accept; }\n";
+  std::string vmap;
+  for (const auto& [device, chain] : chain_of_device) {
+    vmap += (vmap.empty() ? "{ " : ", ") + quoted(device) + " : goto " + chain;
+  }
+  commands += "add rule " + where + " " + kInboundChain + " ct state new iifname vmap " + vmap + " }\n";
+  commands += "add rule " + where + " " + kInboundChain + " ct direction reply goto " + kAnswerChain + "\n";
+  return commands;
+}
+
 }  // namespace
 
 std::string CtMarkRules::commands_for(const std::string& table, uint32_t mmx_mask,
@@ -114,21 +155,7 @@ std::string CtMarkRules::commands_for(const std::string& table, uint32_t mmx_mas
   }
   const std::string uplink_devices = device_set(uplinks);
   if (uplink_devices.empty()) return commands;
-  // dstnat + 1 (-99): after a port forward's DNAT, still before the routing decision.
-  commands += "add chain " + where + " " + kInboundChain +
-              " { type filter hook prerouting priority -99; policy accept; }\n";
-  for (const UplinkMark& uplink : uplinks) {
-    if (uplink.device.empty()) continue;
-    const std::string m = hex(uplink.mark);
-    commands.append("add rule ").append(where).append(" ").append(kInboundChain);
-    commands.append(" iifname ").append(quoted(uplink.device)).append(" ct state new");
-    commands.append(" ct mark set ct mark & ").append(keep).append(" | ").append(m).append("\n");
-    commands.append("add rule ").append(where).append(" ").append(kInboundChain);
-    commands.append(" iifname != ").append(uplink_devices).append(" ct direction reply");
-    commands.append(" ct mark & ").append(mask).append(" == ").append(m);
-    commands.append(" meta mark set meta mark & ").append(keep).append(" | ").append(m).append("\n");
-  }
-  return commands;
+  return commands + inbound_commands(where, mmx_mask, uplinks, uplink_devices);
 }
 
 CtMarkRules::CtMarkRules(std::string table, uint32_t mmx_mask, std::vector<UplinkMark> uplinks)

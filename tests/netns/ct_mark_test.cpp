@@ -284,15 +284,31 @@ TEST_F(CtMarkTest, InboundRulesListBackAsWritten) {
   const std::string table = our_table();
   EXPECT_NE(table.find("type filter hook prerouting priority dstnat + 1; policy accept;"), std::string::npos)
       << table;
-  EXPECT_NE(table.find("iifname \"wan\" ct state new ct mark set ct mark & 0xffffc1ff | 0x00000100"),
+  // Two tests send a LAN flow's packet on: neither new from an uplink nor a reply.
+  EXPECT_NE(table.find("ct state new iifname vmap { \"wan\" : goto inbound_0, \"wwan0\" : goto inbound_1 }"),
             std::string::npos)
       << table;
-  EXPECT_NE(table.find("iifname != { \"wan\", \"wwan0\" } ct direction reply ct mark & 0x00003f00 == "
-                       "0x00000200 meta mark set meta mark & 0xffffc2ff | 0x00000200"),
+  EXPECT_NE(table.find("ct direction reply goto answer"), std::string::npos) << table;
+  EXPECT_NE(table.find("chain inbound_0 {\n\t\tct mark set ct mark & 0xffffc1ff | 0x00000100"),
             std::string::npos)
       << table;
-  EXPECT_EQ(count(table, "ct state new"), 2u) << table;  // none for the uplink without a device
-  EXPECT_EQ(count(table, "ct mark set"), 5u) << table;   // 3 copies + 2 arrivals
+  EXPECT_NE(table.find("iifname { \"wan\", \"wwan0\" } return"), std::string::npos) << table;
+  EXPECT_NE(
+      table.find(
+          "ct mark & 0x00003f00 == 0x00000200 meta mark set meta mark & 0xffffc2ff | 0x00000200 return"),
+      std::string::npos)
+      << table;
+  EXPECT_EQ(count(table, "ct state new"), 1u) << table;
+  EXPECT_EQ(count(table, "ct mark set"), 5u) << table;  // 3 copies + 2 arrivals (none without a device)
+}
+
+// wan and wan6 on one device: the device is one vmap key (nft refuses two), and the uplink written
+// last tags the device's new connections, as its own rule, evaluated last, did before the vmap.
+TEST_F(CtMarkTest, TwoUplinksOnOneDeviceAreOneInboundKey) {
+  CtMarkRules rules(kTable, kMask, {{0x100, "wan"}, {0x200, "wan"}});
+  const std::string table = our_table();
+  EXPECT_NE(table.find("ct state new iifname vmap { \"wan\" : goto inbound_1 }"), std::string::npos) << table;
+  EXPECT_NE(table.find("iifname \"wan\" return"), std::string::npos) << table;
 }
 
 TEST_F(CtMarkTest, ReplacesAStaleTableOfACrashedRun) {
