@@ -100,35 +100,37 @@ std::string inbound_commands(const std::string& where, uint32_t mmx_mask,
                              const std::vector<UplinkMark>& uplinks, const std::string& uplink_devices) {
   const std::string mask = hex(mmx_mask);
   const std::string keep = hex(~mmx_mask);
+  std::string commands;
+  const auto add = [&](const char* what, const std::string& chain, const std::string& text) {
+    commands.append(what).append(" ").append(where).append(" ").append(chain).append(text).append("\n");
+  };
   // Chains first: a rule may only jump to a chain that exists. One device may carry two uplinks
   // (wan and wan6): the later one tags its new connections, as the rule written last did before.
   std::map<std::string, std::string> chain_of_device;
-  std::string commands;
   for (size_t i = 0; i < uplinks.size(); ++i) {
     if (uplinks[i].device.empty()) continue;
     const std::string chain = "inbound_" + std::to_string(i);
-    commands += "add chain " + where + " " + chain + "\n";
-    commands += "add rule " + where + " " + chain + " ct mark set ct mark & " + keep + " | " +
-                hex(uplinks[i].mark) + "\n";
+    add("add chain", chain, "");
+    add("add rule", chain, " ct mark set ct mark & " + keep + " | " + hex(uplinks[i].mark));
     chain_of_device[uplinks[i].device] = chain;
   }
-  commands += "add chain " + where + " " + kAnswerChain + "\n";
-  commands += "add rule " + where + " " + kAnswerChain + " iifname " + uplink_devices + " return\n";
+  add("add chain", kAnswerChain, "");
+  add("add rule", kAnswerChain, " iifname " + uplink_devices + " return");
   for (const UplinkMark& uplink : uplinks) {
     if (uplink.device.empty()) continue;
     const std::string m = hex(uplink.mark);
-    commands += "add rule " + where + " " + kAnswerChain + " ct mark & " + mask + " == " + m +
-                " meta mark set meta mark & " + keep + " | " + m + " return\n";
+    std::string rule = " ct mark & " + mask;
+    rule.append(" == ").append(m).append(" meta mark set meta mark & ").append(keep);
+    add("add rule", kAnswerChain, rule.append(" | ").append(m).append(" return"));
   }
   // dstnat + 1 (-99): after a port forward's DNAT, still before the routing decision.
-  commands += "add chain " + where + " " + kInboundChain +
-              " { type filter hook prerouting priority -99; policy accept; }\n";
+  add("add chain", kInboundChain, " { type filter hook prerouting priority -99; policy accept; }");
   std::string vmap;
   for (const auto& [device, chain] : chain_of_device) {
-    vmap += (vmap.empty() ? "{ " : ", ") + quoted(device) + " : goto " + chain;
+    vmap.append(vmap.empty() ? "{ " : ", ").append(quoted(device)).append(" : goto ").append(chain);
   }
-  commands += "add rule " + where + " " + kInboundChain + " ct state new iifname vmap " + vmap + " }\n";
-  commands += "add rule " + where + " " + kInboundChain + " ct direction reply goto " + kAnswerChain + "\n";
+  add("add rule", kInboundChain, " ct state new iifname vmap " + vmap + " }");
+  add("add rule", kInboundChain, std::string(" ct direction reply goto ") + kAnswerChain);
   return commands;
 }
 
