@@ -222,9 +222,10 @@ measure() {
   read -r -a t1 < <(timer_totals)
   d1=$(daemon_ns)
   if [[ -n $s0 ]]; then
-    # "prog ns_per_run runs" for each program that ran, to the STATS file via the caller's fd 3.
+    # "name ns_per_run runs" for each program that ran, to the STATS file via the caller's fd 3 (the
+    # id and the filter name's tail are dropped: each uplinkd start loads its programs afresh).
     join <(sort <<<"$s0") <(stats_snapshot | sort) |
-      awk '$5 > $3 { printf "%s %.1f %d\n", $1, ($4 - $2) / ($5 - $3), $5 - $3 }' >&3
+      awk '$5 > $3 { sub(/:.*$/, "", $1); printf "%s %.1f %d\n", $1, ($4 - $2) / ($5 - $3), $5 - $3 }' >&3
   fi
   ct=$(ip netns exec "$RTR" conntrack -C 2>/dev/null || echo 0)
   sent=$(awk '{ for (i = 1; i < NF; i++) if ($i == "sent") print $(i + 1) }' <<<"$out")
@@ -244,15 +245,16 @@ if ((BPF_STATS)); then
   trap 'rc=$?; sysctl -qw kernel.bpf_stats_enabled="$STATS_WAS"; (exit $rc); ul_cleanup' EXIT
   sysctl -qw kernel.bpf_stats_enabled=1 || skip "cannot turn kernel.bpf_stats_enabled on"
 fi
-# forward_progs: "device:direction:name:id" of each tc program on the forwarding path's devices.
+# forward_progs: "name:id" of each tc program on the forwarding path's devices, once each (one
+# program attached to wan1 and wan2 has one set of statistics).
 forward_progs() {
   ip netns exec "$RTR" bpftool -j net show 2>/dev/null | jq -r '
     .[] | (.tc // []) + (.tcx // []) | .[] | select(.devname == "lan0" or .devname == "wan1" or .devname == "wan2")
-    | "\(.devname):\(.kind):\(.name):\(.prog_id // .id)"'
+    | "\(.name):\(.prog_id // .id)"' | sort -u
 }
 # prog_runs <id>: "run_time_ns run_cnt".
 prog_runs() { bpftool -j prog show id "$1" 2>/dev/null | jq -r '"\(.run_time_ns // 0) \(.run_cnt // 0)"'; }
-# stats_snapshot: "device:direction:name:id run_time_ns run_cnt" per program.
+# stats_snapshot: "name:id run_time_ns run_cnt" per program.
 stats_snapshot() {
   local p
   for p in $(forward_progs); do echo "$p $(prog_runs "${p##*:}")"; done
@@ -459,7 +461,7 @@ if [[ -s $STATS ]]; then
   awk '{ print $1, $2, $4 }' "$STATS" | sort -u | while read -r c w prog; do
     read -r m lo hi < <(awk -v c="$c" -v w="$w" -v p="$prog" '$1 == c && $2 == w && $4 == p { print $5 }' "$STATS" | med_min_max)
     runs=$(awk -v c="$c" -v w="$w" -v p="$prog" '$1 == c && $2 == w && $4 == p { print $6 }' "$STATS" | med_min_max | cut -d' ' -f1)
-    printf '  %s %s %s: %.1f (%.1f..%.1f) ns, %s runs\n' "$c" "$w" "${prog%:*}" "$m" "$lo" "$hi" "$runs"
+    printf '  %s %s %s: %.1f (%.1f..%.1f) ns, %s runs\n' "$c" "$w" "$prog" "$m" "$lo" "$hi" "$runs"
   done
 fi
 echo "raw: $RESULTS (case workload round median mean trimmed sent received forwarded wan2 ct daemon_ns timed)"
