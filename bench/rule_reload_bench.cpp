@@ -11,8 +11,9 @@
 //
 // The writer writes only what differs from what the inactive set holds, so what a reload costs
 // depends on what changed. Four cases, each on its own loaded lan_ingress:
-//   first  — a writer that knows nothing (the daemon's first write after start or adoption): it walks
-//            the address trie and interface hash for the set's keys, then rewrites every wanted key;
+//   first  — a writer that knows nothing (the daemon's first write after start or adoption): it reads
+//            the set's entries from the address trie and interface hash first; "all changed" then
+//            replaces every entry, "same rules" (an upgrade over the same configuration) none;
 //   all    — every entry differs from the inactive set's (three variants of the N rules in turn, each
 //            with other /24s and ports): deletes and writes everything, the most a known set costs;
 //   one    — one rule changed from the previous reload (the inactive set, two reloads old, differs
@@ -96,13 +97,15 @@ struct Reload {
   RuleWriteStats stats;
 };
 
-enum class Case { First, All, One, Same };
-constexpr std::array kCases = {Case::First, Case::All, Case::One, Case::Same};
+enum class Case { First, FirstSame, All, One, Same };
+constexpr std::array kCases = {Case::First, Case::FirstSame, Case::All, Case::One, Case::Same};
 
 const char* name(Case c) {
   switch (c) {
     case Case::First:
-      return "first (walk)";
+      return "first, all changed";
+    case Case::FirstSame:
+      return "first, same rules";
     case Case::All:
       return "all changed";
     case Case::One:
@@ -130,7 +133,7 @@ class Scenario {
 
   Reload reload() {
     const std::vector<rule_entry> rules = next_rules();
-    if (case_ == Case::First) writer_ = std::make_unique<RuleTableWriter>();
+    if (case_ == Case::First || case_ == Case::FirstSame) writer_ = std::make_unique<RuleTableWriter>();
     const auto start = Clock::now();
     const uplinkd::policy::RuleTables tables = uplinkd::policy::compile_rule_tables(rules);
     const double compile_ms = ms_since(start);
@@ -152,6 +155,7 @@ class Scenario {
         rules[(count_ * 37) % n_] = variants_[1][(count_ * 37) % n_];
         return rules;
       }
+      case Case::FirstSame:
       case Case::Same:
         return variants_[0];
     }
@@ -188,8 +192,9 @@ void report(uint32_t n, Case c, const std::vector<Reload>& reloads) {
 void report_split(Case c, const std::vector<Reload>& reloads) {
   auto med = [&](auto pick) { return median_max(reloads, pick).first; };
   const RuleWriteStats& s = reloads.back().stats;
-  std::printf("| %s | %.2f | %.2f (%u) | %.2f (%u) | %.2f (%u) | %.2f (%u + %u) | %.3f |\n", name(c),
+  std::printf("| %s | %.2f | %.2f | %.2f (%u) | %.2f (%u) | %.2f (%u) | %.2f (%u + %u) | %.3f |\n", name(c),
               med([](const Reload& r) { return r.stats.walk_ms; }),
+              med([](const Reload& r) { return r.stats.addr_plan_ms; }),
               med([](const Reload& r) { return r.stats.addr_delete_ms; }), s.addr_deleted,
               med([](const Reload& r) { return r.stats.addr_write_ms; }), s.addr_written,
               med([](const Reload& r) { return r.stats.ports_ms; }), s.ports_written,
@@ -220,8 +225,9 @@ int main() {
     }
     std::printf(
         "\nwrite split at 256 rules, ms (medians; elements touched in the last reload)\n"
-        "| case | walk | trie deletes | trie writes | port slots | iface del + write | rule_tbl + ext |\n"
-        "|---|---|---|---|---|---|---|\n");
+        "| case | learn set | trie diff | trie deletes | trie writes | port slots | iface del + write | "
+        "rule_tbl + "
+        "ext |\n|---|---|---|---|---|---|---|---|\n");
     for (const auto& [c, reloads] : splits) report_split(c, reloads);
     std::printf(
         "\n%d interleaved rounds per row after two untimed reloads; each rule with 8 source and 8 "
