@@ -213,6 +213,7 @@ int main() {
     std::vector<std::pair<Case, std::vector<Reload>>> splits;
     for (uint32_t n : {8U, 64U, 256U}) {
       std::vector<std::unique_ptr<Scenario>> scenarios;
+      scenarios.reserve(kCases.size());
       for (Case c : kCases) scenarios.push_back(std::make_unique<Scenario>(c, n));
       std::vector<std::vector<Reload>> reloads(kCases.size());
       for (int round = 0; round < kRounds; round++) {
