@@ -269,6 +269,12 @@ inline int flip_rule_tables(const RuleTableFds& fds, uint32_t set) {
 // walks each set once.
 class RuleTableWriter {
  public:
+  RuleTableWriter() = default;
+  // `batch` false: one syscall per element and a key-by-key walk, as on a kernel without batch ops
+  // for these map types (5.15's LPM trie); fixtures use it to run that path on any kernel.
+  explicit RuleTableWriter(bool batch)
+      : batch_reads_(batch), addr_batch_ok_(batch), ports_batch_ok_(batch), iface_batch_ok_(batch) {}
+
   // Makes the set packets do not use hold exactly `t`; packets keep using the active set. Returns
   // the set written (0 or 1), or -errno (that set's contents are unknown then; the active set is
   // untouched).
@@ -322,7 +328,7 @@ class RuleTableWriter {
     auto iface_set = [](const rule_iface_key& k) { return k.set; };
     std::vector<std::pair<rule_addr_key, rule_bitmap>> prefixes;
     std::vector<std::pair<rule_iface_key, rule_bitmap>> ifaces;
-    held.values_known = read_set_entries<rule_addr_key>(fds.addr, set, addr_set, prefixes) &&
+    held.values_known = batch_reads_ && read_set_entries<rule_addr_key>(fds.addr, set, addr_set, prefixes) &&
                         read_set_entries<rule_iface_key>(fds.iface, set, iface_set, ifaces);
     if (!held.values_known) {
       prefixes = walk_set_keys<rule_addr_key>(fds.addr, set, addr_set);
@@ -409,7 +415,7 @@ class RuleTableWriter {
   }
 
   std::array<Held, UPLINKD_RULE_TABLE_SETS> held_{};
-  bool addr_batch_ok_ = true, ports_batch_ok_ = true, iface_batch_ok_ = true;
+  bool batch_reads_ = true, addr_batch_ok_ = true, ports_batch_ok_ = true, iface_batch_ok_ = true;
   RuleWriteStats stats_{};
 };
 
