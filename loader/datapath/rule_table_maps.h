@@ -13,7 +13,8 @@
 // are new are written, port slots whose bitmap changed are rewritten. A reload that changes one rule
 // is a handful of map operations instead of 16 000. Only when it does not know a set's contents (the
 // first write after start or adoption: another process wrote them, or a write that failed midway)
-// does it walk the address trie and the interface hash for the set's keys, once. The changes go
+// does it read the set's entries from the address trie and the interface hash, once (with their
+// values in batches where the kernel can, else the keys by a key-by-key walk). The changes go
 // down in BPF_MAP_*_BATCH calls where the kernel has them for the map type (ARRAY and HASH: 5.6;
 // LPM_TRIE: the 5.17 cycle, so not on 5.15), else one syscall per element.
 #pragma once
@@ -41,7 +42,7 @@ struct RuleTableFds {
 // What the last write_inactive did, for benches and tests: counts of map elements touched and where
 // the time went (milliseconds, steady clock).
 struct RuleWriteStats {
-  bool walked = false;  // the set's contents were unknown: its keys were found by a walk
+  bool walked = false;  // the set's contents were unknown: its entries were read from the maps first
   uint32_t addr_deleted = 0, addr_written = 0, ports_written = 0, iface_deleted = 0, iface_written = 0;
   double walk_ms = 0, addr_plan_ms = 0, addr_delete_ms = 0, addr_write_ms = 0, ports_ms = 0, iface_ms = 0,
          arrays_ms = 0;
