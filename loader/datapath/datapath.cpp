@@ -932,7 +932,8 @@ void Datapath::write_rule(uint32_t index, const rule_entry& rule) {
 void Datapath::write_rules(const std::vector<rule_entry>& rules, const policy::RuleTables& tables) {
   const RuleTableFds fds{rule_tbl_sel_fd_,  rule_tbl_fd_,       rule_tbl_ports_fd_,
                          rule_tbl_addr_fd_, rule_tbl_iface_fd_, rule_tbl_ext_fd_};
-  const int set = datapath::write_inactive_rule_tables(fds, tables);
+  if (!rule_writer_) rule_writer_ = std::make_unique<RuleTableWriter>();
+  const int set = rule_writer_->write_inactive(fds, tables);
   if (set < 0) {
     throw DatapathError("writing the classifier's rule tables: " + errno_text(set) +
                         " (the previous rules stay in force)");

@@ -28,6 +28,8 @@ struct RuleTables;
 
 namespace uplinkd::datapath {
 
+class RuleTableWriter;
+
 // Thrown for anything that stops the datapath from starting: the message says what, the errno,
 // and how to fix it.
 class DatapathError : public std::runtime_error {
@@ -106,11 +108,12 @@ class Datapath {
   void write_uplink(uint32_t uplink_id, const uplink_record& record);
   void write_classifier_cfg(const classifier_cfg& cfg);
   void write_rule(uint32_t index, const rule_entry& rule);
-  // A rule set: its bit-vector tables (rule_table_maps.h) written into the inactive table set, then
+  // A rule set: its bit-vector tables (rule_table_maps.h) written into the inactive table set (only
+  // what differs from what that set holds: a reload that changes one rule is a few map writes), then
   // each rule's entry (its actions: policy, sticky) into `rules`, then the flip. The entries are
   // written last, just before the flip, because the active tables' rule i reads entry i: the instant
   // in which a new flow can meet an old rule's tables with a new rule's actions is the few hundred
-  // microseconds of those writes, not the tens of ms of the tables'. Throws DatapathError before any
+  // microseconds of those writes, not the milliseconds of the tables'. Throws DatapathError before any
   // entry is written when the tables cannot be (the previous rules stay in force).
   void write_rules(const std::vector<rule_entry>& rules, const policy::RuleTables& tables);
   void write_policy(uint32_t slot, const policy_entry& entry);
@@ -195,6 +198,9 @@ class Datapath {
   int flows_fd_ = -1, tcp_seen_fd_ = -1, flow_counters_fd_ = -1;
   int rule_tbl_sel_fd_ = -1, rule_tbl_fd_ = -1, rule_tbl_ports_fd_ = -1, rule_tbl_addr_fd_ = -1,
       rule_tbl_iface_fd_ = -1, rule_tbl_ext_fd_ = -1;
+  // Remembers what each rule table set holds, so a reload writes only the difference
+  // (rule_table_maps.h); it knows nothing at start, so an adopted datapath's sets are walked once.
+  std::unique_ptr<RuleTableWriter> rule_writer_;
   int cfg_fd_ = -1, rules_fd_ = -1, rule_counters_fd_ = -1, policies_fd_ = -1, connected_fd_ = -1;
   std::vector<lpm_key> connected_;
   struct ring_buffer* ring_ = nullptr;

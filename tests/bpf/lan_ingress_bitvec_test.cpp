@@ -267,9 +267,11 @@ class Classifier {
   int load_err() const { return load_err_; }
   lan_ingress* skel() const { return skel_; }
 
-  // The rules (actions and tables, as the daemon writes them), then the count that makes them live.
+  // The rules (actions and tables, as the daemon writes them: only what differs from the inactive
+  // set, so the property test's rule sets go through the writer's difference path), then the count
+  // that makes them live.
   int load(const std::vector<rule_entry>& rules, std::optional<uint32_t> n_rules = std::nullopt) {
-    if (int err = testing::write_rules_and_tables(skel_, rules); err != 0) return err;
+    if (int err = testing::write_rules_and_tables(skel_, rules, &writer_); err != 0) return err;
     return set_n_rules(n_rules.value_or(static_cast<uint32_t>(rules.size())));
   }
   int set_n_rules(uint32_t n) {
@@ -329,6 +331,7 @@ class Classifier {
 
   lan_ingress* skel_ = nullptr;
   int load_err_ = 0;
+  datapath::RuleTableWriter writer_;
 };
 
 #define ASSERT_LOADED(c) ASSERT_TRUE((c).ok()) << "lan_ingress must load: " << std::strerror(-(c).load_err())

@@ -20,12 +20,17 @@ inline datapath::RuleTableFds rule_table_fds(const lan_ingress* skel) {
           bpf_map__fd(skel->maps.rule_tbl_iface), bpf_map__fd(skel->maps.rule_tbl_ext)};
 }
 
-// Writes every entry of `rules` into the `rules` map, then their tables. 0 or -errno.
-inline int write_rules_and_tables(const lan_ingress* skel, const std::vector<rule_entry>& rules) {
+// Writes every entry of `rules` into the `rules` map, then their tables: with `writer` (one per
+// skeleton, kept across calls) only what differs from the inactive set, as the daemon does; without,
+// a fresh writer's walk and full write. 0 or -errno.
+inline int write_rules_and_tables(const lan_ingress* skel, const std::vector<rule_entry>& rules,
+                                  datapath::RuleTableWriter* writer = nullptr) {
   for (uint32_t i = 0; i < rules.size(); ++i) {
     if (bpf_map_update_elem(bpf_map__fd(skel->maps.rules), &i, &rules[i], BPF_ANY) != 0) return -errno;
   }
-  return datapath::write_rule_tables(rule_table_fds(skel), policy::compile_rule_tables(rules));
+  const policy::RuleTables tables = policy::compile_rule_tables(rules);
+  return writer != nullptr ? writer->write(rule_table_fds(skel), tables)
+                           : datapath::write_rule_tables(rule_table_fds(skel), tables);
 }
 
 }  // namespace uplinkd::testing
