@@ -553,5 +553,33 @@ TEST(WgSteeringPlain, DetachRemovesTheFilterAPredecessorLeft) {
   EXPECT_EQ(egress(), "");
 }
 
+// A restart keeps wg_endpoints: the next daemon's manager removes the endpoints no peer has now,
+// or they would keep wg_steer on the uplinks for nobody.
+TEST(WgSteeringPlain, RemoveEndpointsExceptKeepsOnlyThoseGiven) {
+  if (!is_bpffs("/sys/fs/bpf")) GTEST_SKIP() << "no BPF filesystem at /sys/fs/bpf";
+  const std::string pin_dir = "/sys/fs/bpf/uplinkd-h6wge-" + std::to_string(getpid());
+  ASSERT_TRUE(mkdir(pin_dir.c_str(), 0700) == 0 || errno == EEXIST)
+      << pin_dir << ": " << std::strerror(errno);
+  struct Cleanup {
+    std::string pin_dir;
+    ~Cleanup() {
+      unlink((pin_dir + "/" + UPLINKD_MAP_POLICIES).c_str());
+      rmdir(pin_dir.c_str());
+    }
+  } cleanup{pin_dir};
+  WgSteering steering(pin_dir);
+  const WgEndpoint kept{addr("203.0.113.7"), 51820}, gone{addr("2001:db8:ff::7"), 51820},
+      other_port{addr("203.0.113.7"), 51821};
+  ASSERT_EQ(steering.write_endpoint(kept, kPolicy, 1), 0);
+  ASSERT_EQ(steering.write_endpoint(gone, kPolicy, 2), 0);
+  ASSERT_EQ(steering.write_endpoint(other_port, kPolicy, 3), 0);
+  EXPECT_EQ(steering.remove_endpoints_except({kept}), 2U);
+  EXPECT_EQ(steering.remove_endpoints_except({kept}), 0U);
+  EXPECT_FALSE(steering.remove_endpoint(gone));
+  EXPECT_FALSE(steering.remove_endpoint(other_port));
+  EXPECT_TRUE(steering.remove_endpoint(kept));
+  EXPECT_EQ(steering.remove_endpoints_except({}), 0U);
+}
+
 }  // namespace
 }  // namespace uplinkd::datapath
