@@ -260,6 +260,7 @@ bool WgSteering::remove_endpoint(const WgEndpoint& endpoint) {
 
 size_t WgSteering::remove_endpoints_except(const std::vector<WgEndpoint>& keep) {
   std::vector<wg_endpoint_key> kept;
+  kept.reserve(keep.size());
   for (const WgEndpoint& e : keep) kept.push_back(endpoint_key(e));
   std::vector<wg_endpoint_key> gone;
   wg_endpoint_key key{};
