@@ -196,6 +196,18 @@ class Daemon {
   std::unique_ptr<datapath::MssClamp> mss_clamp_;  // only while some wireguard section has clamp_mss
   std::unique_ptr<wireguard::WireguardManager> wireguard_;
   int64_t next_wireguard_poll_ = 0;
+  // wg_steer rides on the uplinks only while wg_endpoints has an endpoint (reconcile_wg_steering):
+  // nullopt until the manager's first poll says, meanwhile an uplink keeps what a predecessor left.
+  std::optional<bool> wg_steering_wanted_;
+  struct WgUplinkDevice {
+    int ifindex = 0;
+    std::string device;
+    bool l3_only = false;
+  };
+  std::map<uint32_t, WgUplinkDevice> wg_uplink_devices_;  // by uplink id, while its device is up
+  void reconcile_wg_steering();
+  // Attaches (wanted) or detaches the program on one device; false when the attach failed (logged).
+  bool steer_device(const WgUplinkDevice& d, bool wanted);
   void create_wg_steering();
   void start_wireguard();
   void stop_wireguard();

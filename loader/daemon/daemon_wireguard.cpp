@@ -1,12 +1,16 @@
 // The daemon's part in keeping WireGuard endpoints on the active uplink: the steering program rides
-// on every uplink's tc egress, each uplink's source address and gateway are published for it, and
-// the WireguardManager (discovery, endpoint map, route hygiene) hears of every uplink change.
+// on every up uplink's tc egress while wg_endpoints has an endpoint (and on none otherwise: a router
+// without WireGuard pays no parse and lookup per forwarded packet for it), each uplink's source
+// address and gateway are published for it whether or not it is attached (ready the moment an
+// endpoint appears), and the WireguardManager (discovery, endpoint map, route hygiene) hears of
+// every uplink change.
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
 
 #include <cstring>
 #include <memory>
+#include <set>
 
 #include "common/link_mtu.h"
 #include "common/log.h"
@@ -45,7 +49,8 @@ std::optional<IpAddress> global_address(const std::string& device, int family) {
 
 }  // namespace
 
-// Before the uplinks come up, so each one's bring-up attaches the steering program to its device.
+// Before the uplinks come up, so each one's bring-up publishes its record (and, after a restart,
+// takes over the filter its predecessor left).
 void Daemon::create_wg_steering() {
   try {
     wg_steering_ = std::make_unique<datapath::WgSteering>(datapath_->pin_dir());
@@ -65,6 +70,7 @@ void Daemon::start_wireguard() {
   wireguard_->set_mss_clamp(mss_clamp_.get());
   update_wireguard();
   wireguard_->poll();
+  reconcile_wg_steering();
   next_wireguard_poll_ = health::monotonic_ns() + kWireguardPollNs;
 }
 
@@ -76,14 +82,12 @@ void Daemon::stop_wireguard() {
 
 void Daemon::wireguard_uplink_up(const Uplink& u, bool ethernet) {
   if (!wg_steering_) return;
-  if (!wg_steering_->attached(u.ifindex)) {
-    try {
-      wg_steering_->attach(u.ifindex, u.cfg->device, !ethernet);
-    } catch (const std::exception& e) {
-      log::warn("interface " + u.cfg->name + ": WireGuard steering not attached: " + e.what());
-      return;
-    }
-  }
+  const WgUplinkDevice device{u.ifindex, u.cfg->device, !ethernet};
+  wg_uplink_devices_[u.cfg->id] = device;
+  // Before the manager's first poll (a start) nothing is known of the endpoints: a filter the
+  // predecessor left stays, taken over in place (no gap for a restart's tunnels), and none is added.
+  // That poll attaches or detaches it everywhere.
+  steer_device(device, wg_steering_wanted_.value_or(datapath::WgSteering::present(u.ifindex)));
   datapath::UplinkEgressInfo info;
   info.ifindex = u.ifindex;
   const int family = u.cfg->family == config::Family::Ipv6 ? AF_INET6 : AF_INET;
@@ -95,7 +99,49 @@ void Daemon::wireguard_uplink_up(const Uplink& u, bool ethernet) {
 }
 
 void Daemon::wireguard_uplink_down(const Uplink& u) {
+  wg_uplink_devices_.erase(u.cfg->id);
   if (wg_steering_) wg_steering_->clear_uplink_egress(u.cfg->id);
+}
+
+bool Daemon::steer_device(const WgUplinkDevice& d, bool wanted) {
+  if (!wanted) {
+    wg_steering_->detach(d.ifindex);
+    return true;
+  }
+  try {
+    wg_steering_->attach(d.ifindex, d.device, d.l3_only);
+    return true;
+  } catch (const std::exception& e) {
+    log::warn("device " + d.device + ": WireGuard steering not attached: " + e.what());
+    return false;
+  }
+}
+
+// The one place that decides whether wg_steer is wanted: while the manager has an endpoint in
+// wg_endpoints, on every up uplink's device; otherwise on none. Acts (and logs) only when that
+// changes; uplinks coming up later follow wireguard_uplink_up.
+void Daemon::reconcile_wg_steering() {
+  if (!wg_steering_ || !wireguard_) return;
+  const size_t endpoints = wireguard_->steered_endpoints();
+  const bool wanted = endpoints > 0;
+  if (wg_steering_wanted_ == wanted) return;
+  wg_steering_wanted_ = wanted;
+  std::set<int> done;  // two uplinks (IPv4 and IPv6) may share a device
+  std::string changed;
+  for (const auto& [id, device] : wg_uplink_devices_) {
+    if (!done.insert(device.ifindex).second) continue;
+    const bool had = wg_steering_->attached(device.ifindex) || datapath::WgSteering::present(device.ifindex);
+    if (steer_device(device, wanted) && had != wanted)
+      changed += (changed.empty() ? "" : ", ") + device.device;
+  }
+  if (!wanted) wg_steering_->detach_all();  // also the devices of uplinks that went down meanwhile
+  if (changed.empty()) return;
+  if (wanted) {
+    log::info("WireGuard steering attached on " + changed + " (tc egress): " + std::to_string(endpoints) +
+              (endpoints == 1 ? " endpoint" : " endpoints"));
+  } else {
+    log::info("WireGuard steering detached from " + changed + ": no WireGuard endpoint left");
+  }
 }
 
 void Daemon::wireguard_release_device(int ifindex) {
@@ -119,6 +165,7 @@ void Daemon::poll_wireguard(int64_t now) {
   if (!wireguard_ || now < next_wireguard_poll_) return;
   next_wireguard_poll_ = now + kWireguardPollNs;
   wireguard_->poll();
+  reconcile_wg_steering();
 }
 
 }  // namespace uplinkd

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -115,9 +116,7 @@ WgSteering::~WgSteering() {
     if (l3_ != nullptr) uplink_egress__destroy(l3_);
     return;
   }
-  std::vector<int> devices;
-  for (const auto& [ifindex, _] : attached_) devices.push_back(ifindex);
-  for (int ifindex : devices) detach(ifindex);
+  detach_all();
   if (eth_ != nullptr) uplink_egress__destroy(eth_);
   if (l3_ != nullptr) uplink_egress__destroy(l3_);
   unpin_own_maps();
@@ -167,14 +166,26 @@ void WgSteering::attach(int ifindex, const std::string& device, bool l3_only) {
 
 void WgSteering::detach(int ifindex) {
   auto it = attached_.find(ifindex);
-  if (it == attached_.end()) return;
+  const bool ours = it != attached_.end();
   // A device that is gone took its filters with it.
-  if (tc::device_exists(ifindex)) detach_tc_egress(ifindex, it->second->tc_hook_created);
+  const bool exists = tc::device_exists(ifindex);
+  if (!ours && !(exists && present(ifindex))) return;
+  // A predecessor's filter: whether its qdisc is uplinkd's is in the pins it recorded it in.
+  const bool created = ours ? it->second->tc_hook_created : qdisc_created_by_uplinkd(pin_dir_, ifindex);
+  if (exists) detach_tc_egress(ifindex, created);
   // Gone with the device, or removed by detach_tc_egress (ours, and no other filter of uplinkd's there).
-  if (it->second->tc_hook_created && (!tc::device_exists(ifindex) || !tc::uplinkd_filters_present(ifindex)))
+  if (created && (!exists || !tc::uplinkd_filters_present(ifindex)))
     qdisc_created_by_uplinkd(pin_dir_, ifindex, false);
-  attached_.erase(it);
+  if (ours) attached_.erase(it);
 }
+
+void WgSteering::detach_all() {
+  std::vector<int> devices;
+  for (const auto& [ifindex, _] : attached_) devices.push_back(ifindex);
+  for (int ifindex : devices) detach(ifindex);
+}
+
+bool WgSteering::present(int ifindex) { return tc::present(ifindex, tc::kWgSteering); }
 
 int WgSteering::write_uplink_egress(uint32_t uplink_id, const UplinkEgressInfo& info) {
   if (uplink_id >= UPLINKD_MAX_UPLINKS || info.ifindex <= 0 || !valid_address(info.src4, AF_INET) ||
@@ -245,6 +256,27 @@ int WgSteering::write_endpoint(const WgEndpoint& endpoint, uint32_t policy_id, u
 bool WgSteering::remove_endpoint(const WgEndpoint& endpoint) {
   const wg_endpoint_key key = endpoint_key(endpoint);
   return bpf_map_delete_elem(endpoints_fd_, &key) == 0;
+}
+
+size_t WgSteering::remove_endpoints_except(const std::vector<WgEndpoint>& keep) {
+  std::vector<wg_endpoint_key> kept;
+  kept.reserve(keep.size());
+  for (const WgEndpoint& e : keep) kept.push_back(endpoint_key(e));
+  std::vector<wg_endpoint_key> gone;
+  wg_endpoint_key key{};
+  const void* previous = nullptr;  // the first key
+  // Bounded by the map's size: the daemon is the only writer.
+  for (size_t n = 0; n < UPLINKD_MAX_WG_ENDPOINTS && bpf_map_get_next_key(endpoints_fd_, previous, &key) == 0;
+       ++n) {
+    const bool wanted = std::any_of(kept.begin(), kept.end(), [&](const wg_endpoint_key& k) {
+      return std::memcmp(&k, &key, sizeof key) == 0;
+    });
+    if (!wanted) gone.push_back(key);
+    previous = &key;
+  }
+  size_t removed = 0;
+  for (const wg_endpoint_key& k : gone) removed += bpf_map_delete_elem(endpoints_fd_, &k) == 0 ? 1 : 0;
+  return removed;
 }
 
 WgEndpointCounters WgSteering::counters(uint32_t endpoint_id) const {

@@ -1,5 +1,7 @@
-// WireGuard endpoint steering: loads bpf/uplink_egress.bpf.c, attaches it on tc egress of every
-// uplink device, and is the daemon's door to its maps (wg_endpoints, wg_counters, uplink_egress).
+// WireGuard endpoint steering: loads bpf/uplink_egress.bpf.c, attaches it on tc egress of the
+// uplink devices (the daemon does so only while wg_endpoints has an endpoint: a router without
+// WireGuard forwards without it), and is the daemon's door to its maps (wg_endpoints, wg_counters,
+// uplink_egress).
 // The program follows the classifier's `policies` map, which it shares by pin path with
 // lan_ingress: the policy the daemon writes for the LAN is the one each endpoint follows.
 //
@@ -15,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "common/ip_address.h"
 #include "maps/uplinkd_maps.h"
@@ -65,8 +68,15 @@ class WgSteering {
   // tc egress of an uplink device; idempotent. l3_only: the device has no Ethernet header
   // (PPPoE, raw-IP LTE). Throws WgSteeringError naming the device, the errno and the fix.
   void attach(int ifindex, const std::string& device, bool l3_only);
+  // Removes the filter from the device: this instance's, or one a predecessor left there (a
+  // restart or a crash keeps the filters) that this one never attached.
   void detach(int ifindex);
+  // Every filter this instance attached.
+  void detach_all();
+  // Attached by this instance.
   [[nodiscard]] bool attached(int ifindex) const { return attached_.count(ifindex) != 0; }
+  // The steering filter is on the device's egress, whoever attached it (a predecessor's counts).
+  [[nodiscard]] static bool present(int ifindex);
 
   // uplink_egress[uplink_id]. Returns 0, -EINVAL for an id out of range, an ifindex <= 0 or an
   // address of the wrong family, or -errno of the map update.
@@ -81,6 +91,9 @@ class WgSteering {
   int write_endpoint(const WgEndpoint& endpoint, uint32_t policy_id, uint32_t endpoint_id);
   // Returns true if it was there.
   bool remove_endpoint(const WgEndpoint& endpoint);
+  // Removes every endpoint of wg_endpoints but those in `keep`: a restart keeps the map, with the
+  // endpoints of peers that went while no daemon ran. Returns how many it removed.
+  size_t remove_endpoints_except(const std::vector<WgEndpoint>& keep);
   // Summed over CPUs; zero for an id out of range.
   [[nodiscard]] WgEndpointCounters counters(uint32_t endpoint_id) const;
 

@@ -99,6 +99,14 @@ void WireguardManager::poll() {
   update_mss_clamp();
 }
 
+size_t WireguardManager::steered_endpoints() const {
+  size_t n = 0;
+  for (const auto& [text, state] : endpoints_) {
+    if (state.in_map) ++n;
+  }
+  return n;
+}
+
 // Once per device and fwmark: the log would otherwise repeat it every poll.
 void WireguardManager::warn_about_fwmarks() {
   std::map<std::string, uint32_t> now;
@@ -186,6 +194,10 @@ void WireguardManager::sync_endpoints(const std::vector<Tracked>& tracked) {
     PolicyChoice policy = policy_for(t.device, t.endpoint->address.family);
     if (policy.id) wanted.emplace(t.endpoint->str(), *policy.id);
   }
+  if (!predecessor_endpoints_checked_ && steering_ != nullptr) {
+    predecessor_endpoints_checked_ = true;
+    remove_predecessor_endpoints(wanted);
+  }
   for (auto it = endpoints_.begin(); it != endpoints_.end();) {
     if (wanted.count(it->first) != 0) {
       ++it;
@@ -225,6 +237,20 @@ void WireguardManager::sync_endpoints(const std::vector<Tracked>& tracked) {
       }
     }
     endpoints_[text] = state;
+  }
+}
+
+// A restart keeps wg_endpoints as the previous daemon left it: the endpoints of peers that went while
+// no daemon ran would be steered (and keep the program on the uplinks) for nobody.
+void WireguardManager::remove_predecessor_endpoints(const std::map<std::string, uint32_t>& wanted) {
+  std::vector<datapath::WgEndpoint> keep;
+  for (const auto& [text, policy_id] : wanted) {
+    if (std::optional<Endpoint> endpoint = parse_endpoint(text)) keep.push_back(to_wg_endpoint(*endpoint));
+  }
+  const size_t removed = steering_->remove_endpoints_except(keep);
+  if (removed > 0) {
+    log::info("wireguard: " + std::to_string(removed) +
+              " endpoint(s) of the previous daemon removed from the datapath: no peer has them now");
   }
 }
 

@@ -65,6 +65,9 @@ class WireguardManager {
   void poll();
   // Puts back routes and removes endpoints now (the destructor does it too).
   void stop();
+  // Endpoints in the steering program's wg_endpoints now: while there is none, the daemon keeps the
+  // program off the uplinks.
+  [[nodiscard]] size_t steered_endpoints() const;
   // The MSS clamp for devices with `option clamp_mss '1'` (null: none; it is then reported).
   void set_mss_clamp(datapath::MssClamp* clamp) { mss_clamp_ = clamp; }
 
@@ -98,6 +101,7 @@ class WireguardManager {
   PolicyChoice policy_for(const std::string& device, int family) const;
   const config::WireguardConfig* device_config(const std::string& device) const;
   void sync_endpoints(const std::vector<Tracked>& tracked);
+  void remove_predecessor_endpoints(const std::map<std::string, uint32_t>& wanted);
   void refresh_routes();
   std::optional<uint32_t> active_uplink_id(const Tracked& t) const;
   const UplinkInfo* uplink(uint32_t id) const;
@@ -134,6 +138,7 @@ class WireguardManager {
   };
   std::map<std::string, ClampState> clamps_;  // by device
   bool stopped_ = false;
+  bool predecessor_endpoints_checked_ = false;  // the first sync removes the map's endpoints no peer has
 };
 
 }  // namespace uplinkd::wireguard

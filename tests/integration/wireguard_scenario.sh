@@ -23,7 +23,11 @@
 #     netifd's pin via wan2 fixed, the outer packets cross isp1 from wan1's IPv6 address, and after
 #     wan1 fails they cross isp2 from wan2's, pings through the tunnel answered at every stage;
 #   - `uplinkctl wireguard --json` has device, peer, endpoint, policy, uplink, steered_packets,
-#     stale_routes.
+#     stale_routes;
+#   - wg_steer (tc egress of the uplinks) is attached only while there is an endpoint: none on wan1
+#     and wan2 before the tunnel exists, on both once its peer is seen, kept without a gap across a
+#     restart in place, taken away by a daemon that restarts (after a crash) to find the peer gone,
+#     and none after a restart without WireGuard endpoints.
 # Which uplink outer packets take, and with which source, is counted by nft counters in isp1's and
 # isp2's forward hooks.
 # Timing: the bounds come from the tracking configuration (down x interval + timeout, ...) and the
@@ -186,6 +190,32 @@ check_sources() {
 }
 
 wgjson() { ctl wireguard --json; }
+# egress_programs <dev>: the BPF programs on dev's tc egress in the router, as tc and bpftool list
+# them (bpftool also lists tcx links, which tc does not show); empty when there is none.
+egress_programs() {
+  ip netns exec "$P-rtr" tc filter show dev "$1" egress 2>/dev/null
+  if command -v bpftool >/dev/null 2>&1; then
+    ip netns exec "$P-rtr" bpftool net show dev "$1" 2>/dev/null | grep -F "$1(" | grep -F egress || true
+  fi
+}
+# steer_on <dev>: uplinkd's WireGuard steering program is on dev's tc egress.
+steer_on() { ip netns exec "$P-rtr" tc filter show dev "$1" egress 2>/dev/null | grep -q 'wg_steer'; }
+# wait_steer <on|off> <seconds>: until wg_steer is on (off) both wan1 and wan2.
+wait_steer() {
+  local i n dev ok
+  n=$(awk -v s="$2" 'BEGIN { printf "%d", s * 5 }')
+  for ((i = 0; i <= n; i++)); do
+    ok=1
+    for dev in wan1 wan2; do
+      if [[ $1 == on ]]; then steer_on "$dev" || ok=0; else [[ -z $(egress_programs "$dev") ]] || ok=0; fi
+    done
+    ((ok)) && return 0
+    sleep 0.2
+  done
+  return 1
+}
+# log_count <text>: lines of uplinkd's log with the text.
+log_count() { grep -cF "$1" "$UPLINKD_LOG" || true; }
 # peer_field <field>: one field of the router's peer from `uplinkctl wireguard --json`.
 peer_field() {
   local j
@@ -279,6 +309,12 @@ fi
 wait_iface_state wan2 online "$(sc 20)" || fail "wan2 not online within $(sc 20) s (last '$UL_LAST_STATE')"
 wait_iface_state wan1 offline "$(sc 20)" || fail "wan1 not offline within $(sc 20) s of its outage (last '$UL_LAST_STATE')"
 info "wan1 offline (isp1 outage), wan2 online: the tunnel comes up now"
+# No WireGuard endpoint yet: the uplinks forward without the steering program.
+for dev in wan1 wan2; do
+  progs=$(egress_programs "$dev")
+  [[ -z $progs ]] || fail "a BPF program on $dev's tc egress without any WireGuard endpoint: $progs"
+done
+pass "no WireGuard endpoint: no BPF program on wan1's or wan2's tc egress"
 
 # Before the tunnel exists: kernel WireGuard handshakes as soon as the device is up, within the
 # same second.
@@ -296,6 +332,10 @@ wait_handshake "$T_WG" "$(sc 5)" || fail "no handshake on $RDEV"
 ip netns exec "$P-core" timeout "$(sc 150)" iperf3 -s -B 10.99.0.1 -p 5201 </dev/null >"$UL_TMP/iperf_server.log" 2>&1 &
 ul_bg_add $!
 wait_peer endpoint "$EP1:51820" "$(sc 15)" || fail "uplinkctl wireguard does not list $RDEV's peer with endpoint $EP1:51820 within $(sc 15) s (last '$PEER_LAST'): $(wgjson)"
+wait_steer on "$(sc 3)" || fail "wg_steer not on wan1's and wan2's egress with the peer's endpoint listed: $(egress_programs wan1) / $(egress_programs wan2)"
+[[ $(log_count "WireGuard steering attached on wan1, wan2") == 1 ]] ||
+  fail "uplinkd's log does not say once that steering was attached: $(grep -F 'WireGuard steering' "$UPLINKD_LOG")"
+pass "the peer's endpoint appeared: wg_steer on wan1 and wan2 ($(grep -F 'WireGuard steering attached' "$UPLINKD_LOG" | tail -n 1 | sed 's/^.*WireGuard/WireGuard/'))"
 j=$(wgjson) || fail "uplinkctl wireguard --json failed: $j"
 python3 "$TOOLS/wg_peer.py" "$RDEV" --check-fields <<<"$j" || fail "uplinkctl wireguard --json lacks fields"
 [[ $(peer_field peer) == "$(cat "$WGDIR/core.pub")" ]] || fail "peer is not the core's public key: $j"
@@ -475,6 +515,65 @@ lab_outage "$P" isp1 off
 wait_iface_state wan1_6 online "$(sc 15)" || fail "wan1_6 not online again within $(sc 15) s"
 wait_peer uplink wan1_6 "$(sc 3)" || fail "uplinkctl wireguard: the IPv6 endpoint's uplink is not wan1_6 again: $(wgjson)"
 check_sources wan1 "IPv6 endpoint, wan1 back" "$RECOVER_BOUND" 6
+
+# ---------------------------------------------------------------------------------------------
+# wg_steer only while there is an endpoint, across restarts.
+# ---------------------------------------------------------------------------------------------
+# A restart in place with the endpoint: the filter never leaves either uplink (sampled every 50 ms
+# from before the restart until the new daemon answers), and the tunnel still answers.
+SAMPLES=$UL_TMP/steer_samples
+: >"$SAMPLES"
+(
+  for ((i = 0; i < 600; i++)); do # ≤ 30 s
+    [[ -e $UL_TMP/steer_samples.stop ]] && break
+    for dev in wan1 wan2; do steer_on "$dev" && echo "$dev on" || echo "$dev off"; done
+    sleep 0.05
+  done >>"$SAMPLES"
+) &
+sampler=$!
+ul_bg_add "$sampler"
+sleep 0.3
+ctl restart || fail "uplinkctl restart failed: $(tail -20 "$UPLINKD_LOG")"
+wait_uplinkd_ready "$(sc 15)" || fail "uplinkd does not answer after the restart in place"
+sleep "$(sc 2)" # the new daemon's first poll has decided by now
+touch "$UL_TMP/steer_samples.stop"
+_ul_reap "$sampler" 5 || fail "the steering sampler did not end"
+on=$(grep -c ' on$' "$SAMPLES" || true)
+off=$(grep -c ' off$' "$SAMPLES" || true)
+((on > 0 && off == 0)) || fail "wg_steer left wan1 or wan2 during the restart in place: $off of $((on + off)) samples without it"
+wait_steer on 1 || fail "wg_steer is not on wan1 and wan2 after the restart in place"
+ip netns exec "$P-rtr" ping -n -c 3 -i 0.2 -W 1 10.99.0.1 >/dev/null 2>&1 || fail "no ping through the tunnel after the restart in place"
+pass "restart in place with an endpoint: wg_steer on wan1 and wan2 in all $on samples across it; the tunnel answers"
+
+# A crash, and the peer goes while no daemon runs: the next daemon takes the filter away.
+pid=$UPLINKD_PID
+kill -KILL "$pid" 2>/dev/null || fail "no uplinkd to kill (pid $pid)"
+_ul_reap "$pid" 5 || fail "uplinkd (pid $pid) still there 5 s after SIGKILL"
+UPLINKD_PID=
+steer_on wan1 || fail "wg_steer did not stay on wan1 while no daemon ran"
+ip netns exec "$P-rtr" wg set "$RDEV" peer "$(cat "$WGDIR/core.pub")" remove || fail "wg peer remove"
+n_detached=$(log_count "WireGuard steering detached from")
+start_uplinkd "$P" "$CFG" --hook "$UL_HOOK"
+wait_uplinkd_ready "$(sc 15)" || fail "uplinkd does not answer after its start following the crash"
+wait_steer off "$(sc 3)" || fail "wg_steer still on an uplink's egress with the peer gone: $(egress_programs wan1) / $(egress_programs wan2)"
+(($(log_count "WireGuard steering detached from") == n_detached + 1)) ||
+  fail "uplinkd's log does not say once that steering was detached: $(grep -F 'WireGuard steering' "$UPLINKD_LOG")"
+pass "after a crash the peer was gone: the restarted daemon took wg_steer off wan1 and wan2"
+
+# A peer again, then the last one goes with a daemon running: detached within a poll (5 s).
+ip netns exec "$P-rtr" wg set "$RDEV" peer "$(cat "$WGDIR/core.pub")" endpoint "$EP1:51820" allowed-ips 10.99.0.1/32 ||
+  fail "wg peer re-add"
+wait_steer on "$(sc 8)" || fail "wg_steer not on wan1 and wan2 within $(sc 8) s of a peer appearing"
+ip netns exec "$P-rtr" wg set "$RDEV" peer "$(cat "$WGDIR/core.pub")" remove || fail "wg peer remove"
+wait_steer off "$(sc 8)" || fail "wg_steer still on within $(sc 8) s of the last peer going: $(egress_programs wan1) / $(egress_programs wan2)"
+pass "a peer appears: wg_steer on both uplinks; the last one goes: off both within a poll"
+
+# A restart in place without endpoints leaves none attached.
+ctl restart || fail "uplinkctl restart failed: $(tail -20 "$UPLINKD_LOG")"
+wait_uplinkd_ready "$(sc 15)" || fail "uplinkd does not answer after the restart in place"
+sleep "$(sc 2)"
+wait_steer off 1 || fail "wg_steer on an uplink after a restart without endpoints: $(egress_programs wan1) / $(egress_programs wan2)"
+pass "restart in place without WireGuard endpoints: no BPF program on wan1's or wan2's egress"
 
 stop_uplinkd || fail "uplinkd did not stop on SIGTERM"
 exit 0

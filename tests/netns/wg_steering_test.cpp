@@ -498,5 +498,88 @@ TEST(WgSteeringPlain, MissingPinDirectoryIsNamed) {
   }
 }
 
+// A restart keeps the steering filters while no daemon runs. The next daemon's steering, which
+// never attached them, takes one away when no endpoint needs it any more (the daemon attaches
+// wg_steer only while wg_endpoints has an endpoint), and says whether one is there.
+TEST(WgSteeringPlain, DetachRemovesTheFilterAPredecessorLeft) {
+  if (!is_bpffs("/sys/fs/bpf")) GTEST_SKIP() << "no BPF filesystem at /sys/fs/bpf";
+  const std::string ns = "h6wgp-" + std::to_string(getpid());
+  ASSERT_EQ(run_command("ip netns add " + ns).status, 0) << "ip netns add " << ns << " (root needed)";
+  const std::string pin_dir = "/sys/fs/bpf/uplinkd-h6wgp-" + std::to_string(getpid());
+  const int original = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  struct Cleanup {
+    std::string ns, pin_dir;
+    int original;
+    ~Cleanup() {
+      unlink((pin_dir + "/" + UPLINKD_MAP_POLICIES).c_str());
+      rmdir(pin_dir.c_str());
+      if (original >= 0) {
+        setns(original, CLONE_NEWNET);
+        close(original);
+      }
+      run_command("ip netns del " + ns);
+    }
+  } cleanup{ns, pin_dir, original};
+  ASSERT_GE(original, 0);
+  must_run("ip -n " + ns + " link add w0 type veth peer name w1");
+  must_run("ip -n " + ns + " link set w0 up");
+  must_run("ip -n " + ns + " link set w1 up");
+  ASSERT_TRUE(mkdir(pin_dir.c_str(), 0700) == 0 || errno == EEXIST)
+      << pin_dir << ": " << std::strerror(errno);
+  ASSERT_EQ(enter_netns("/run/netns/" + ns), 0);
+  const int w0 = static_cast<int>(if_nametoindex("w0"));
+  ASSERT_GT(w0, 0);
+  const auto egress = [&] { return must_run("ip netns exec " + ns + " tc filter show dev w0 egress"); };
+
+  WgSteering predecessor(pin_dir);
+  EXPECT_FALSE(WgSteering::present(w0));
+  predecessor.attach(w0, "w0", false);
+  EXPECT_TRUE(WgSteering::present(w0));
+  EXPECT_NE(egress().find("wg_steer"), std::string::npos) << egress();
+
+  WgSteering next(pin_dir);
+  EXPECT_FALSE(next.attached(w0));
+  EXPECT_TRUE(WgSteering::present(w0)) << "a filter this instance did not attach is present all the same";
+  next.detach(w0);
+  EXPECT_FALSE(WgSteering::present(w0));
+  EXPECT_EQ(egress(), "") << "the predecessor's filter is still on w0's egress";
+  next.detach(w0);  // nothing there: nothing happens
+
+  // Attached again, by the instance that detaches it: detach_all leaves no filter.
+  next.attach(w0, "w0", false);
+  EXPECT_TRUE(next.attached(w0));
+  next.detach_all();
+  EXPECT_FALSE(next.attached(w0));
+  EXPECT_EQ(egress(), "");
+}
+
+// A restart keeps wg_endpoints: the next daemon's manager removes the endpoints no peer has now,
+// or they would keep wg_steer on the uplinks for nobody.
+TEST(WgSteeringPlain, RemoveEndpointsExceptKeepsOnlyThoseGiven) {
+  if (!is_bpffs("/sys/fs/bpf")) GTEST_SKIP() << "no BPF filesystem at /sys/fs/bpf";
+  const std::string pin_dir = "/sys/fs/bpf/uplinkd-h6wge-" + std::to_string(getpid());
+  ASSERT_TRUE(mkdir(pin_dir.c_str(), 0700) == 0 || errno == EEXIST)
+      << pin_dir << ": " << std::strerror(errno);
+  struct Cleanup {
+    std::string pin_dir;
+    ~Cleanup() {
+      unlink((pin_dir + "/" + UPLINKD_MAP_POLICIES).c_str());
+      rmdir(pin_dir.c_str());
+    }
+  } cleanup{pin_dir};
+  WgSteering steering(pin_dir);
+  const WgEndpoint kept{addr("203.0.113.7"), 51820}, gone{addr("2001:db8:ff::7"), 51820},
+      other_port{addr("203.0.113.7"), 51821};
+  ASSERT_EQ(steering.write_endpoint(kept, kPolicy, 1), 0);
+  ASSERT_EQ(steering.write_endpoint(gone, kPolicy, 2), 0);
+  ASSERT_EQ(steering.write_endpoint(other_port, kPolicy, 3), 0);
+  EXPECT_EQ(steering.remove_endpoints_except({kept}), 2U);
+  EXPECT_EQ(steering.remove_endpoints_except({kept}), 0U);
+  EXPECT_FALSE(steering.remove_endpoint(gone));
+  EXPECT_FALSE(steering.remove_endpoint(other_port));
+  EXPECT_TRUE(steering.remove_endpoint(kept));
+  EXPECT_EQ(steering.remove_endpoints_except({}), 0U);
+}
+
 }  // namespace
 }  // namespace uplinkd::datapath

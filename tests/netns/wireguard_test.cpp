@@ -551,9 +551,16 @@ TEST_F(WireguardTest, ManagerFeedsSteeringProgramWithDiscoveredEndpoint) {
     EXPECT_EQ(normalize_lines(router_ip("route show 203.0.113.5")),
               "203.0.113.5 via 198.51.100.1 dev wan2 proto static metric 20\n");  // fix off: untouched
 
+    EXPECT_EQ(manager.steered_endpoints(), 1U);  // the daemon keeps wg_steer attached
+
+    // The peer goes: its endpoint leaves the map, and the daemon detaches wg_steer on none left.
     datapath::WgEndpoint endpoint{ip("203.0.113.5"), 51820};
+    wg("set " + device_ + " peer " + peer + " remove");
+    manager.poll();
+    EXPECT_EQ(manager.steered_endpoints(), 0U);
+    EXPECT_FALSE(steering.remove_endpoint(endpoint));  // the poll took it out of the map
     manager.stop();
-    EXPECT_FALSE(steering.remove_endpoint(endpoint));  // stop() took it out of the map
+    EXPECT_EQ(manager.steered_endpoints(), 0U);
   }
 }
 
