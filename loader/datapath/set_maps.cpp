@@ -138,9 +138,9 @@ int SetMaps::refresh(bool force) {
       if (keys.size() > UPLINKD_MAX_SET_ENTRIES) {
         // An IPv6 prefix over ::ffff:0:0/96 becomes up to 96 trie entries, so both counts are named.
         warn_once(slot, "ipset " + slot.name + " (" + set.where() + ") has " +
-                            std::to_string(set.prefixes.size()) + " prefixes, " + std::to_string(keys.size()) +
-                            " trie entries; only the first " + std::to_string(UPLINKD_MAX_SET_ENTRIES) +
-                            " entries are used");
+                            std::to_string(set.prefixes.size()) + " prefixes, " +
+                            std::to_string(keys.size()) + " trie entries; only the first " +
+                            std::to_string(UPLINKD_MAX_SET_ENTRIES) + " entries are used");
         keys.resize(UPLINKD_MAX_SET_ENTRIES);
       } else if (!slot.problem.empty()) {
         log::info("ipset " + slot.name + ": found in table " + set.where() + " with " +
