@@ -200,6 +200,17 @@ class SetMapsTest : public NetnsTest {
                                       " nft -f -");
   }
 
+  // Loads a script too long for nft()'s command line from a file (a set of tens of thousands).
+  void nft_file(const std::string& script) {
+    const std::string file = "/tmp/uplinkd-set-maps-" + std::to_string(getpid()) + ".nft";
+    FILE* f = std::fopen(file.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs(script.c_str(), f);
+    std::fclose(f);
+    uplinkd::testing::must_run("ip netns exec " + router_ns_ + " nft -f " + file);
+    std::remove(file.c_str());
+  }
+
   // The mark a new TCP flow to `dst` leaves lan_ingress with (each call a fresh source port, so
   // every packet is a new flow and is classified).
   uint32_t mark_to(const char* dst) {
@@ -413,13 +424,7 @@ TEST_F(SetMapsTest, ASetOverTheLimitIsCutWithBothCountsNamed) {
               std::to_string(i / 256 % 256) + "." + std::to_string(i % 256);
   }
   script += " }; }; }";
-  const std::string file = "/tmp/uplinkd-set-maps-huge-" + std::to_string(getpid()) + ".nft";
-  FILE* f = std::fopen(file.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(script.c_str(), f);
-  std::fclose(f);
-  uplinkd::testing::must_run("ip netns exec " + router_ns_ + " nft -f " + file);
-  std::remove(file.c_str());
+  ASSERT_NO_FATAL_FAILURE(nft_file(script));
   sets_->configure({"huge"});
   sets_->refresh();
   const std::string n = std::to_string(count);
@@ -440,13 +445,7 @@ TEST_F(SetMapsTest, RefreshCostOfALargeSet) {
               std::to_string(i % 200) + ".0/25";
   }
   script += " }; }; }";
-  const std::string file = "/tmp/uplinkd-set-maps-" + std::to_string(getpid()) + ".nft";
-  FILE* f = std::fopen(file.c_str(), "w");
-  ASSERT_NE(f, nullptr);
-  std::fputs(script.c_str(), f);
-  std::fclose(f);
-  uplinkd::testing::must_run("ip netns exec " + router_ns_ + " nft -f " + file);
-  std::remove(file.c_str());
+  ASSERT_NO_FATAL_FAILURE(nft_file(script));
   sets_->configure({"big"});
   auto timed = [&](bool force) {
     auto start = std::chrono::steady_clock::now();
