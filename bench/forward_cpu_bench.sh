@@ -37,6 +37,8 @@
 #   plain-ctmark   plain, plus uplinkd's own nft table (the ct mark save in postrouting and the
 #                  inbound marks in prerouting, as a running uplinkd wrote it; EXTRA, not default):
 #                  the part of uplinkd's cost that is nft's, not its BPF programs';
+#   plain-ctmark-before  plain, plus that table as it was before e3fde74 (bench/ctmark_before.nft;
+#                  EXTRA, not default): beside plain-ctmark, what e3fde74's inbound chain saved;
 #   uplinkd-N      uplinkd, N rules: N-1 that do not match (dest_ip /32, proto udp, dest_port range),
 #                  then the catch-all to a balanced policy (wan1 and wan2, weight 1 each);
 #   nft-linear-N   uplinkd stopped; mwan3's mangle chain in nft with the same N rules as linear rules
@@ -87,7 +89,8 @@ for n in $RULES; do
 done
 for w in $WORKLOADS; do [[ $w == one || $w == new ]] || skip "WORKLOADS: one, new"; done
 for c in $EXTRA; do
-  [[ $c == plain-tc || $c == plain-rules || $c == plain-ctmark ]] || skip "EXTRA: plain-tc, plain-rules, plain-ctmark"
+  [[ $c == plain-tc || $c == plain-rules || $c == plain-ctmark || $c == plain-ctmark-before ]] ||
+    skip "EXTRA: plain-tc, plain-rules, plain-ctmark, plain-ctmark-before"
 done
 BPF_STATS=${BPF_STATS:-0}
 [[ $BPF_STATS == 0 || $BPF_STATS == 1 ]] || skip "BPF_STATS: 0 or 1"
@@ -337,6 +340,10 @@ case_up() {
       ;;
     plain-rules) fl_mwan3_routing add ;;
     plain-ctmark) ip netns exec "$RTR" nft -f "$CTMARK_NFT" || fail "loading uplinkd's ct mark table" ;;
+    plain-ctmark-before)
+      ip netns exec "$RTR" nft -f "$(dirname "${BASH_SOURCE[0]}")/ctmark_before.nft" ||
+        fail "loading bench/ctmark_before.nft"
+      ;;
     uplinkd-*)
       n=${c#uplinkd-}
       fl_uplinkd_config "$UL_TMP/uplinkd-$n.conf" "$n" "option local_rules '0'"
@@ -366,6 +373,7 @@ case_down() {
       ;;
     plain-rules) fl_mwan3_routing del ;;
     plain-ctmark) ip netns exec "$RTR" nft delete table inet "$CTMARK_TABLE" ;;
+    plain-ctmark-before) ip netns exec "$RTR" nft delete table inet uplinkd_before ;;
     uplinkd-*) stop_uplinkd || fail "uplinkd did not stop ($c)" ;;
     nft-*)
       ip netns exec "$RTR" nft delete table ip mwan3_bench
