@@ -27,8 +27,9 @@
 // them out of D whatever the LAN classifier chose. Every forwarded packet crosses this chain, and a
 // LAN flow's leaves it after two ct tests: one rule per uplink testing device names cost about
 // 115-150 ns more per packet at 5,000 packets/s (bench/forward_cpu_bench.sh with
-// EXTRA="plain-ctmark plain-ctmark-before"; README, "Forwarding: CPU per packet"). Replies arriving on an uplink (to connections
-// the LAN opened) are left alone: marking those would route them back by the uplink's table.
+// EXTRA="plain-ctmark plain-ctmark-before"; README, "Forwarding: CPU per packet"). Replies
+// arriving on an uplink (to connections the LAN opened) are left alone: marking those would route
+// them back by the uplink's table.
 //
 // Works in the network namespace of the thread that constructs the object (libnftables binds its
 // netlink socket there).
